@@ -1,0 +1,1 @@
+"""kraft: a Kafka-compatible, ZooKeeper-free streaming cluster."""

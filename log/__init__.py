@@ -1,0 +1,3 @@
+"""Partition log storage: segments, indexes, checkpoints, recovery, retention, compaction.
+
+Imports nothing else of the project."""
