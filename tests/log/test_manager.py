@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from log.config import ConfigError, LogConfig
+from log.manager import CLEAN_SHUTDOWN_FILE, LogManager
+from log.records import build_simple_batch
+
+
+def test_logs_spread_over_dirs_and_survive_restart(tmp_path: Path) -> None:
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    mgr = LogManager(dirs)
+    mgr.startup()
+    for p in range(4):
+        log = mgr.get_or_create_log("my-topic.v1", p)
+        log.append_as_leader(build_simple_batch([b"x"] * (p + 1), timestamp=1), 0)
+        log.set_high_watermark(log.log_end_offset)
+    assert sorted(os.listdir(dirs[0]) + os.listdir(dirs[1])).count("my-topic.v1-0") == 1
+    assert {len([n for n in os.listdir(d) if n.startswith("my-topic")]) for d in dirs} == {2}
+    mgr.shutdown()
+    assert all(os.path.exists(os.path.join(d, CLEAN_SHUTDOWN_FILE)) for d in dirs)
+    assert (Path(dirs[0]) / "replication-offset-checkpoint").read_text().startswith("0\n2\n")
+
+    again = LogManager(dirs)
+    again.startup()
+    # The marker is gone while running: a crash now would be detected as unclean.
+    assert not any(os.path.exists(os.path.join(d, CLEAN_SHUTDOWN_FILE)) for d in dirs)
+    for p in range(4):
+        log = again.get_log("my-topic.v1", p)
+        assert log is not None
+        assert (log.log_end_offset, log.high_watermark) == (p + 1, p + 1)
+    again.shutdown()
+
+
+def test_unclean_restart_recovers_and_deletion_is_crash_safe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mgr = LogManager([str(tmp_path)])
+    mgr.startup()
+    log = mgr.get_or_create_log("t", 0)
+    log.append_as_leader(build_simple_batch([b"a"], timestamp=1), 0)
+    log.flush()
+    mgr.checkpoint()
+    with open(log.active_segment.log_path, "ab") as f:
+        f.write(b"\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x10")  # a torn header
+    (tmp_path / "gone-0.1234-delete").mkdir()  # a deletion the crash interrupted
+    # No shutdown(): the process "died".
+    caplog.set_level(logging.INFO)
+    again = LogManager([str(tmp_path)])
+    again.startup()
+    assert "no clean shutdown marker" in caplog.text
+    assert "truncating 11 bytes at position" in caplog.text
+    recovered = again.get_log("t", 0)
+    assert recovered is not None and recovered.log_end_offset == 1
+    assert not (tmp_path / "gone-0.1234-delete").exists()
+    assert again.delete_log("t", 0)
+    assert again.get_log("t", 0) is None
+    assert not any(n.startswith("t-0") for n in os.listdir(tmp_path))
+    again.shutdown()
+
+
+def test_bad_configs_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="retention.ms"):
+        LogConfig().with_overrides({"retention.ms": "soon"})
+    with pytest.raises(ConfigError, match="cleanup.policy"):
+        LogConfig().with_overrides({"cleanup.policy": "shred"})
+    with pytest.raises(ConfigError, match="unknown topic config 'nope'"):
+        LogConfig().with_overrides({"nope": "1"})
+    cfg = LogConfig().with_overrides({"cleanup.policy": "compact,delete", "segment.bytes": "1024"})
+    assert cfg.compact and cfg.delete and cfg.segment_bytes == 1024
+    assert cfg.to_properties()["segment.bytes"] == "1024"
+    with pytest.raises(ValueError, match="log.dirs"):
+        LogManager([])
