@@ -1,0 +1,369 @@
+"""Node configuration from a `server.properties`-style file, with Kafka's key names.
+
+Unknown keys are warned about and ignored (a Kafka config often carries keys for features a
+node does not have); a known key with an invalid value stops start-up with a message naming
+the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from log.config import LogConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """An invalid node configuration; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    listener: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.listener}://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: int
+    process_roles: tuple[str, ...]
+    listeners: tuple[Endpoint, ...]
+    advertised_listeners: tuple[Endpoint, ...]
+    log_dirs: tuple[str, ...]
+    controller_quorum_voters: tuple[Voter, ...] = ()
+    controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
+    inter_broker_listener_name: str = "PLAINTEXT"
+    admin_listener: Endpoint | None = None
+    cluster_id: str = ""
+    cluster_secret: str = ""
+    broker_rack: str | None = None
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    min_insync_replicas: int = 1
+    auto_create_topics_enable: bool = True
+    delete_topic_enable: bool = True
+    unclean_leader_election_enable: bool = False
+    broker_session_timeout_ms: int = 9000
+    broker_heartbeat_interval_ms: int = 2000
+    controller_quorum_fetch_timeout_ms: int = 2000
+    controller_quorum_election_timeout_ms: int = 1000
+    replica_lag_time_max_ms: int = 30000
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_max_bytes: int = 1048576
+    socket_request_max_bytes: int = 100 * 1024 * 1024
+    message_max_bytes: int = 1048588
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 3
+    offsets_retention_minutes: int = 10080
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1800000
+    transactional_id_expiration_ms: int = 604800000
+    producer_id_expiration_ms: int = 86400000
+    log_retention_check_interval_ms: int = 300000
+    log_flush_scheduler_interval_ms: int = 2**63 - 1
+    log_cleaner_backoff_ms: int = 15000
+    log_config: LogConfig = field(default_factory=LogConfig)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_broker(self) -> bool:
+        return "broker" in self.process_roles
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.process_roles
+
+    def listener(self, name: str) -> Endpoint | None:
+        return next((e for e in self.listeners if e.listener == name), None)
+
+    def advertised(self, name: str) -> Endpoint | None:
+        found = next((e for e in self.advertised_listeners if e.listener == name), None)
+        return found or self.listener(name)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_ENDPOINT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)://(\[[^\]]*\]|[^:/]*):(\d+)$")
+_VOTER = re.compile(r"^(\d+)@(\[[^\]]*\]|[^:]+):(\d+)$")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java-properties subset: `key=value` or `key: value`, `#`/`!` comments, `\\` joins."""
+    out: dict[str, str] = {}
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line[0] in "#!"):
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending += line[:-1]
+            continue
+        line = pending + line
+        pending = ""
+        match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
+        if match is None:
+            out[line] = ""
+        else:
+            out[match.group(1)] = match.group(2).strip()
+    return out
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        n = int(v)
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise ValueError(f"must be within [{lo}, {hi}]")
+        return n
+
+    return parse
+
+
+def _bool(v: str) -> bool:
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    raise ValueError("must be true or false")
+
+
+def _endpoints(v: str) -> tuple[Endpoint, ...]:
+    out = []
+    for item in (p.strip() for p in v.split(",") if p.strip()):
+        m = _ENDPOINT.match(item)
+        if m is None:
+            raise ValueError(f"{item!r} is not NAME://host:port")
+        host = m.group(2).strip("[]") or "127.0.0.1"
+        port = int(m.group(3))
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range")
+        out.append(Endpoint(m.group(1).upper(), host, port))
+    names = [e.listener for e in out]
+    if len(set(names)) != len(names):
+        raise ValueError("a listener name appears twice")
+    return tuple(out)
+
+
+def _voters(v: str) -> tuple[Voter, ...]:
+    out = []
+    for item in (p.strip() for p in v.split(",") if p.strip()):
+        m = _VOTER.match(item)
+        if m is None:
+            raise ValueError(f"{item!r} is not id@host:port")
+        out.append(Voter(int(m.group(1)), m.group(2).strip("[]"), int(m.group(3))))
+    ids = [x.node_id for x in out]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a node id appears twice")
+    return tuple(out)
+
+
+def _roles(v: str) -> tuple[str, ...]:
+    roles = tuple(sorted({r.strip() for r in v.split(",") if r.strip()}))
+    if not roles or any(r not in ("broker", "controller") for r in roles):
+        raise ValueError("must be broker, controller or broker,controller")
+    return roles
+
+
+def _names(v: str) -> tuple[str, ...]:
+    return tuple(p.strip().upper() for p in v.split(",") if p.strip())
+
+
+def _dirs(v: str) -> tuple[str, ...]:
+    dirs = tuple(p.strip() for p in v.split(",") if p.strip())
+    if not dirs:
+        raise ValueError("at least one directory is needed")
+    return dirs
+
+
+def _str(v: str) -> str:
+    return v
+
+
+def _admin(v: str) -> Endpoint | None:
+    if not v:
+        return None
+    m = re.match(r"^(?:https?://)?(\[[^\]]*\]|[^:/]+):(\d+)/?$", v)
+    if m is None:
+        raise ValueError(f"{v!r} is not http://host:port")
+    return Endpoint("HTTP", m.group(1).strip("[]"), int(m.group(2)))
+
+
+_NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "node.id": ("node_id", _int(0)),
+    "broker.id": ("node_id", _int(0)),
+    "process.roles": ("process_roles", _roles),
+    "listeners": ("listeners", _endpoints),
+    "advertised.listeners": ("advertised_listeners", _endpoints),
+    "log.dirs": ("log_dirs", _dirs),
+    "log.dir": ("log_dirs", _dirs),
+    "controller.quorum.voters": ("controller_quorum_voters", _voters),
+    "controller.listener.names": ("controller_listener_names", _names),
+    "inter.broker.listener.name": ("inter_broker_listener_name", lambda v: v.strip().upper()),
+    "kraft.admin.listener": ("admin_listener", _admin),
+    "cluster.id": ("cluster_id", _str),
+    "kraft.cluster.secret": ("cluster_secret", _str),
+    "broker.rack": ("broker_rack", _str),
+    "num.partitions": ("num_partitions", _int(1)),
+    "default.replication.factor": ("default_replication_factor", _int(1)),
+    "min.insync.replicas": ("min_insync_replicas", _int(1)),
+    "auto.create.topics.enable": ("auto_create_topics_enable", _bool),
+    "delete.topic.enable": ("delete_topic_enable", _bool),
+    "unclean.leader.election.enable": ("unclean_leader_election_enable", _bool),
+    "broker.session.timeout.ms": ("broker_session_timeout_ms", _int(1)),
+    "broker.heartbeat.interval.ms": ("broker_heartbeat_interval_ms", _int(1)),
+    "controller.quorum.fetch.timeout.ms": ("controller_quorum_fetch_timeout_ms", _int(1)),
+    "controller.quorum.election.timeout.ms": ("controller_quorum_election_timeout_ms", _int(1)),
+    "replica.lag.time.max.ms": ("replica_lag_time_max_ms", _int(1)),
+    "replica.fetch.wait.max.ms": ("replica_fetch_wait_max_ms", _int(0)),
+    "replica.fetch.max.bytes": ("replica_fetch_max_bytes", _int(1)),
+    "socket.request.max.bytes": ("socket_request_max_bytes", _int(1)),
+    "message.max.bytes": ("message_max_bytes", _int(0)),
+    "offsets.topic.num.partitions": ("offsets_topic_num_partitions", _int(1)),
+    "offsets.topic.replication.factor": ("offsets_topic_replication_factor", _int(1)),
+    "offsets.retention.minutes": ("offsets_retention_minutes", _int(1)),
+    "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", _int(0)),
+    "group.min.session.timeout.ms": ("group_min_session_timeout_ms", _int(0)),
+    "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _int(0)),
+    "transactional.id.expiration.ms": ("transactional_id_expiration_ms", _int(1)),
+    "producer.id.expiration.ms": ("producer_id_expiration_ms", _int(1)),
+    "log.retention.check.interval.ms": ("log_retention_check_interval_ms", _int(1)),
+    "log.flush.scheduler.interval.ms": ("log_flush_scheduler_interval_ms", _int(1)),
+    "log.cleaner.backoff.ms": ("log_cleaner_backoff_ms", _int(0)),
+}
+
+# Broker-wide log defaults (`log.*`) → topic config keys of log.config.LogConfig.
+_LOG_KEYS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "log.segment.bytes": ("segment.bytes", str),
+    "log.roll.ms": ("segment.ms", str),
+    "log.roll.hours": ("segment.ms", lambda v: str(int(v) * 3600_000)),
+    "log.index.interval.bytes": ("index.interval.bytes", str),
+    "log.retention.ms": ("retention.ms", str),
+    "log.retention.minutes": ("retention.ms", lambda v: str(int(v) * 60_000)),
+    "log.retention.hours": ("retention.ms", lambda v: str(int(v) * 3600_000)),
+    "log.retention.bytes": ("retention.bytes", str),
+    "log.cleanup.policy": ("cleanup.policy", str),
+    "log.flush.interval.messages": ("flush.messages", str),
+    "log.flush.interval.ms": ("flush.ms", str),
+    "log.cleaner.delete.retention.ms": ("delete.retention.ms", str),
+    "log.cleaner.min.compaction.lag.ms": ("min.compaction.lag.ms", str),
+    "log.cleaner.min.cleanable.ratio": ("min.cleanable.dirty.ratio", str),
+    "log.message.timestamp.type": ("message.timestamp.type", str),
+    "message.max.bytes": ("max.message.bytes", str),
+}
+# More specific keys win (ms over minutes over hours), as in Kafka.
+_LOG_KEY_ORDER = sorted(_LOG_KEYS, key=lambda k: (k.endswith(".hours"), k.endswith(".minutes")))
+_LOG_KEY_PRIORITY = {k: i for i, k in enumerate(reversed(_LOG_KEY_ORDER))}
+
+# Keys Kafka users carry in their files that need no action here.
+_IGNORED = frozenset(
+    {
+        "listener.security.protocol.map",
+        "num.network.threads",
+        "num.io.threads",
+        "num.recovery.threads.per.data.dir",
+        "socket.send.buffer.bytes",
+        "socket.receive.buffer.bytes",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "group.coordinator.rebalance.protocols",
+    }
+)
+
+
+def build_config(props: Mapping[str, str]) -> NodeConfig:
+    values: dict[str, Any] = {}
+    log_props: dict[str, str] = {}
+    log_sources: dict[str, str] = {}
+    extra: dict[str, str] = {}
+    for key, raw in props.items():
+        if key in _NODE_KEYS:
+            attr, parse = _NODE_KEYS[key]
+            try:
+                values[attr] = parse(raw.strip())
+            except ValueError as e:
+                raise ConfigError(f"invalid value {raw!r} for {key}: {e}") from None
+        if key in _LOG_KEYS:
+            topic_key, convert = _LOG_KEYS[key]
+            try:
+                converted = convert(raw.strip())
+            except ValueError as e:
+                raise ConfigError(f"invalid value {raw!r} for {key}: {e}") from None
+            previous = log_sources.get(topic_key)
+            if previous is None or _LOG_KEY_PRIORITY[key] > _LOG_KEY_PRIORITY[previous]:
+                log_props[topic_key] = converted
+                log_sources[topic_key] = key
+        if key not in _NODE_KEYS and key not in _LOG_KEYS:
+            if key not in _IGNORED:
+                logger.warning("unknown config key %s ignored", key)
+            extra[key] = raw
+    for required in ("node_id", "listeners", "log_dirs"):
+        if required not in values:
+            name = {"node_id": "node.id", "listeners": "listeners", "log_dirs": "log.dirs"}
+            raise ConfigError(f"missing required key {name[required]}")
+    values.setdefault("process_roles", ("broker", "controller"))
+    values.setdefault("advertised_listeners", ())
+    try:
+        values["log_config"] = LogConfig().with_overrides(log_props)
+    except ValueError as e:
+        source = next((s for k, s in log_sources.items() if k in str(e)), None)
+        raise ConfigError(f"{source or 'log config'}: {e}") from None
+    values["extra"] = extra
+    config = NodeConfig(**values)
+    _check(config)
+    return config
+
+
+def _check(config: NodeConfig) -> None:
+    names = {e.listener for e in config.listeners}
+    for adv in config.advertised_listeners:
+        if adv.listener not in names:
+            raise ConfigError(f"advertised.listeners: {adv.listener} is not in listeners")
+        if adv.host in ("0.0.0.0", "::", ""):
+            raise ConfigError(f"advertised.listeners: {adv} is not an address clients can dial")
+    if config.is_broker and config.inter_broker_listener_name not in names:
+        raise ConfigError(
+            f"inter.broker.listener.name: {config.inter_broker_listener_name} is not in listeners"
+        )
+    if config.is_controller:
+        ids = {v.node_id for v in config.controller_quorum_voters}
+        if not config.controller_quorum_voters:
+            raise ConfigError(
+                "controller.quorum.voters: required when process.roles has controller"
+            )
+        if config.node_id not in ids:
+            raise ConfigError(
+                f"controller.quorum.voters: does not contain this node's id {config.node_id}"
+            )
+        if not any(n in names for n in config.controller_listener_names):
+            raise ConfigError(
+                "controller.listener.names: none of "
+                f"{','.join(config.controller_listener_names)} is in listeners"
+            )
+
+
+def load_config(path: str, overrides: Mapping[str, str] | None = None) -> NodeConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            props = parse_properties(f.read())
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    props.update(overrides or {})
+    return build_config(props)
