@@ -40,6 +40,7 @@ from log.errors import (
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
 )
+from log.producer_state import OutOfOrderSequenceError, ProducerStateManager
 from log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -78,6 +79,7 @@ class AppendResult:
     log_append_time: int  # -1 unless message.timestamp.type=LogAppendTime
     batches: list[BatchHeader]
     valid_bytes: int
+    duplicate: bool = False  # a retried idempotent batch: not appended again
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class PartitionLog:
         self.leader_epoch_cache = LeaderEpochCache(
             os.path.join(directory, LeaderEpochCache.FILE_NAME)
         )
+        self.producer_state = ProducerStateManager(directory)
         self._unflushed_messages = 0
         self._last_flush_ms = clock()
         self._load(recovery_point, log_start_offset, clean_shutdown)
@@ -183,6 +186,19 @@ class PartitionLog:
         self.recovery_point = self.log_end_offset
         self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
         self.leader_epoch_cache.truncate_from_start(self.log_start_offset)
+        self._rebuild_producer_state()
+
+    def _rebuild_producer_state(self) -> None:
+        """Newest snapshot at or below the log end, then the batch headers after it."""
+        state = self.producer_state
+        start = state.load_snapshot(self.log_end_offset)
+        start = max(start, self.log_start_offset)
+        i = max(bisect_right(self._bases, start) - 1, 0)
+        for segment in self.segments[i:]:
+            found = segment.find_batch(start)
+            if found is None:
+                continue
+            state.replay([h for _, h in segment.batch_headers(found[0]) if h.base_offset >= start])
 
     def _complete_interrupted_swaps(self) -> None:
         """Finish or undo a compaction swap that a crash interrupted (see log.cleaner)."""
@@ -249,6 +265,9 @@ class PartitionLog:
         with self._lock:
             view = memoryview(data)
             headers = self._validate(view, leader=True)
+            duplicate = self._check_producers(headers)
+            if duplicate is not None:
+                return duplicate
             now = self.clock()
             next_offset = self.log_end_offset
             chunks: list[bytes | bytearray | memoryview] = []
@@ -278,7 +297,43 @@ class PartitionLog:
             )
             if leader_epoch >= 0:
                 self.leader_epoch_cache.assign(leader_epoch, infos[0].base_offset)
+            for header, info in zip(out_headers, infos, strict=True):
+                if header.producer_id >= 0:
+                    self.producer_state.update(header, info.base_offset, info.max_timestamp)
             return self._result(infos, out_headers, append_time, pos)
+
+    def _check_producers(self, headers: list[BatchHeader]) -> AppendResult | None:
+        """Sequence checks for idempotent batches; a retried batch returns its original."""
+        state = self.producer_state
+        if len(headers) == 1 and headers[0].producer_id >= 0:
+            original = state.find_duplicate(headers[0])
+            if original is not None:
+                h = headers[0]
+                return AppendResult(
+                    original.first_offset,
+                    original.last_offset,
+                    h.max_timestamp,
+                    original.last_offset,
+                    -1,
+                    headers,
+                    0,
+                    duplicate=True,
+                )
+        previous: dict[int, BatchHeader] = {}
+        for header in headers:
+            if header.producer_id < 0:
+                continue
+            before = previous.get(header.producer_id)
+            if before is None:
+                state.check(header)
+            elif header.producer_epoch != before.producer_epoch or (
+                header.base_sequence != ((before.last_sequence + 1) & 0x7FFFFFFF)
+            ):
+                raise OutOfOrderSequenceError(
+                    f"producer {header.producer_id}: batches of one request out of sequence"
+                )
+            previous[header.producer_id] = header
+        return None
 
     def append_as_follower(
         self, data: bytes | bytearray | memoryview, allow_gaps: bool = False
@@ -315,6 +370,8 @@ class PartitionLog:
             self._write(chunks, infos, self.clock(), per_batch_chunks=1)
             for h in headers:
                 self.leader_epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
+                if h.producer_id >= 0 and not h.is_control:
+                    self.producer_state.update(h, h.base_offset, h.max_timestamp)
             return self._result(infos, headers, -1, pos)
 
     def _validate(self, view: memoryview, leader: bool) -> list[BatchHeader]:
@@ -456,6 +513,9 @@ class PartitionLog:
             self._bases.pop()
         else:
             old.on_roll()
+            if self.producer_state.producers:
+                # Like Kafka, snapshot at roll: a restart replays at most one segment.
+                self.producer_state.write_snapshot(self.log_end_offset)
         segment = self._new_segment(base_offset)
         self.segments.append(segment)
         self._bases.append(base_offset)
@@ -580,6 +640,7 @@ class PartitionLog:
             self.active_segment.truncate_to(offset)
             leo = self.log_end_offset
             self.leader_epoch_cache.truncate_from_end(leo)
+            self._rebuild_producer_state()
             self.high_watermark = min(self.high_watermark, leo)
             self.recovery_point = min(self.recovery_point, leo)
             return leo
@@ -598,6 +659,7 @@ class PartitionLog:
         self.high_watermark = offset
         self.recovery_point = offset
         self.leader_epoch_cache.clear()
+        self.producer_state.truncate()
 
     # ----------------------------------------------------------------- flush
 
@@ -692,6 +754,7 @@ class PartitionLog:
     def close(self) -> None:
         with self._lock:
             self._flush_locked()
+            self.producer_state.write_snapshot(self.log_end_offset)
             for segment in self.segments:
                 segment.close()
 
