@@ -38,6 +38,7 @@ class LogManager:
         *,
         clock: Clock = wall_clock_ms,
         config_for: Callable[[str], LogConfig] | None = None,
+        exclude: Iterable[str] = (),
     ) -> None:
         self.log_dirs = [os.path.abspath(d) for d in log_dirs]
         if not self.log_dirs:
@@ -51,6 +52,8 @@ class LogManager:
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._dir_of: dict[TopicPartition, str] = {}
         self._lock = threading.Lock()
+        # Directory names in a log dir that are not partition logs of this manager.
+        self.exclude = frozenset(exclude)
         self.started = False
 
     # -------------------------------------------------------------- startup
@@ -71,7 +74,7 @@ class LogManager:
         hws = OffsetCheckpointFile(os.path.join(log_dir, HIGH_WATERMARK_FILE)).read()
         for name in sorted(os.listdir(log_dir)):
             path = os.path.join(log_dir, name)
-            if not os.path.isdir(path):
+            if not os.path.isdir(path) or name in self.exclude:
                 continue
             if name.endswith(DELETE_SUFFIX):
                 # A topic deletion that a crash interrupted.

@@ -557,7 +557,7 @@ class PartitionLog:
         with timestamp >= `timestamp`."""
         with self._lock:
             if timestamp == EARLIEST_TIMESTAMP:
-                epoch = self._epoch_at(self.log_start_offset)
+                epoch = self.epoch_at(self.log_start_offset)
                 return TimestampOffset(self.log_start_offset, -1, epoch)
             if timestamp == LATEST_TIMESTAMP:
                 return TimestampOffset(
@@ -602,7 +602,7 @@ class PartitionLog:
             return TimestampOffset(header.last_offset, header.max_timestamp, -1)
         return TimestampOffset(hit[0], hit[1], header.partition_leader_epoch)
 
-    def _epoch_at(self, offset: int) -> int:
+    def epoch_at(self, offset: int) -> int:
         epoch = -1
         for e, start in self.leader_epoch_cache.entries():
             if start <= offset:

@@ -1,0 +1,81 @@
+"""`kraft` command line: `kraft serve --config server.properties`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from kraft.config import ConfigError, load_config
+from kraft.node import Node
+
+logger = logging.getLogger("kraft")
+
+
+def _setup_logging(level: str, node_id: int | None) -> None:
+    tag = ""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _serve(node: Node) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    print(
+        f"kraft node {node.config.node_id} ready: bootstrap servers {node.bootstrap_servers}",
+        flush=True,
+    )
+    await stop.wait()
+    logger.info("shutting down")
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kraft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one node from a server.properties file")
+    serve.add_argument("--config", required=True, help="path of the node's properties file")
+    serve.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    serve.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        overrides = {}
+        for item in args.override:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--override {item!r}: expected KEY=VALUE")
+            overrides[key.strip()] = value.strip()
+        _setup_logging(args.log_level, None)
+        try:
+            config = load_config(args.config, overrides)
+        except ConfigError as e:
+            print(f"kraft: invalid configuration: {e}", file=sys.stderr)
+            return 2
+        logging.getLogger().handlers.clear()
+        _setup_logging(args.log_level, config.node_id)
+        try:
+            asyncio.run(_serve(Node(config)))
+        except (RuntimeError, OSError) as e:
+            print(f"kraft: {e}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

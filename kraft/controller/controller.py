@@ -1,0 +1,503 @@
+"""The controller: validates metadata commands and turns them into metadata records.
+
+Like Kafka's QuorumController, every command is a pure function of the current image that
+returns *records plus a response*; nothing changes until the records are committed to the
+metadata log and applied to the image. Commands run one at a time, so each sees the image
+left by the previous one.
+
+In a single node the record log is local; the Raft quorum replaces only `commit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from kraft.controller.topic_configs import validate_topic_configs
+from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
+from log.config import ConfigError
+from net.protocol import ErrorCode, Message
+from net.protocol import _generated as m
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+PRODUCER_ID_BLOCK = 1000
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+class ControllerError(Exception):
+    def __init__(self, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+
+@dataclass(slots=True)
+class Result(Generic[T]):
+    records: list[Message]
+    response: T
+
+
+@dataclass(slots=True)
+class TopicSpec:
+    name: str
+    num_partitions: int = -1  # -1: num.partitions
+    replication_factor: int = -1  # -1: default.replication.factor
+    assignments: dict[int, list[int]] = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TopicResult:
+    name: str
+    topic_id: uuid.UUID = field(default_factory=lambda: uuid.UUID(int=0))
+    error_code: int = 0
+    error_message: str | None = None
+    num_partitions: int = -1
+    replication_factor: int = -1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerDefaults:
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+
+
+def validate_topic_name(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise ControllerError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"topic name {name!r} is illegal")
+    if len(name) > MAX_TOPIC_NAME:
+        raise ControllerError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION,
+            f"topic name is {len(name)} characters long, more than {MAX_TOPIC_NAME}",
+        )
+    if not _LEGAL_TOPIC.match(name):
+        raise ControllerError(
+            ErrorCode.INVALID_TOPIC_EXCEPTION,
+            f"topic name {name!r} may only contain ASCII alphanumerics, '.', '_' and '-'",
+        )
+
+
+class Controller:
+    def __init__(
+        self,
+        image: MetadataImage,
+        commit: Callable[[Sequence[Message]], int],
+        defaults: ControllerDefaults,
+        rng: random.Random | None = None,
+        node_tag: str = "",
+    ) -> None:
+        self.image = image
+        self._commit = commit
+        self.defaults = defaults
+        self.rng = rng or random.Random()
+        self.node_tag = node_tag
+        self._lock = asyncio.Lock()
+        # Called after records are applied (the broker reconciles its partitions).
+        self.listeners: list[Callable[[], None]] = []
+
+    async def run(self, command: Callable[[MetadataImage], Result[T]]) -> T:
+        """Run a command against the current image; commit and apply its records."""
+        async with self._lock:
+            result = command(self.image)
+            if result.records:
+                last = self._commit(result.records)
+                first = last - len(result.records) + 1
+                for i, record in enumerate(result.records):
+                    self.image.apply(record, first + i)
+                for listener in self.listeners:
+                    listener()
+            return result.response
+
+    # ----------------------------------------------------------- topics
+
+    def create_topics(
+        self, specs: Sequence[TopicSpec], validate_only: bool
+    ) -> Callable[[MetadataImage], Result[list[TopicResult]]]:
+        def command(image: MetadataImage) -> Result[list[TopicResult]]:
+            records: list[Message] = []
+            results: list[TopicResult] = []
+            seen: dict[str, int] = {}
+            for spec in specs:
+                seen[spec.name] = seen.get(spec.name, 0) + 1
+            for spec in specs:
+                if seen[spec.name] > 1:
+                    results.append(
+                        TopicResult(
+                            spec.name,
+                            error_code=ErrorCode.INVALID_REQUEST,
+                            error_message=f"topic {spec.name!r} appears more than once",
+                        )
+                    )
+                    continue
+                try:
+                    topic_records, result = self._create_topic(image, spec)
+                except ControllerError as e:
+                    results.append(
+                        TopicResult(spec.name, error_code=e.error_code, error_message=e.message)
+                    )
+                    continue
+                results.append(result)
+                if not validate_only:
+                    records += topic_records
+            return Result(records, results)
+
+        return command
+
+    def _create_topic(
+        self, image: MetadataImage, spec: TopicSpec
+    ) -> tuple[list[Message], TopicResult]:
+        validate_topic_name(spec.name)
+        if spec.name in image.topics:
+            raise ControllerError(
+                ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {spec.name!r} already exists"
+            )
+        collides = spec.name.replace(".", "_")
+        for other in image.topics:
+            if other.replace(".", "_") == collides:
+                raise ControllerError(
+                    ErrorCode.INVALID_TOPIC_EXCEPTION,
+                    f"topic {spec.name!r} collides with existing topic {other!r}",
+                )
+        try:
+            validate_topic_configs(spec.configs)
+        except ConfigError as e:
+            raise ControllerError(ErrorCode.INVALID_CONFIG, str(e)) from None
+        brokers = image.unfenced_brokers()
+        if spec.assignments:
+            if spec.num_partitions != -1 or spec.replication_factor != -1:
+                raise ControllerError(
+                    ErrorCode.INVALID_REQUEST,
+                    "both a replica assignment and partitions/replication factor were given",
+                )
+            assignment = self._check_assignment(image, spec.assignments, 0)
+        else:
+            partitions = (
+                self.defaults.num_partitions if spec.num_partitions == -1 else spec.num_partitions
+            )
+            rf = (
+                self.defaults.default_replication_factor
+                if spec.replication_factor == -1
+                else spec.replication_factor
+            )
+            if partitions <= 0:
+                raise ControllerError(
+                    ErrorCode.INVALID_PARTITIONS, f"number of partitions {partitions} must be > 0"
+                )
+            if rf <= 0:
+                raise ControllerError(
+                    ErrorCode.INVALID_REPLICATION_FACTOR, f"replication factor {rf} must be > 0"
+                )
+            if rf > len(brokers):
+                raise ControllerError(
+                    ErrorCode.INVALID_REPLICATION_FACTOR,
+                    f"replication factor {rf} is larger than the {len(brokers)} available brokers",
+                )
+            assignment = self._place(image, brokers, partitions, rf, 0)
+        topic_id = uuid.UUID(int=self.rng.getrandbits(128))
+        records: list[Message] = [m.TopicRecord(name=spec.name, topic_id=topic_id)]
+        for key, value in sorted(spec.configs.items()):
+            records.append(
+                m.ConfigRecord(
+                    resource_type=TOPIC_RESOURCE, resource_name=spec.name, name=key, value=value
+                )
+            )
+        records += self._partition_records(image, topic_id, assignment, 0)
+        rf = len(assignment[0]) if assignment else 0
+        return records, TopicResult(
+            spec.name,
+            topic_id=topic_id,
+            num_partitions=len(assignment),
+            replication_factor=rf,
+            configs=dict(spec.configs),
+        )
+
+    def _check_assignment(
+        self, image: MetadataImage, assignments: Mapping[int, list[int]], first: int
+    ) -> list[list[int]]:
+        indexes = sorted(assignments)
+        if indexes != list(range(first, first + len(indexes))):
+            raise ControllerError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                f"partitions must be numbered consecutively from {first}",
+            )
+        out = []
+        sizes = {len(assignments[i]) for i in indexes}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ControllerError(
+                ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                "all partitions need the same non-zero number of replicas",
+            )
+        for i in indexes:
+            replicas = list(assignments[i])
+            if len(set(replicas)) != len(replicas):
+                raise ControllerError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"partition {i} lists a broker twice"
+                )
+            unknown = [b for b in replicas if b not in image.brokers]
+            if unknown:
+                raise ControllerError(
+                    ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                    f"partition {i} names unknown broker(s) {unknown}",
+                )
+            out.append(replicas)
+        return out
+
+    def _place(
+        self,
+        image: MetadataImage,
+        brokers: list[int],
+        partitions: int,
+        rf: int,
+        first_partition: int,
+    ) -> list[list[int]]:
+        """Round-robin placement from a random start, rack-aware when racks are known:
+        replicas of a partition go to distinct racks as far as racks allow."""
+        racks = {b: image.brokers[b].rack for b in brokers}
+        if all(racks.values()):
+            # Interleave brokers by rack so consecutive picks alternate racks.
+            by_rack: dict[str, list[int]] = {}
+            for b in brokers:
+                by_rack.setdefault(racks[b] or "", []).append(b)
+            order: list[int] = []
+            lists = [by_rack[r] for r in sorted(by_rack)]
+            for i in range(max(len(x) for x in lists)):
+                order += [x[i] for x in lists if i < len(x)]
+        else:
+            order = list(brokers)
+        n = len(order)
+        start = self.rng.randrange(n)
+        shift = self.rng.randrange(n)
+        out = []
+        for p in range(partitions):
+            first = (start + first_partition + p) % n
+            replicas = [order[first]]
+            for r in range(1, rf):
+                replicas.append(order[(first + r + shift * (r > 0)) % n])
+            # Guarantee distinct replicas whatever the shift.
+            if len(set(replicas)) != rf:
+                replicas = [order[(first + r) % n] for r in range(rf)]
+            out.append(replicas)
+        return out
+
+    @staticmethod
+    def _partition_records(
+        image: MetadataImage, topic_id: uuid.UUID, assignment: list[list[int]], first: int
+    ) -> list[Message]:
+        out: list[Message] = []
+        alive = set(image.unfenced_brokers())
+        for i, replicas in enumerate(assignment):
+            isr = [b for b in replicas if b in alive] or list(replicas)
+            leader = next((b for b in replicas if b in alive), -1)
+            out.append(
+                m.PartitionRecord(
+                    partition_id=first + i,
+                    topic_id=topic_id,
+                    replicas=replicas,
+                    isr=isr,
+                    leader=leader,
+                    leader_epoch=0,
+                    partition_epoch=0,
+                )
+            )
+        return out
+
+    def delete_topics(
+        self, names: Sequence[str], ids: Sequence[uuid.UUID]
+    ) -> Callable[[MetadataImage], Result[list[tuple[str | None, uuid.UUID, int, str | None]]]]:
+        def command(
+            image: MetadataImage,
+        ) -> Result[list[tuple[str | None, uuid.UUID, int, str | None]]]:
+            records: list[Message] = []
+            out: list[tuple[str | None, uuid.UUID, int, str | None]] = []
+            zero = uuid.UUID(int=0)
+            for name in names:
+                topic = image.topics.get(name)
+                if topic is None:
+                    out.append(
+                        (
+                            name,
+                            zero,
+                            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                            f"unknown topic {name!r}",
+                        )
+                    )
+                    continue
+                records.append(m.RemoveTopicRecord(topic_id=topic.topic_id))
+                out.append((name, topic.topic_id, 0, None))
+            for topic_id in ids:
+                topic = image.topics_by_id.get(topic_id)
+                if topic is None:
+                    out.append(
+                        (None, topic_id, ErrorCode.UNKNOWN_TOPIC_ID, f"unknown topic id {topic_id}")
+                    )
+                    continue
+                records.append(m.RemoveTopicRecord(topic_id=topic_id))
+                out.append((topic.name, topic_id, 0, None))
+            return Result(records, out)
+
+        return command
+
+    def create_partitions(
+        self, name: str, count: int, assignments: list[list[int]] | None, validate_only: bool
+    ) -> Callable[[MetadataImage], Result[tuple[int, str | None]]]:
+        def command(image: MetadataImage) -> Result[tuple[int, str | None]]:
+            topic = image.topics.get(name)
+            if topic is None:
+                return Result([], (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"))
+            current = len(topic.partitions)
+            if count <= current:
+                return Result(
+                    [],
+                    (
+                        ErrorCode.INVALID_PARTITIONS,
+                        f"topic has {current} partitions; the new count {count} must be larger",
+                    ),
+                )
+            rf = len(next(iter(topic.partitions.values())).replicas) if topic.partitions else 1
+            try:
+                if assignments:
+                    if len(assignments) != count - current:
+                        raise ControllerError(
+                            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                            f"{len(assignments)} assignments for {count - current} new partitions",
+                        )
+                    placed = self._check_assignment(
+                        image, {current + i: a for i, a in enumerate(assignments)}, current
+                    )
+                else:
+                    brokers = image.unfenced_brokers()
+                    if rf > len(brokers):
+                        raise ControllerError(
+                            ErrorCode.INVALID_REPLICATION_FACTOR,
+                            f"replication factor {rf} is larger than the "
+                            f"{len(brokers)} available brokers",
+                        )
+                    placed = self._place(image, brokers, count - current, rf, current)
+            except ControllerError as e:
+                return Result([], (e.error_code, e.message))
+            if validate_only:
+                return Result([], (0, None))
+            return Result(
+                self._partition_records(image, topic.topic_id, placed, current), (0, None)
+            )
+
+        return command
+
+    # ----------------------------------------------------------- configs
+
+    def alter_topic_configs(
+        self, name: str, changes: Mapping[str, str | None], incremental: bool, validate_only: bool
+    ) -> Callable[[MetadataImage], Result[tuple[int, str | None]]]:
+        """Set (value) or delete (None) topic configs; non-incremental replaces them all."""
+
+        def command(image: MetadataImage) -> Result[tuple[int, str | None]]:
+            if name not in image.topics:
+                return Result([], (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"unknown topic {name!r}"))
+            current = image.topic_config(name)
+            target = dict(current) if incremental else {}
+            for key, value in changes.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+            try:
+                validate_topic_configs(
+                    {**target, **{k: v for k, v in changes.items() if v is None}}
+                )
+            except ConfigError as e:
+                return Result([], (ErrorCode.INVALID_CONFIG, str(e)))
+            if validate_only:
+                return Result([], (0, None))
+            records: list[Message] = []
+            for key in sorted(set(current) | set(target)):
+                if current.get(key) != target.get(key):
+                    records.append(
+                        m.ConfigRecord(
+                            resource_type=TOPIC_RESOURCE,
+                            resource_name=name,
+                            name=key,
+                            value=target.get(key),
+                        )
+                    )
+            return Result(records, (0, None))
+
+        return command
+
+    # ------------------------------------------------------ brokers, ids
+
+    def register_broker(
+        self,
+        broker_id: int,
+        incarnation_id: uuid.UUID,
+        endpoints: Sequence[tuple[str, str, int]],
+        rack: str | None,
+        fenced: bool,
+    ) -> Callable[[MetadataImage], Result[int]]:
+        def command(image: MetadataImage) -> Result[int]:
+            previous = image.brokers.get(broker_id)
+            epoch = (
+                image.last_offset + 1
+                if previous is None
+                else max(previous.epoch + 1, image.last_offset + 1)
+            )
+            record = m.RegisterBrokerRecord(
+                broker_id=broker_id,
+                incarnation_id=incarnation_id,
+                broker_epoch=epoch,
+                end_points=[
+                    m.RegisterBrokerRecord.BrokerEndpoint(
+                        name=name, host=host, port=port, security_protocol=0
+                    )
+                    for name, host, port in endpoints
+                ],
+                rack=rack,
+                fenced=fenced,
+            )
+            return Result([record], epoch)
+
+        return command
+
+    def unfence_broker(self, broker_id: int, epoch: int) -> Callable[[MetadataImage], Result[None]]:
+        def command(image: MetadataImage) -> Result[None]:
+            broker = image.brokers.get(broker_id)
+            if broker is None or broker.epoch != epoch or not broker.fenced:
+                return Result([], None)
+            records: list[Message] = [m.UnfenceBrokerRecord(id=broker_id, epoch=epoch)]
+            # Partitions that lost every leader get this broker if it is in their ISR.
+            for topic in image.topics.values():
+                for pid, part in topic.partitions.items():
+                    if part.leader == -1 and broker_id in part.isr:
+                        records.append(
+                            m.PartitionChangeRecord(
+                                topic_id=topic.topic_id, partition_id=pid, leader=broker_id
+                            )
+                        )
+            return Result(records, None)
+
+        return command
+
+    def allocate_producer_ids(
+        self, broker_id: int, broker_epoch: int
+    ) -> Callable[[MetadataImage], Result[tuple[int, int]]]:
+        def command(image: MetadataImage) -> Result[tuple[int, int]]:
+            start = image.next_producer_id
+            record = m.ProducerIdsRecord(
+                broker_id=broker_id,
+                broker_epoch=broker_epoch,
+                next_producer_id=start + PRODUCER_ID_BLOCK,
+            )
+            return Result([record], (start, PRODUCER_ID_BLOCK))
+
+        return command

@@ -1,0 +1,66 @@
+"""A durable local log of metadata records (single node, until the Raft quorum replaces it).
+
+It is a partition log of its own, `__cluster_metadata-0` in the first log dir, as in Kafka's
+KRaft layout: each append is one record batch whose records are framed metadata records
+(`net.protocol.encode_metadata_record`), fsynced before the append returns, so a change is
+applied to the image only once it is durable. A batch is atomic: it is wholly there or, after
+a crash, wholly truncated away by recovery.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from log.batch import iter_headers
+from log.config import LogConfig
+from log.partition_log import PartitionLog
+from log.records import Record, build_batch, decode_records
+from net.protocol import Message, decode_metadata_record, encode_metadata_record
+
+METADATA_TOPIC = "__cluster_metadata"
+
+
+class LocalRecordLog:
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, f"{METADATA_TOPIC}-0")
+        exists = os.path.isdir(path)
+        config = LogConfig(segment_bytes=64 << 20, retention_ms=-1, retention_bytes=-1)
+        clean = exists and os.path.exists(os.path.join(path, ".clean"))
+        self.log = PartitionLog(path, config, clean_shutdown=clean)
+        if clean:
+            os.unlink(os.path.join(path, ".clean"))
+        self.epoch = 0
+
+    @property
+    def end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    def append(self, records: Sequence[Message]) -> int:
+        """Durably append `records` as one batch; returns the offset of the last one."""
+        batch = build_batch(
+            [Record(i, 0, None, encode_metadata_record(r)) for i, r in enumerate(records)]
+        )
+        result = self.log.append_as_leader(batch, self.epoch)
+        self.log.flush()
+        self.log.set_high_watermark(self.log.log_end_offset)
+        return result.last_offset
+
+    def replay(self, start: int = 0) -> Iterator[tuple[int, Message]]:
+        offset = max(start, self.log.log_start_offset)
+        while offset < self.log.log_end_offset:
+            result = self.log.read(offset, 1 << 20)
+            if not result.records:
+                return
+            for pos, header in iter_headers(result.records):
+                batch = result.records[pos : pos + header.size]
+                for record in decode_records(batch):
+                    at = header.base_offset + record.offset_delta
+                    if at >= offset and record.value is not None:
+                        yield at, decode_metadata_record(record.value)
+            offset = result.next_offset
+
+    def close(self) -> None:
+        self.log.close()
+        with open(os.path.join(self.log.directory, ".clean"), "wb"):
+            pass

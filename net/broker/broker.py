@@ -1,0 +1,151 @@
+"""The broker: request dispatch, partitions hosted here, and reaction to metadata changes.
+
+Handlers live in `net.broker.handlers`, one module per API family; each is
+`async (broker, header, request, conn) -> response | None` and answers errors with Kafka
+error codes per partition rather than raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kraft.config import NodeConfig
+from kraft.controller.controller import Controller
+from kraft.controller.topic_configs import log_config_for
+from kraft.metadata.image import MetadataImage
+from log.config import LogConfig
+from log.manager import LogManager
+from net.broker.partition import Partition
+from net.protocol import Message, RequestHeader
+from net.server import CloseConnection, Connection
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
+
+
+class ProducerIdBlock:
+    """Producer ids handed out from blocks the controller allocates (ProducerIdsRecord)."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.end = 0
+
+
+class Broker:
+    def __init__(
+        self,
+        config: NodeConfig,
+        image: MetadataImage,
+        log_manager: LogManager,
+        controller: Controller,
+        cluster_id: str,
+        broker_epoch_getter: Callable[[], int] = lambda: -1,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.image = image
+        self.log_manager = log_manager
+        self.controller = controller
+        self.cluster_id = cluster_id
+        self.broker_epoch = broker_epoch_getter
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self.producer_ids = ProducerIdBlock()
+        self._producer_id_lock = asyncio.Lock()
+        self.tag = f"[broker {self.node_id}] "
+        from net.broker.handlers import HANDLERS, supported_versions
+
+        self._handlers = HANDLERS
+        self.supported_versions = supported_versions()
+
+    # ---------------------------------------------------------------- dispatch
+
+    async def handle(
+        self, header: RequestHeader, request: Message, conn: Connection
+    ) -> Message | None:
+        handler = self._handlers.get(header.api_key)
+        versions = self.supported_versions.get(header.api_key)
+        if handler is None or versions is None:
+            # Like Kafka: a request for an API we never advertised cannot be answered in a
+            # form the client expects.
+            raise CloseConnection(f"api key {header.api_key} is not supported by this broker")
+        if not versions[0] <= header.api_version <= versions[1]:
+            raise CloseConnection(
+                f"version {header.api_version} of api key {header.api_key} is outside the "
+                f"advertised range {versions[0]}-{versions[1]}"
+            )
+        return await handler(self, header, request, conn)
+
+    def api_versions_range(self) -> tuple[int, int]:
+        return self.supported_versions[18]
+
+    # ------------------------------------------------------------ metadata
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        return self.image.topic_config(topic)
+
+    def log_config(self, topic: str) -> LogConfig:
+        return log_config_for(self.config.log_config, self.image.topic_config(topic))
+
+    def min_insync_replicas(self, topic: str) -> int:
+        value = self.image.topic_config(topic).get("min.insync.replicas")
+        return int(value) if value is not None else self.config.min_insync_replicas
+
+    def on_metadata_change(self) -> None:
+        """Make the hosted partitions match the image: create logs, take leadership or
+        follow, delete logs of removed topics."""
+        wanted: set[tuple[str, int]] = set()
+        for topic in self.image.topics.values():
+            log_config = self.log_config(topic.name)
+            min_isr = self.min_insync_replicas(topic.name)
+            for index, state in topic.partitions.items():
+                if self.node_id not in state.replicas:
+                    continue
+                key = (topic.name, index)
+                wanted.add(key)
+                partition = self.partitions.get(key)
+                if partition is None or partition.topic_id != topic.topic_id:
+                    log = self.log_manager.get_or_create_log(topic.name, index, log_config)
+                    partition = Partition(topic.name, index, topic.topic_id, log, self.node_id)
+                    self.partitions[key] = partition
+                elif partition.log.config != log_config:
+                    partition.log.update_config(log_config)
+                partition.min_insync_replicas = min_isr
+                if state.leader == self.node_id:
+                    partition.become_leader(
+                        state.leader_epoch, state.partition_epoch, state.replicas, state.isr
+                    )
+                else:
+                    partition.become_follower(
+                        state.leader,
+                        state.leader_epoch,
+                        state.partition_epoch,
+                        state.replicas,
+                        state.isr,
+                    )
+        for key in list(self.partitions):
+            if key not in wanted:
+                partition = self.partitions.pop(key)
+                partition.leader = -1
+                partition.notify()
+                self.log_manager.delete_log(*key)
+        # Logs on disk for partitions the image does not know (topic deleted while down).
+        for key in list(self.log_manager.all_logs()):
+            if key not in wanted:
+                self.log_manager.delete_log(*key)
+
+    # ---------------------------------------------------------- producer ids
+
+    async def next_producer_id(self) -> int:
+        async with self._producer_id_lock:
+            if self.producer_ids.next_id >= self.producer_ids.end:
+                start, length = await self.controller.run(
+                    self.controller.allocate_producer_ids(self.node_id, self.broker_epoch())
+                )
+                self.producer_ids.next_id, self.producer_ids.end = start, start + length
+            pid = self.producer_ids.next_id
+            self.producer_ids.next_id += 1
+            return pid

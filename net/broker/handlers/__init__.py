@@ -1,0 +1,36 @@
+"""Request handlers by API family, and the API versions this broker advertises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from net.protocol import API_KEYS
+
+from . import admin, fetch, metadata, produce
+from .api_versions import handle_api_versions
+
+# api key → (handler, lowest version advertised). The lowest versions are Kafka 4.0's
+# (KIP-896 removed the oldest versions of several APIs; Produce stays from v0). The highest
+# is the newest version in the protocol definitions.
+_TABLE: dict[int, tuple[Any, int]] = {
+    0: (produce.handle_produce, 0),
+    1: (fetch.handle_fetch, 4),
+    2: (fetch.handle_list_offsets, 1),
+    3: (metadata.handle_metadata, 0),
+    18: (handle_api_versions, 0),
+    19: (admin.handle_create_topics, 2),
+    20: (admin.handle_delete_topics, 1),
+    22: (produce.handle_init_producer_id, 0),
+    23: (fetch.handle_offset_for_leader_epoch, 2),
+    32: (admin.handle_describe_configs, 1),
+    33: (admin.handle_alter_configs, 0),
+    37: (admin.handle_create_partitions, 0),
+    44: (admin.handle_incremental_alter_configs, 0),
+    60: (metadata.handle_describe_cluster, 0),
+}
+
+HANDLERS = {key: handler for key, (handler, _) in _TABLE.items()}
+
+
+def supported_versions() -> dict[int, tuple[int, int]]:
+    return {key: (low, API_KEYS[key].max_version) for key, (_, low) in _TABLE.items()}

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from net.protocol import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
+from net.server import Connection
+
+if TYPE_CHECKING:
+    from net.broker.broker import Broker
+
+
+async def handle_api_versions(
+    broker: Broker, header: RequestHeader, request: ApiVersionsRequest, conn: Connection
+) -> ApiVersionsResponse:
+    return ApiVersionsResponse(
+        error_code=0,
+        api_keys=[
+            ApiVersionsResponse.ApiVersion(api_key=key, min_version=lo, max_version=hi)
+            for key, (lo, hi) in sorted(broker.supported_versions.items())
+        ],
+        throttle_time_ms=0,
+    )

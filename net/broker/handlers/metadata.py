@@ -1,0 +1,162 @@
+"""Metadata and DescribeCluster: the cluster as clients must dial it."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from kraft.controller.controller import (
+    INTERNAL_TOPICS,
+    ControllerError,
+    TopicSpec,
+    validate_topic_name,
+)
+from kraft.metadata.image import TopicImage
+from net.protocol import (
+    DescribeClusterRequest,
+    DescribeClusterResponse,
+    ErrorCode,
+    MetadataRequest,
+    MetadataResponse,
+    RequestHeader,
+)
+from net.server import Connection
+
+if TYPE_CHECKING:
+    from net.broker.broker import Broker
+
+logger = logging.getLogger(__name__)
+
+
+def alive_brokers(broker: Broker, listener: str) -> list[tuple[int, str, int, str | None]]:
+    """(id, host, port, rack) of every unfenced broker with an endpoint on `listener`."""
+    out = []
+    for reg in sorted(broker.image.brokers.values(), key=lambda r: r.broker_id):
+        if reg.fenced:
+            continue
+        endpoint = reg.endpoints.get(listener)
+        if endpoint is not None:
+            out.append((reg.broker_id, endpoint[0], endpoint[1], reg.rack))
+    return out
+
+
+def topic_metadata(broker: Broker, topic: TopicImage) -> MetadataResponse.MetadataResponseTopic:
+    alive = {b for b, reg in broker.image.brokers.items() if not reg.fenced}
+    partitions = []
+    for index in sorted(topic.partitions):
+        state = topic.partitions[index]
+        partitions.append(
+            MetadataResponse.MetadataResponsePartition(
+                error_code=ErrorCode.LEADER_NOT_AVAILABLE if state.leader < 0 else 0,
+                partition_index=index,
+                leader_id=state.leader,
+                leader_epoch=state.leader_epoch,
+                replica_nodes=list(state.replicas),
+                isr_nodes=list(state.isr),
+                offline_replicas=[r for r in state.replicas if r not in alive],
+            )
+        )
+    return MetadataResponse.MetadataResponseTopic(
+        error_code=0,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=topic.name in INTERNAL_TOPICS,
+        partitions=partitions,
+    )
+
+
+async def handle_metadata(
+    broker: Broker, header: RequestHeader, request: MetadataRequest, conn: Connection
+) -> MetadataResponse:
+    image = broker.image
+    topics: list[MetadataResponse.MetadataResponseTopic] = []
+    if request.topics is None:
+        topics = [topic_metadata(broker, t) for _, t in sorted(image.topics.items())]
+    else:
+        # v0 has no flag and always auto-creates (subject to the broker config).
+        allow = request.allow_auto_topic_creation if header.api_version >= 4 else True
+        missing: list[str] = []
+        for wanted in request.topics:
+            name = wanted.name
+            if name is None and wanted.topic_id.int:
+                found = image.topics_by_id.get(wanted.topic_id)
+                name = found.name if found else None
+                if name is None:
+                    topics.append(
+                        MetadataResponse.MetadataResponseTopic(
+                            error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                            name=None,
+                            topic_id=wanted.topic_id,
+                        )
+                    )
+                    continue
+            if name is None:
+                continue
+            if name not in image.topics:
+                missing.append(name)
+        if missing and allow and broker.config.auto_create_topics_enable:
+            await auto_create(broker, missing)
+        for wanted in request.topics:
+            name = wanted.name
+            if name is None:
+                found = image.topics_by_id.get(wanted.topic_id)
+                name = found.name if found else None
+            if name is None:
+                continue
+            topic = image.topics.get(name)
+            if topic is not None:
+                topics.append(topic_metadata(broker, topic))
+                continue
+            try:
+                validate_topic_name(name)
+                code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            except ControllerError:
+                code = ErrorCode.INVALID_TOPIC_EXCEPTION
+            topics.append(MetadataResponse.MetadataResponseTopic(error_code=code, name=name))
+    return MetadataResponse(
+        brokers=[
+            MetadataResponse.MetadataResponseBroker(node_id=i, host=h, port=p, rack=r)
+            for i, h, p, r in alive_brokers(broker, conn.listener)
+        ],
+        cluster_id=broker.cluster_id,
+        # KRaft clients cannot reach the controllers: any broker forwards admin requests,
+        # so the "controller" a client sees is this broker.
+        controller_id=broker.node_id,
+        topics=topics,
+    )
+
+
+async def auto_create(broker: Broker, names: list[str]) -> None:
+    specs = []
+    for name in names:
+        try:
+            validate_topic_name(name)
+        except ControllerError:
+            continue
+        specs.append(TopicSpec(name))
+    if not specs:
+        return
+    results = await broker.controller.run(broker.controller.create_topics(specs, False))
+    for result in results:
+        if result.error_code == 0:
+            logger.info("%sauto-created topic %s", broker.tag, result.name)
+
+
+async def handle_describe_cluster(
+    broker: Broker, header: RequestHeader, request: DescribeClusterRequest, conn: Connection
+) -> DescribeClusterResponse:
+    if request.endpoint_type not in (1,):
+        return DescribeClusterResponse(
+            error_code=ErrorCode.UNSUPPORTED_ENDPOINT_TYPE,
+            error_message="only broker endpoints (endpoint_type 1) are served here",
+            endpoint_type=request.endpoint_type,
+        )
+    return DescribeClusterResponse(
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        endpoint_type=1,
+        brokers=[
+            DescribeClusterResponse.DescribeClusterBroker(broker_id=i, host=h, port=p, rack=r)
+            for i, h, p, r in alive_brokers(broker, conn.listener)
+        ],
+    )

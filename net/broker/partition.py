@@ -1,0 +1,139 @@
+"""A partition as the broker sees it: its log plus leadership, ISR and high watermark.
+
+The high watermark is the smallest log end offset over the ISR (the leader's own included),
+advanced only while the ISR has at least `min.insync.replicas` members. Waiters — long-polling
+fetches and acks=all produces — are woken when the log end or the high watermark moves; they
+never poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from log.partition_log import PartitionLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ReplicaState:
+    log_end_offset: int = -1
+    last_caught_up_ms: int = 0
+
+
+@dataclass(slots=True)
+class Partition:
+    topic: str
+    index: int
+    topic_id: uuid.UUID
+    log: PartitionLog
+    broker_id: int
+    leader: int = -1
+    leader_epoch: int = -1
+    partition_epoch: int = -1
+    replicas: list[int] = field(default_factory=list)
+    isr: list[int] = field(default_factory=list)
+    min_insync_replicas: int = 1
+    followers: dict[int, ReplicaState] = field(default_factory=dict)
+    _waiters: set[asyncio.Future[None]] = field(default_factory=set)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.broker_id
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log.high_watermark
+
+    def become_leader(
+        self, leader_epoch: int, partition_epoch: int, replicas: list[int], isr: list[int]
+    ) -> None:
+        changed = not self.is_leader or leader_epoch != self.leader_epoch
+        self.leader = self.broker_id
+        self.leader_epoch = leader_epoch
+        self.partition_epoch = partition_epoch
+        self.replicas = list(replicas)
+        self.isr = list(isr)
+        self.followers = {
+            r: self.followers.get(r, ReplicaState()) for r in replicas if r != self.broker_id
+        }
+        if changed:
+            logger.info(
+                "[broker %d] %s-%d: leader at epoch %d, isr %s",
+                self.broker_id,
+                self.topic,
+                self.index,
+                leader_epoch,
+                isr,
+            )
+        self.maybe_advance_high_watermark()
+
+    def become_follower(
+        self,
+        leader: int,
+        leader_epoch: int,
+        partition_epoch: int,
+        replicas: list[int],
+        isr: list[int],
+    ) -> None:
+        if leader != self.leader or leader_epoch != self.leader_epoch:
+            logger.info(
+                "[broker %d] %s-%d: follower of %d at epoch %d",
+                self.broker_id,
+                self.topic,
+                self.index,
+                leader,
+                leader_epoch,
+            )
+        self.leader = leader
+        self.leader_epoch = leader_epoch
+        self.partition_epoch = partition_epoch
+        self.replicas = list(replicas)
+        self.isr = list(isr)
+        self.followers = {}
+        self.notify()
+
+    def maybe_advance_high_watermark(self) -> bool:
+        """HW = min log end offset over the ISR; True if it moved."""
+        if not self.is_leader or len(self.isr) < self.min_insync_replicas:
+            return False
+        leo = self.log.log_end_offset
+        for replica in self.isr:
+            if replica != self.broker_id:
+                state = self.followers.get(replica)
+                leo = min(leo, state.log_end_offset if state else -1)
+        if leo > self.log.high_watermark:
+            self.log.set_high_watermark(leo)
+            self.notify()
+            return True
+        return False
+
+    def record_follower_fetch(self, replica: int, fetch_offset: int) -> None:
+        """A follower fetching from `fetch_offset` holds everything below it."""
+        state = self.followers.get(replica)
+        if state is None or not self.is_leader:
+            return
+        state.log_end_offset = fetch_offset
+        if fetch_offset >= self.log.log_end_offset:
+            state.last_caught_up_ms = int(time.monotonic() * 1000)
+        self.maybe_advance_high_watermark()
+
+    # ------------------------------------------------------------- waiting
+
+    def add_waiter(self, future: asyncio.Future[None]) -> None:
+        self._waiters.add(future)
+
+    def remove_waiter(self, future: asyncio.Future[None]) -> None:
+        self._waiters.discard(future)
+
+    def notify(self) -> None:
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
