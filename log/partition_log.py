@@ -126,6 +126,7 @@ class PartitionLog:
             os.path.join(directory, LeaderEpochCache.FILE_NAME)
         )
         self.producer_state = ProducerStateManager(directory)
+        self._rolled = False
         self._unflushed_messages = 0
         self._last_flush_ms = clock()
         self._load(recovery_point, log_start_offset, clean_shutdown)
@@ -156,24 +157,30 @@ class PartitionLog:
                     recover_from = i
         expected = segments[0].base_offset if segments else 0
         kept: list[LogSegment] = []
+        max_batch = max(self.config.max_message_bytes, 1 << 20) * 64
+        # Recovered batches may carry epochs whose cache entry a crash lost (Kafka does this
+        # too): the cache is rebuilt from them.
+        assign_epoch = self._assign_recovered_epoch
+        if recover_from == 0 and segments:
+            # Every batch is about to be read: the cache is rebuilt from them alone.
+            self.leader_epoch_cache.clear()
         for i, seg in enumerate(segments):
-            if i >= recover_from:
-                result = seg.recover(expected, max(self.config.max_message_bytes, 1 << 20) * 64)
+            if i < recover_from and seg.load(check_indexes=not clean_shutdown):
                 kept.append(seg)
                 expected = seg.next_offset
-                if result.truncated_bytes:
-                    for later in segments[i + 1 :]:
-                        logger.warning(
-                            "%s: deleting segment %s after a truncated one",
-                            self.directory,
-                            later.log_path,
-                        )
-                        later.delete()
-                    break
-            else:
-                seg.load(check_indexes=not clean_shutdown)
-                kept.append(seg)
-                expected = seg.next_offset
+                continue
+            result = seg.recover(expected, max_batch, assign_epoch)
+            kept.append(seg)
+            expected = seg.next_offset
+            if result.truncated_bytes:
+                for later in segments[i + 1 :]:
+                    logger.warning(
+                        "%s: deleting segment %s after a truncated one",
+                        self.directory,
+                        later.log_path,
+                    )
+                    later.delete()
+                break
         self.segments = kept
         if not self.segments:
             self.segments = [self._new_segment(log_start_offset)]
@@ -199,6 +206,10 @@ class PartitionLog:
             if found is None:
                 continue
             state.replay([h for _, h in segment.batch_headers(found[0]) if h.base_offset >= start])
+
+    def _assign_recovered_epoch(self, header: BatchHeader) -> None:
+        if header.partition_leader_epoch > self.leader_epoch_cache.latest_epoch:
+            self.leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
 
     def _complete_interrupted_swaps(self) -> None:
         """Finish or undo a compaction swap that a crash interrupted (see log.cleaner)."""
@@ -292,15 +303,25 @@ class PartitionLog:
                 out_headers.append(header)
                 next_offset = base + header.last_offset_delta + 1
                 pos += size
+            # The epoch goes into the cache before the data: a crash in between leaves an entry
+            # past the log end, which loading removes; the other order could lose the entry.
+            if leader_epoch >= 0:
+                self.leader_epoch_cache.assign(leader_epoch, infos[0].base_offset)
             self._write(
                 chunks, infos, now, per_batch_chunks=1 if self.config.log_append_time else 2
             )
-            if leader_epoch >= 0:
-                self.leader_epoch_cache.assign(leader_epoch, infos[0].base_offset)
             for header, info in zip(out_headers, infos, strict=True):
                 if header.producer_id >= 0:
                     self.producer_state.update(header, info.base_offset, info.max_timestamp)
+            self._snapshot_if_rolled()
             return self._result(infos, out_headers, append_time, pos)
+
+    def _snapshot_if_rolled(self) -> None:
+        # Like Kafka, snapshot producer state when a segment rolls, so a restart replays at
+        # most about one segment; taken after the whole append is in the state.
+        if self._rolled and self.producer_state.producers:
+            self.producer_state.write_snapshot(self.log_end_offset)
+        self._rolled = False
 
     def _check_producers(self, headers: list[BatchHeader]) -> AppendResult | None:
         """Sequence checks for idempotent batches; a retried batch returns its original."""
@@ -367,11 +388,13 @@ class PartitionLog:
             for h in headers:
                 chunks.append(view[pos : pos + h.size])
                 pos += h.size
-            self._write(chunks, infos, self.clock(), per_batch_chunks=1)
             for h in headers:
                 self.leader_epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
+            self._write(chunks, infos, self.clock(), per_batch_chunks=1)
+            for h in headers:
                 if h.producer_id >= 0 and not h.is_control:
                     self.producer_state.update(h, h.base_offset, h.max_timestamp)
+            self._snapshot_if_rolled()
             return self._result(infos, headers, -1, pos)
 
     def _validate(self, view: memoryview, leader: bool) -> list[BatchHeader]:
@@ -513,9 +536,7 @@ class PartitionLog:
             self._bases.pop()
         else:
             old.on_roll()
-            if self.producer_state.producers:
-                # Like Kafka, snapshot at roll: a restart replays at most one segment.
-                self.producer_state.write_snapshot(self.log_end_offset)
+            self._rolled = True
         segment = self._new_segment(base_offset)
         self.segments.append(segment)
         self._bases.append(base_offset)
@@ -722,10 +743,12 @@ class PartitionLog:
         self.segments = self.segments[count:]
         self._bases = self._bases[count:]
         self.log_start_offset = max(self.log_start_offset, self.segments[0].base_offset)
-        self.leader_epoch_cache.truncate_from_start(self.log_start_offset)
+        # Files first, then the cache: a crash in between leaves a cache that still covers
+        # the whole log.
         for seg in doomed:
             logger.info("%s: deleting segment (retention)", seg.log_path)
             seg.delete()
+        self.leader_epoch_cache.truncate_from_start(self.log_start_offset)
 
     def advance_log_start_offset(self, offset: int) -> int:
         """DeleteRecords: records below `offset` (<= high watermark) become unreadable, and

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from log.batch import (
@@ -199,8 +199,10 @@ class LogSegment:
                 if len(buf) < HEADER_SIZE:
                     break
                 header = parse_header(buf)
-                if header.batch_length <= 0:
+                if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
                     break
+                if position + header.size > self.size:
+                    break  # a partial batch is not a batch
                 out.append((position, header))
                 position += header.size
                 continue
@@ -215,39 +217,42 @@ class LogSegment:
 
     # ---------------------------------------------------------------- recovery
 
-    def load(self, check_indexes: bool) -> None:
+    def load(self, check_indexes: bool) -> bool:
         """Load a segment written by a clean shutdown (or before the recovery point).
 
-        Index files are trusted only if they pass a sanity check; otherwise rebuilt.
+        Index files are trusted only if they pass a sanity check. Returns False when anything
+        does not add up (a bad index, a tail that is not a whole batch): the caller then runs
+        `recover`, which validates every batch.
         """
-        headers_tail: list[tuple[int, BatchHeader]]
         try:
             self.offset_index.load(self.size)
             self.time_index.load(1 << 32)
             if check_indexes:
                 self._check_index_entries()
         except IndexCorruptError as e:
-            logger.warning("%s: rebuilding indexes: %s", self.log_path, e)
-            self.rebuild_indexes()
-            return
+            logger.warning("%s: index does not match the log: %s", self.log_path, e)
+            return False
         if self.size == 0:
-            return
+            return True
         if not os.path.exists(self.offset_index.path):
-            self.rebuild_indexes()
-            return
+            return False
         # Tail state (next offset, max timestamp) comes from the batches after the last entry.
         entries = self.offset_index.entries()
         start = entries[-1][1] if entries else 0
         headers_tail = self.batch_headers(start)
         if not headers_tail:
-            self.rebuild_indexes()
-            return
-        first = parse_header(os.pread(self._fd, HEADER_SIZE, 0))
-        self._first_timestamp = first.max_timestamp
+            return False
         last_pos, last = headers_tail[-1]
         if last_pos + last.size != self.size:
-            self.rebuild_indexes()
-            return
+            logger.warning(
+                "%s: the last batch does not end at the end of the file (%d != %d)",
+                self.log_path,
+                last_pos + last.size,
+                self.size,
+            )
+            return False
+        first = parse_header(os.pread(self._fd, HEADER_SIZE, 0))
+        self._first_timestamp = first.max_timestamp
         self.next_offset = last.next_offset
         time_entries = self.time_index.entries()
         if time_entries:
@@ -256,6 +261,7 @@ class LogSegment:
             if h.max_timestamp > self.max_timestamp:
                 self.max_timestamp, self.offset_of_max_timestamp = h.max_timestamp, h.last_offset
         self._bytes_since_index = self.size - start
+        return True
 
     def _check_index_entries(self) -> None:
         for offset, position in self.offset_index.entries():
@@ -294,7 +300,12 @@ class LogSegment:
             self._bytes_since_index += info.size
             self.next_offset = info.last_offset + 1
 
-    def recover(self, start_offset: int, max_batch_bytes: int) -> RecoveryResult:
+    def recover(
+        self,
+        start_offset: int,
+        max_batch_bytes: int,
+        on_batch: Callable[[BatchHeader], None] | None = None,
+    ) -> RecoveryResult:
         """Validate every batch (CRC included), truncate at the first bad one, rebuild indexes.
 
         `start_offset` is the smallest offset the first batch may carry (the previous
@@ -342,6 +353,8 @@ class LogSegment:
                     )
                 ],
             )
+            if on_batch is not None:
+                on_batch(header)
             expected = header.next_offset
             position += header.size
         truncated = self.size - position
