@@ -26,8 +26,7 @@ Because the CRC starts at `attributes`, the broker may rewrite `base_offset` and
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import crc32c as _crc32c
 
@@ -63,8 +62,10 @@ def crc32c(data: bytes | bytearray | memoryview) -> int:
     return _crc32c.crc32c(data)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchHeader:
+class BatchHeader(NamedTuple):
+    """The 61 header bytes, unpacked. A NamedTuple: built straight from `HEADER.unpack_from`
+    on the hot path, at a fraction of a dataclass's cost."""
+
     base_offset: int
     batch_length: int
     partition_leader_epoch: int
@@ -114,26 +115,15 @@ class BatchHeader:
         return (self.base_sequence + self.last_offset_delta) & 0x7FFFFFFF
 
     def pack(self) -> bytes:
-        return HEADER.pack(
-            self.base_offset,
-            self.batch_length,
-            self.partition_leader_epoch,
-            self.magic,
-            self.crc,
-            self.attributes,
-            self.last_offset_delta,
-            self.base_timestamp,
-            self.max_timestamp,
-            self.producer_id,
-            self.producer_epoch,
-            self.base_sequence,
-            self.records_count,
-        )
+        return HEADER.pack(*self)
+
+
+_make_header = BatchHeader._make
 
 
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
     """Parse the 61-byte header at `pos`; no validation beyond the struct size."""
-    return BatchHeader(*HEADER.unpack_from(buf, pos))
+    return _make_header(HEADER.unpack_from(buf, pos))
 
 
 def validate_batch(buf: bytes | bytearray | memoryview, pos: int, end: int) -> BatchHeader:
@@ -143,31 +133,30 @@ def validate_batch(buf: bytes | bytearray | memoryview, pos: int, end: int) -> B
     Raises CorruptRecordError / UnsupportedMagicError / InvalidRecordError.
     """
     available = end - pos
-    if available < LOG_OVERHEAD:
+    if available < HEADER_SIZE:
+        if available >= MAGIC_OFFSET + 1 and buf[pos + MAGIC_OFFSET] != 2:
+            raise UnsupportedMagicError(
+                f"record batch magic {buf[pos + MAGIC_OFFSET]} is not supported (only 2)"
+            )
         raise CorruptRecordError(f"batch header truncated: {available} bytes left")
-    _, batch_length = OFFSET_LENGTH.unpack_from(buf, pos)
-    if available >= MAGIC_OFFSET + 1:
-        magic = buf[pos + MAGIC_OFFSET]
-        if magic != 2:
-            raise UnsupportedMagicError(f"record batch magic {magic} is not supported (only 2)")
+    fields = HEADER.unpack_from(buf, pos)
+    batch_length = fields[1]
+    if fields[3] != 2:
+        raise UnsupportedMagicError(f"record batch magic {fields[3]} is not supported (only 2)")
     if batch_length < HEADER_SIZE - LOG_OVERHEAD:
         raise CorruptRecordError(f"batch length {batch_length} is smaller than the header")
     if batch_length > available - LOG_OVERHEAD:
         raise CorruptRecordError(
             f"batch length {batch_length} exceeds the {available - LOG_OVERHEAD} bytes left"
         )
-    header = parse_header(buf, pos)
-    stop = pos + LOG_OVERHEAD + batch_length
-    actual = _crc32c.crc32c(memoryview(buf)[pos + CRC_START : stop])
-    if actual != header.crc:
-        raise CorruptRecordError(
-            f"CRC mismatch: stored {header.crc:#010x}, computed {actual:#010x}"
-        )
-    if header.last_offset_delta < 0:
-        raise InvalidRecordError(f"negative last offset delta {header.last_offset_delta}")
-    if header.records_count < 0:
-        raise InvalidRecordError(f"negative record count {header.records_count}")
-    return header
+    actual = _crc32c.crc32c(memoryview(buf)[pos + CRC_START : pos + LOG_OVERHEAD + batch_length])
+    if actual != fields[4]:
+        raise CorruptRecordError(f"CRC mismatch: stored {fields[4]:#010x}, computed {actual:#010x}")
+    if fields[6] < 0:
+        raise InvalidRecordError(f"negative last offset delta {fields[6]}")
+    if fields[12] < 0:
+        raise InvalidRecordError(f"negative record count {fields[12]}")
+    return _make_header(fields)
 
 
 def iter_headers(

@@ -307,9 +307,7 @@ class PartitionLog:
             # past the log end, which loading removes; the other order could lose the entry.
             if leader_epoch >= 0:
                 self.leader_epoch_cache.assign(leader_epoch, infos[0].base_offset)
-            self._write(
-                chunks, infos, now, per_batch_chunks=1 if self.config.log_append_time else 2
-            )
+            self._write(chunks, infos, now, 1 if self.config.log_append_time else 2, pos)
             for header, info in zip(out_headers, infos, strict=True):
                 if header.producer_id >= 0:
                     self.producer_state.update(header, info.base_offset, info.max_timestamp)
@@ -390,7 +388,7 @@ class PartitionLog:
                 pos += h.size
             for h in headers:
                 self.leader_epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
-            self._write(chunks, infos, self.clock(), per_batch_chunks=1)
+            self._write(chunks, infos, self.clock(), 1, pos)
             for h in headers:
                 if h.producer_id >= 0 and not h.is_control:
                     self.producer_state.update(h, h.base_offset, h.max_timestamp)
@@ -456,6 +454,7 @@ class PartitionLog:
         infos: list[AppendInfo],
         now: int,
         per_batch_chunks: int,
+        total: int,
     ) -> None:
         start = 0
         while start < len(infos):
@@ -473,9 +472,15 @@ class PartitionLog:
             ):
                 room -= infos[stop].size
                 stop += 1
-            segment.append(
-                chunks[start * per_batch_chunks : stop * per_batch_chunks], infos[start:stop]
-            )
+            if start == 0 and stop == len(infos):
+                segment.append(chunks, infos, total)
+            else:
+                part = infos[start:stop]
+                segment.append(
+                    chunks[start * per_batch_chunks : stop * per_batch_chunks],
+                    part,
+                    sum(i.size for i in part),
+                )
             start = stop
         self._unflushed_messages += infos[-1].last_offset - infos[0].base_offset + 1
         if (

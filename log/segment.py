@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from log.batch import (
     HEADER_SIZE,
@@ -42,8 +43,7 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
-@dataclass(slots=True)
-class AppendInfo:
+class AppendInfo(NamedTuple):
     """What the log knows of one batch it is about to write."""
 
     base_offset: int
@@ -103,13 +103,22 @@ class LogSegment:
     # ------------------------------------------------------------------ write
 
     def append(
-        self, chunks: Sequence[bytes | bytearray | memoryview], infos: list[AppendInfo]
+        self,
+        chunks: Sequence[bytes | bytearray | memoryview],
+        infos: list[AppendInfo],
+        total: int,
     ) -> None:
-        """Write `chunks` (the batches' bytes, in order) described by `infos`."""
-        total = sum(info.size for info in infos)
-        written = 0
-        for i in range(0, len(chunks), _IOV_MAX):
-            written += _writev_all(self._fd, chunks[i : i + _IOV_MAX])
+        """Write `chunks` (the batches' bytes, in order, `total` bytes) described by `infos`."""
+        if len(chunks) <= _IOV_MAX:
+            written = os.writev(self._fd, chunks)
+            if written != total:
+                written = _finish_short_write(self._fd, chunks, written)
+        else:
+            written = 0
+            for i in range(0, len(chunks), _IOV_MAX):
+                part = chunks[i : i + _IOV_MAX]
+                n = os.writev(self._fd, part)
+                written += _finish_short_write(self._fd, part, n)
         if written != total:
             raise LogStorageError(f"{self.log_path}: wrote {written} of {total} bytes")
         self._index_batches(self.size, infos)
@@ -433,14 +442,11 @@ class LogSegment:
                 pass
 
 
-def _writev_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview]) -> int:
-    written = os.writev(fd, chunks)
-    total = sum(len(c) for c in chunks)
-    if written == total:
-        return written
-    # Short write (rare: signals, full disk): finish the rest piece by piece.
-    done = written
-    skip = written
+def _finish_short_write(
+    fd: int, chunks: Sequence[bytes | bytearray | memoryview], done: int
+) -> int:
+    """After a short writev (signals, a full disk), write the rest piece by piece."""
+    skip = done
     for chunk in chunks:
         view = memoryview(chunk)
         if skip >= len(view):

@@ -345,7 +345,7 @@ def _runs(fields: list[FieldSpec]) -> list[list[FieldSpec]]:
 
 
 _DECODERS: dict[tuple[StructSpec, int, bool], Decoder] = {}
-_ENCODERS: dict[tuple[StructSpec, int, bool], Encoder] = {}
+_ENCODERS: dict[tuple[StructSpec, int, bool, bool], Encoder] = {}
 
 
 def _label(spec: StructSpec) -> str:
@@ -571,10 +571,11 @@ class _DecoderBuilder:
 
 
 class _EncoderBuilder:
-    def __init__(self, spec: StructSpec, version: int, flexible: bool) -> None:
+    def __init__(self, spec: StructSpec, version: int, flexible: bool, strict: bool) -> None:
         self.spec = spec
         self.version = version
         self.flexible = flexible
+        self.strict = strict
         self.fn = _Function()
         self.label = _label(spec)
 
@@ -585,8 +586,10 @@ class _EncoderBuilder:
         fn, version = self.fn, self.version
         regular, tagged, absent = _split_fields(self.spec, version, self.flexible)
         # Like Kafka: a field the version lacks must hold its default unless it is ignorable.
+        # Lenient encoders (responses) drop such fields, as a broker answering an older
+        # client does.
         for f in absent:
-            if not f.ignorable:
+            if not f.ignorable and self.strict:
                 fn.add(1, f"if {_differs_expr(fn, f, 'o.' + f.name)}:")
                 fn.add(2, f"raise _unsupported_field_error({self.what(f)!r}, {version})")
         for run in _runs(regular):
@@ -656,7 +659,7 @@ class _EncoderBuilder:
         fn.add(ind, f"{v} = {expr}")
         if ftype == "struct":
             assert sub is not None
-            enc = fn.const(_struct_encoder(sub, self.version, self.flexible), "_enc")
+            enc = fn.const(_struct_encoder(sub, self.version, self.flexible, self.strict), "_enc")
             if nullable:
                 fn.add(ind, f"if {v} is None:")
                 fn.add(ind + 1, f"{out}.append(255)")  # int8 -1: null marker
@@ -698,7 +701,9 @@ class _EncoderBuilder:
         if f.type == "struct":
             # No per-element None check: a None element fails in the struct encoder instead.
             assert f.struct is not None
-            enc = fn.const(_struct_encoder(f.struct, self.version, self.flexible), "_enc")
+            enc = fn.const(
+                _struct_encoder(f.struct, self.version, self.flexible, self.strict), "_enc"
+            )
             fn.add(ind + 1, f"for {item} in {v}:")
             fn.add(ind + 2, f"{enc}({out}, {item})")
             return
@@ -737,11 +742,11 @@ def _struct_decoder(spec: StructSpec, version: int, flexible: bool) -> Decoder:
     return dec
 
 
-def _struct_encoder(spec: StructSpec, version: int, flexible: bool) -> Encoder:
-    key = (spec, version, flexible)
+def _struct_encoder(spec: StructSpec, version: int, flexible: bool, strict: bool) -> Encoder:
+    key = (spec, version, flexible, strict)
     enc = _ENCODERS.get(key)
     if enc is None:
-        enc = _ENCODERS[key] = _EncoderBuilder(spec, version, flexible).build()
+        enc = _ENCODERS[key] = _EncoderBuilder(spec, version, flexible, strict).build()
     return enc
 
 
@@ -761,7 +766,7 @@ _RECORD_SPECS: Final[dict[int, MessageSpec]] = {
 
 # Top-level (class, version) -> compiled function, the hot-path caches.
 _MESSAGE_DECODERS: dict[tuple[type, int], Decoder] = {}
-_MESSAGE_ENCODERS: dict[tuple[type, int], Encoder] = {}
+_MESSAGE_ENCODERS: dict[tuple[type, int, bool], Encoder] = {}
 
 
 def spec_of(cls: type) -> MessageSpec:
@@ -784,17 +789,20 @@ def message_decoder(cls: type, version: int) -> Decoder:
     return dec
 
 
-def message_encoder(cls: type, version: int) -> Encoder:
-    """The compiled encoder of a message version: ``encoder(out, message)`` appends to out."""
-    enc = _MESSAGE_ENCODERS.get((cls, version))
+def message_encoder(cls: type, version: int, strict: bool = True) -> Encoder:
+    """The compiled encoder of a message version: ``encoder(out, message)`` appends to out.
+
+    A lenient (``strict=False``) encoder drops non-default values of fields the version
+    lacks instead of raising ``EncodeError``."""
+    enc = _MESSAGE_ENCODERS.get((cls, version, strict))
     if enc is None:
         spec = _SPEC_BY_CLASS.get(cls)
         if spec is None:
             raise EncodeError(f"{cls.__qualname__} is not a generated message class")
         if version not in spec.valid:
             raise EncodeError(f"{spec.name} has no version {version}")
-        enc = _struct_encoder(spec, version, spec.is_flexible(version))
-        _MESSAGE_ENCODERS[(cls, version)] = enc
+        enc = _struct_encoder(spec, version, spec.is_flexible(version), strict)
+        _MESSAGE_ENCODERS[(cls, version, strict)] = enc
     return enc
 
 
@@ -969,9 +977,7 @@ def decode_request(frame: BytesLike, *, strict: bool = False) -> tuple[RequestHe
     plan = _REQUEST_PLANS.get((api_key, api_version)) or _request_plan(api_key, api_version)
     if plan is None:
         header_version = request_header_version(api_key, api_version)  # unknown key raises
-        header, _ = _read_request_header(
-            buf, api_key, api_version, correlation_id, header_version
-        )
+        header, _ = _read_request_header(buf, api_key, api_version, correlation_id, header_version)
         info = API_KEYS[api_key]
         raise UnsupportedVersionError(
             f"{info.name} v{api_version} is not supported (versions "
@@ -1015,8 +1021,14 @@ def encode_request(
     return out
 
 
-def encode_response(message: Message, api_version: int, correlation_id: int) -> bytearray:
+def encode_response(
+    message: Message, api_version: int, correlation_id: int, *, strict: bool = False
+) -> bytearray:
     """Encode a response with its header, as a complete frame (4-byte size prefix included).
+
+    Lenient by default: values in fields that ``api_version`` cannot carry are left out, so
+    handlers may fill a response once for every version (Kafka's handlers check versions
+    field by field instead). ``strict=True`` applies Kafka's encoder rule.
 
     The header version follows from the api key and version (see
     ``response_header_version``). To refuse an unsupported ApiVersions request, encode an
@@ -1025,7 +1037,7 @@ def encode_response(message: Message, api_version: int, correlation_id: int) -> 
     spec = _SPEC_BY_CLASS.get(type(message))
     if spec is None or spec.kind != "response" or spec.api_key is None:
         raise EncodeError(f"{type(message).__qualname__} is not a response")
-    enc = message_encoder(spec.cls, api_version)
+    enc = message_encoder(spec.cls, api_version, strict)
     out = bytearray(4)
     try:
         out += _I32.pack(correlation_id)

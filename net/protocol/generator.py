@@ -36,8 +36,20 @@ RESERVED_FIELD_NAMES = frozenset({"unknown_tagged_fields"})
 # Kept in step with schema.PRIMITIVE_TYPES; the generator imports nothing of the project so that
 # it still runs (as `python net/protocol/generator.py`) when _generated.py is broken or missing.
 PRIMITIVE_TYPES = frozenset(
-    {"bool", "int8", "int16", "uint16", "int32", "uint32", "int64", "float64", "uuid", "string",
-     "bytes", "records"}
+    {
+        "bool",
+        "int8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "float64",
+        "uuid",
+        "string",
+        "bytes",
+        "records",
+    }
 )
 
 
@@ -311,11 +323,16 @@ class _StructBuilder:
                 struct = self.build(elem, self.common[elem])
             else:
                 raise DefinitionError(f"{kafka_name}: unknown type {type_name}")
-        if nullable is not None and not array and ftype not in (
-            "string",
-            "bytes",
-            "records",
-            "struct",
+        if (
+            nullable is not None
+            and not array
+            and ftype
+            not in (
+                "string",
+                "bytes",
+                "records",
+                "struct",
+            )
         ):
             raise DefinitionError(f"{kafka_name}: type {type_name} cannot be nullable")
         default = self.default(rf, ftype, array, nullable)
@@ -394,7 +411,7 @@ def _validate_set(defs: list[Definition]) -> None:
             raise DefinitionError(f"{req.name} and {resp.name} disagree on versions")
         if not req.name.endswith("Request") or resp.name != req.name[:-7] + "Response":
             raise DefinitionError(f"unexpected names {req.name} / {resp.name}")
-    for (kind, api_key) in by_key:
+    for kind, api_key in by_key:
         if kind == "response" and ("request", api_key) not in by_key:
             raise DefinitionError(f"response for api key {api_key} has no request")
 
@@ -603,8 +620,9 @@ class _Renderer:
                     done.add(f.struct.name)
                     visit(f.struct)
                     self.emit(f"{self.spec_name(d, f.struct)} = S(")
-                    self.struct_spec_body(d, f.struct.name, f"{d.name}.{f.struct.name}",
-                                          f.struct.fields)
+                    self.struct_spec_body(
+                        d, f.struct.name, f"{d.name}.{f.struct.name}", f.struct.fields
+                    )
                     self.emit(")")
 
         visit(d.body)
@@ -631,8 +649,9 @@ class _Renderer:
             emit(f"    {self.spec_name(d)},")
         emit(")")
         requests = [d for d in self.defs if d.kind == "request"]
-        records = sorted((d for d in self.defs if d.kind == "metadata"),
-                         key=lambda d: d.api_key or 0)
+        records = sorted(
+            (d for d in self.defs if d.kind == "metadata"), key=lambda d: d.api_key or 0
+        )
         emit()
         emit()
         emit("class ApiKey(IntEnum):")
@@ -654,18 +673,24 @@ class _Renderer:
             assert d.valid.hi is not None
             resp = d.name[:-7] + "Response"
             emit(f"    {d.api_key}: ApiInfo(")
-            emit(f"        {d.name[:-7]!r}, {d.api_key}, {d.name}, {resp}, "
-                 f"{d.valid.lo}, {d.valid.hi},")
-            emit(f"        {_versions_src(d.flexible)}, {_versions_src(d.deprecated)}, "
-                 f"{d.latest_version_unstable}, {d.listeners!r},")
+            emit(
+                f"        {d.name[:-7]!r}, {d.api_key}, {d.name}, {resp}, "
+                f"{d.valid.lo}, {d.valid.hi},"
+            )
+            emit(
+                f"        {_versions_src(d.flexible)}, {_versions_src(d.deprecated)}, "
+                f"{d.latest_version_unstable}, {d.listeners!r},"
+            )
             emit("    ),")
         emit("}")
         emit()
         emit("METADATA_RECORDS: dict[int, MetadataRecordInfo] = {")
         for d in records:
             assert d.valid.hi is not None
-            emit(f"    {d.api_key}: MetadataRecordInfo({d.name!r}, {d.api_key}, {d.name}, "
-                 f"{d.valid.lo}, {d.valid.hi}),")
+            emit(
+                f"    {d.api_key}: MetadataRecordInfo({d.name!r}, {d.api_key}, {d.name}, "
+                f"{d.valid.lo}, {d.valid.hi}),"
+            )
         emit("}")
 
 
@@ -683,14 +708,24 @@ def _iter_lines(a: str, b: str) -> Iterator[str]:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m net.protocol.generator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--defs", type=Path, default=None,
-                        help=f"definitions directory (default: ${DEFS_ENV} or "
-                        "<repo root>/../shared/kafka-protocol)")
+    parser = argparse.ArgumentParser(
+        prog="python -m net.protocol.generator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--defs",
+        type=Path,
+        default=None,
+        help=f"definitions directory (default: ${DEFS_ENV} or "
+        "<repo root>/../shared/kafka-protocol)",
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT, help="output file")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the output file is not up to date")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if the output file is not up to date",
+    )
     args = parser.parse_args(None if argv is None else list(argv))
     defs_dir: Path = args.defs or default_defs_dir()
     if not defs_dir.is_dir():
@@ -706,8 +741,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.check:
         if current != source:
             sys.stderr.writelines(list(_iter_lines(current, source))[:40])
-            print(f"\n{output} is out of date: run python -m net.protocol.generator",
-                  file=sys.stderr)
+            print(
+                f"\n{output} is out of date: run python -m net.protocol.generator", file=sys.stderr
+            )
             return 1
         return 0
     if current != source:

@@ -35,8 +35,10 @@ def _scalar(ftype: str) -> st.SearchStrategy[Any]:
     if ftype == "float64":
         return st.floats(allow_nan=False)
     if ftype == "uuid":
-        return st.just(ZERO_UUID) | st.uuids() | st.integers(0, (1 << 128) - 1).map(
-            lambda i: uuid.UUID(int=i)
+        return (
+            st.just(ZERO_UUID)
+            | st.uuids()
+            | st.integers(0, (1 << 128) - 1).map(lambda i: uuid.UUID(int=i))
         )
     if ftype == "string":
         return st.text(max_size=6)
@@ -67,9 +69,7 @@ def struct_strategy(
     if cached is not None:
         return cached
     kwargs = {
-        f.name: _field(f, version, flexible, depth)
-        for f in spec.fields
-        if f.present_in(version)
+        f.name: _field(f, version, flexible, depth) for f in spec.fields if f.present_in(version)
     }
     if flexible:
         used = {f.tag for f in spec.fields if f.present_in(version) and f.tagged_in(version)}

@@ -41,9 +41,7 @@ CAPTURES = {
         "0012000300000001000772646b61666b610017636f6e666c75656e742d6b61666b612d707974686f6e"
         "16322e31362e312d72646b61666b612d322e31362e3000"
     ),
-    "librdkafka-2.16-Metadata-v12-brokers-only": (
-        "0003000c00000002000772646b61666b610001000000"
-    ),
+    "librdkafka-2.16-Metadata-v12-brokers-only": ("0003000c00000002000772646b61666b610001000000"),
     "kafka-python-3.0.12-ApiVersions-v4": (
         "001200040000000100136b61666b612d707974686f6e2d332e302e3132000d6b61666b612d707974686f"
         "6e07332e302e313200"
@@ -150,8 +148,11 @@ class FakeBroker:
             assert e.header is not None and e.header.api_key == 18
             refusal = ApiVersionsResponse(
                 error_code=ErrorCode.UNSUPPORTED_VERSION,
-                api_keys=[ApiVersionsResponse.ApiVersion(api_key=18, min_version=0,
-                                                         max_version=API_KEYS[18].max_version)],
+                api_keys=[
+                    ApiVersionsResponse.ApiVersion(
+                        api_key=18, min_version=0, max_version=API_KEYS[18].max_version
+                    )
+                ],
             )
             return bytes(encode_response(refusal, 0, e.header.correlation_id))
         self.requests.append((header, message))
@@ -159,7 +160,8 @@ class FakeBroker:
         if isinstance(message, ApiVersionsRequest):
             keys = [
                 ApiVersionsResponse.ApiVersion(
-                    api_key=info.api_key, min_version=info.min_version,
+                    api_key=info.api_key,
+                    min_version=info.min_version,
                     max_version=info.max_version,
                 )
                 for info in API_KEYS.values()
@@ -169,8 +171,11 @@ class FakeBroker:
             response: Message = ApiVersionsResponse(api_keys=keys)
         elif isinstance(message, MetadataRequest):
             response = MetadataResponse(
-                brokers=[MetadataResponse.MetadataResponseBroker(
-                    node_id=1, host=self.host, port=self.port)],
+                brokers=[
+                    MetadataResponse.MetadataResponseBroker(
+                        node_id=1, host=self.host, port=self.port
+                    )
+                ],
                 cluster_id="kraft-test" if version >= 2 else None,
                 controller_id=1,
                 topics=[],
@@ -202,8 +207,7 @@ def assert_bootstrapped(broker: FakeBroker, client_id_prefix: str) -> None:
 def test_kafka_python_bootstraps() -> None:
     kafka = pytest.importorskip("kafka")
     with fake_broker() as broker:
-        admin = kafka.KafkaAdminClient(bootstrap_servers=broker.bootstrap,
-                                       request_timeout_ms=5000)
+        admin = kafka.KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=5000)
         try:
             assert list(admin.list_topics()) == []
         finally:
@@ -216,8 +220,7 @@ def test_aiokafka_bootstraps() -> None:
     aiokafka = pytest.importorskip("aiokafka")
 
     async def run(bootstrap: str) -> None:
-        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap,
-                                             request_timeout_ms=5000)
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         await producer.start()
         await producer.stop()
 

@@ -113,7 +113,11 @@ def test_unsupported_api_versions_request_keeps_header() -> None:
     header = caught.value.header
     assert header is not None
     assert (header.api_key, header.api_version, header.correlation_id, header.client_id) == (
-        18, 99, 42, "cl")
+        18,
+        99,
+        42,
+        "cl",
+    )
     # ... and the answer is a v0 ApiVersions response with UNSUPPORTED_VERSION.
     answer = encode_response(
         ApiVersionsResponse(
@@ -168,8 +172,9 @@ def test_defaults_follow_kafka() -> None:
 
 def test_default_tagged_fields_stay_off_the_wire() -> None:
     def response(partition: FetchResponse.PartitionData) -> FetchResponse:
-        return FetchResponse(responses=[FetchResponse.FetchableTopicResponse(
-            topic="t", partitions=[partition])])
+        return FetchResponse(
+            responses=[FetchResponse.FetchableTopicResponse(topic="t", partitions=[partition])]
+        )
 
     # Every tagged field at its default: the partition's tag section is one zero byte,
     # followed by the topic's and the response's own empty sections.
@@ -188,12 +193,14 @@ def test_default_tagged_fields_stay_off_the_wire() -> None:
 
 
 def test_tagged_string_exact_bytes() -> None:
-    request = FetchRequest(cluster_id="c", replica_state=FetchRequest.ReplicaState(
-        replica_id=2, replica_epoch=5))
+    request = FetchRequest(
+        cluster_id="c", replica_state=FetchRequest.ReplicaState(replica_id=2, replica_epoch=5)
+    )
     body = encode_message(request, 15)
     # Tags in ascending order: 0 cluster_id ("c" as compact string), 1 replica_state.
-    assert body.endswith(b"\x02" + b"\x00\x02\x02c" + b"\x01\x0d" + struct.pack(">iq", 2, 5)
-                         + b"\x00")
+    assert body.endswith(
+        b"\x02" + b"\x00\x02\x02c" + b"\x01\x0d" + struct.pack(">iq", 2, 5) + b"\x00"
+    )
     assert decode_message(FetchRequest, body, 15) == request
 
 
@@ -216,8 +223,10 @@ def test_nullable_struct_marker() -> None:
     assert none == b"\x01" + struct.pack(">i", 2000) + b"\xff" + b"\x00"
     cursor = DescribeTopicPartitionsRequest.Cursor(topic_name="t", partition_index=4)
     some = encode_message(DescribeTopicPartitionsRequest(cursor=cursor), 0)
-    assert some == b"\x01" + struct.pack(">i", 2000) + b"\x01\x02t" + struct.pack(">i", 4) \
-        + b"\x00\x00"
+    assert (
+        some
+        == b"\x01" + struct.pack(">i", 2000) + b"\x01\x02t" + struct.pack(">i", 4) + b"\x00\x00"
+    )
     assert decode_message(DescribeTopicPartitionsRequest, some, 0).cursor == cursor
 
 
@@ -232,9 +241,15 @@ def test_long_lengths_use_multibyte_varints() -> None:
     name = "n" * 300
     request = ProduceRequest(
         transactional_id=name,
-        topic_data=[ProduceRequest.TopicProduceData(name=name, partition_data=[
-            ProduceRequest.PartitionProduceData(index=i, records=b"r" * 200)
-            for i in range(130)])],
+        topic_data=[
+            ProduceRequest.TopicProduceData(
+                name=name,
+                partition_data=[
+                    ProduceRequest.PartitionProduceData(index=i, records=b"r" * 200)
+                    for i in range(130)
+                ],
+            )
+        ],
     )
     for version in (8, 9):
         body = encode_message(request, version)
@@ -274,8 +289,14 @@ def test_ignorable_fields_are_dropped_silently() -> None:
 
 def test_records_slices_share_the_frame() -> None:
     payload = bytes(range(100))
-    request = ProduceRequest(topic_data=[ProduceRequest.TopicProduceData(
-        name="t", partition_data=[ProduceRequest.PartitionProduceData(index=0, records=payload)])])
+    request = ProduceRequest(
+        topic_data=[
+            ProduceRequest.TopicProduceData(
+                name="t",
+                partition_data=[ProduceRequest.PartitionProduceData(index=0, records=payload)],
+            )
+        ]
+    )
     frame = bytes(encode_request(request, 9, 1, None)[4:])
     _, decoded = decode_request(memoryview(frame))
     assert isinstance(decoded, ProduceRequest)
@@ -345,8 +366,14 @@ def test_error_codes_cover_kafka_python() -> None:
 
 @pytest.mark.parametrize(
     ("value", "encoded"),
-    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02"),
-     (0xFFFFFFFF, b"\xff\xff\xff\xff\x0f")],
+    [
+        (0, b"\x00"),
+        (1, b"\x01"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (300, b"\xac\x02"),
+        (0xFFFFFFFF, b"\xff\xff\xff\xff\x0f"),
+    ],
 )
 def test_uvarint_vectors(value: int, encoded: bytes) -> None:
     out = bytearray()
@@ -356,8 +383,8 @@ def test_uvarint_vectors(value: int, encoded: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "encoded"), [(0, b"\x00"), (-1, b"\x01"), (1, b"\x02"), (-64, b"\x7f"),
-                           (64, b"\x80\x01")],
+    ("value", "encoded"),
+    [(0, b"\x00"), (-1, b"\x01"), (1, b"\x02"), (-64, b"\x7f"), (64, b"\x80\x01")],
 )
 def test_zigzag_vectors(value: int, encoded: bytes) -> None:
     out = bytearray()
@@ -385,8 +412,12 @@ def test_varint_garbage() -> None:
             read_varint(bad, 0)
     with pytest.raises(ProtocolError):
         read_varlong(b"\xff" * 10 + b"\x01", 0)
-    for write, value in ((write_uvarint, -1), (write_uvarint, 1 << 32),
-                         (write_varint, 1 << 31), (write_varlong, 1 << 63)):
+    for write, value in (
+        (write_uvarint, -1),
+        (write_uvarint, 1 << 32),
+        (write_varint, 1 << 31),
+        (write_varlong, 1 << 63),
+    ):
         with pytest.raises(EncodeError):
             write(bytearray(), value)
 
@@ -401,7 +432,7 @@ def test_frame_reader() -> None:
     reader = FrameReader()
     got = []
     for i in range(0, len(stream), 7):  # arbitrary chunking
-        reader.feed(stream[i:i + 7])
+        reader.feed(stream[i : i + 7])
         got += reader.frames()
     assert got == frames and reader.buffered == 0
     assert reader.next_frame() is None
@@ -427,3 +458,20 @@ def test_frame_reader_compacts() -> None:
         reader.feed(frame[2:])
         assert reader.next_frame() == b"z" * 70000
     assert reader.buffered == 0
+
+
+def test_responses_drop_fields_their_version_lacks_unless_strict() -> None:
+    from net.protocol import ListOffsetsResponse, decode_response
+
+    part = ListOffsetsResponse.ListOffsetsPartitionResponse(
+        partition_index=0, offset=7, leader_epoch=5
+    )
+    response = ListOffsetsResponse(
+        topics=[ListOffsetsResponse.ListOffsetsTopicResponse(name="t", partitions=[part])]
+    )
+    frame = encode_response(response, 3, 11)
+    _, decoded = decode_response(frame[4:], 2, 3)
+    assert decoded.topics[0].partitions[0].offset == 7
+    assert decoded.topics[0].partitions[0].leader_epoch == -1  # v3 cannot carry it
+    with pytest.raises(EncodeError, match="absent from version 3"):
+        encode_response(response, 3, 11, strict=True)

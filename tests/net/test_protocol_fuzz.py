@@ -133,8 +133,9 @@ REQUEST_KEYS = sorted(API_KEYS)
 
 
 @pytest.mark.parametrize("api_key", REQUEST_KEYS)
-@settings(max_examples=15, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_random_request_bodies(api_key: int, data: st.DataObject) -> None:
     info = API_KEYS[api_key]
@@ -160,15 +161,22 @@ HOSTILE_LENGTHS = [
     # ProduceRequest v3: null transactional id, acks, timeout, then a 2^31-1 topic count.
     struct.pack(">hhih", 0, 3, 1, -1) + b"\xff\xff" + struct.pack(">hii", 1, 1000, 0x7FFFFFFF),
     # ProduceRequest v9 (flexible): a 5-byte uvarint count near 2^32.
-    struct.pack(">hhih", 0, 9, 1, -1) + b"\x00" + b"\x00" + struct.pack(">hi", 1, 1000)
+    struct.pack(">hhih", 0, 9, 1, -1)
+    + b"\x00"
+    + b"\x00"
+    + struct.pack(">hi", 1, 1000)
     + b"\xfe\xff\xff\xff\x0f",
     # A uvarint that never ends.
-    struct.pack(">hhih", 0, 9, 1, -1) + b"\x00" + b"\x00" + struct.pack(">hi", 1, 1000)
+    struct.pack(">hhih", 0, 9, 1, -1)
+    + b"\x00"
+    + b"\x00"
+    + struct.pack(">hi", 1, 1000)
     + b"\xff" * 12,
     # MetadataRequest v1 with a topic name claiming 32767 bytes.
     struct.pack(">hhih", 3, 1, 1, -1) + struct.pack(">ih", 1, 0x7FFF) + b"abc",
     # FetchResponse v4 with huge records length (decoded as a request: api key 1 body).
-    struct.pack(">hhih", 1, 4, 1, -1) + struct.pack(">iiiib", -1, 0, 0, 0, 0)
+    struct.pack(">hhih", 1, 4, 1, -1)
+    + struct.pack(">iiiib", -1, 0, 0, 0, 0)
     + struct.pack(">i", 0x7FFFFFFF),
     # Tagged-field section claiming 2^28 tags (ApiVersions v3).
     struct.pack(">hhih", 18, 3, 1, -1) + b"\x00" + b"\x01\x01" + b"\xff\xff\xff\x7f",

@@ -57,8 +57,17 @@ def test_missing_definitions_directory(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_strip_comments_keeps_slashes_inside_strings() -> None:
     text = '// header\n{ "about": "see http://x // y", // trailing\n  "a": 1 }\n'
-    assert generator.strip_comments(text).split() == ['{', '"about":', '"see', 'http://x',
-                                                      '//', 'y",', '"a":', '1', '}']
+    assert generator.strip_comments(text).split() == [
+        "{",
+        '"about":',
+        '"see',
+        "http://x",
+        "//",
+        'y",',
+        '"a":',
+        "1",
+        "}",
+    ]
 
 
 @pytest.mark.parametrize(

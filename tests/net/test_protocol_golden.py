@@ -132,8 +132,9 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
     (
         "old-ApiVersions-v3",
         lambda: kp_old(old_api_versions.ApiVersionsRequest_v3("kraft-test", "0.1", {})),
-        expect(ApiVersionsRequest, client_software_name="kraft-test",
-               client_software_version="0.1"),
+        expect(
+            ApiVersionsRequest, client_software_name="kraft-test", client_software_version="0.1"
+        ),
     ),
     (
         "aio-ApiVersions-v2",
@@ -179,9 +180,7 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
         lambda: kp_new(
             kp_metadata.MetadataRequest,
             12,
-            topics=[
-                kp_metadata.MetadataRequest.MetadataRequestTopic(topic_id=TOPIC_ID, name=None)
-            ],
+            topics=[kp_metadata.MetadataRequest.MetadataRequestTopic(topic_id=TOPIC_ID, name=None)],
         ),
         expect(MetadataRequest, **{"topics.0.topic_id": TOPIC_ID, "topics.0.name": None}),
     ),
@@ -272,9 +271,7 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
     ),
     (
         "old-Produce-v7",
-        lambda: kp_old(
-            old_produce.ProduceRequest_v7(None, -1, 1000, [("orders", [(0, RECORDS)])])
-        ),
+        lambda: kp_old(old_produce.ProduceRequest_v7(None, -1, 1000, [("orders", [(0, RECORDS)])])),
         expect(
             ProduceRequest,
             acks=-1,
@@ -367,8 +364,16 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
         "old-Fetch-v11",
         lambda: kp_old(
             old_fetch.FetchRequest_v11(
-                -1, 500, 1, 1 << 20, 0, 0, -1,
-                [("orders", [(0, 5, 1000, -1, 65536)])], [("gone", [1, 2])], "r1",
+                -1,
+                500,
+                1,
+                1 << 20,
+                0,
+                0,
+                -1,
+                [("orders", [(0, 5, 1000, -1, 65536)])],
+                [("gone", [1, 2])],
+                "r1",
             )
         ),
         expect(
@@ -425,8 +430,11 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
                 )
             ],
         ),
-        expect(ListOffsetsRequest, isolation_level=1,
-               **{"topics.0.partitions.0.current_leader_epoch": 3}),
+        expect(
+            ListOffsetsRequest,
+            isolation_level=1,
+            **{"topics.0.partitions.0.current_leader_epoch": 3},
+        ),
     ),
     (
         "old-ListOffsets-v4",
@@ -557,8 +565,9 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
     (
         "aio-JoinGroup-v5",
         lambda: aio(
-            aio_group.JoinGroupRequest_v5("g", 10000, 30000, "", None, "consumer",
-                                          [("roundrobin", b"x")])
+            aio_group.JoinGroupRequest_v5(
+                "g", 10000, 30000, "", None, "consumer", [("roundrobin", b"x")]
+            )
         ),
         expect(JoinGroupRequest, group_instance_id=None, **{"protocols.0.name": "roundrobin"}),
     ),
@@ -566,8 +575,7 @@ REQUEST_CASES: list[tuple[str, Callable[[], bytes], Check]] = [
     (
         "aio-DeleteRecords-v2-flexible",
         lambda: aio(aio_admin.DeleteRecordsRequest_v2([("t", [(0, 10, {})], {})], 1000, {})),
-        expect(DeleteRecordsRequest, timeout_ms=1000,
-               **{"topics.0.partitions.0.offset": 10}),
+        expect(DeleteRecordsRequest, timeout_ms=1000, **{"topics.0.partitions.0.offset": 10}),
     ),
 ]
 
@@ -734,8 +742,7 @@ def test_our_fetch_response_read_by_kafka_python() -> None:
             ],
         )
         frame = bytes(encode_response(ours, version, 21))
-        theirs = kp_consumer.FetchResponse.decode(frame, version=version, header=True,
-                                                  framed=True)
+        theirs = kp_consumer.FetchResponse.decode(frame, version=version, header=True, framed=True)
         partition = theirs.responses[0].partitions[0]
         assert partition.high_watermark == 500
         assert bytes(partition.records) == RECORDS
@@ -761,8 +768,9 @@ def test_api_versions_response_read_by_kafka_python() -> None:
         frame = bytes(encode_response(ours, version, 1))
         # ApiVersions responses always use response header v0: the correlation id, no tags.
         assert frame[4:8] == b"\x00\x00\x00\x01"
-        theirs = kp_metadata.ApiVersionsResponse.decode(frame, version=version, header=True,
-                                                        framed=True)
+        theirs = kp_metadata.ApiVersionsResponse.decode(
+            frame, version=version, header=True, framed=True
+        )
         assert [(k.api_key, k.max_version) for k in theirs.api_keys] == [(0, 11), (18, 4)]
 
 

@@ -33,4 +33,10 @@ HANDLERS = {key: handler for key, (handler, _) in _TABLE.items()}
 
 
 def supported_versions() -> dict[int, tuple[int, int]]:
-    return {key: (low, API_KEYS[key].max_version) for key, (_, low) in _TABLE.items()}
+    out = {}
+    for key, (_, low) in _TABLE.items():
+        info = API_KEYS[key]
+        # A version Kafka marks unstable is still in development: never advertised.
+        high = info.max_version - 1 if info.latest_version_unstable else info.max_version
+        out[key] = (low, high)
+    return out
