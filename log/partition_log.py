@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from log.batch import (
     CRC_START,
+    LOG_OVERHEAD,
     PREFIX,
     PREFIX_SIZE,
     TIMESTAMP_TYPE_MASK,
@@ -275,44 +276,52 @@ class PartitionLog:
         """
         with self._lock:
             view = memoryview(data)
-            headers = self._validate(view, leader=True)
-            duplicate = self._check_producers(headers)
-            if duplicate is not None:
-                return duplicate
+            config = self.config
+            headers = self._validate(view, True, config)
+            producers = len(headers) > 1 or headers[0].producer_id >= 0
+            if producers:
+                duplicate = self._check_producers(headers)
+                if duplicate is not None:
+                    return duplicate
             now = self.clock()
-            next_offset = self.log_end_offset
+            base = first = self.log_end_offset
             chunks: list[bytes | bytearray | memoryview] = []
             infos: list[AppendInfo] = []
-            out_headers: list[BatchHeader] = []
-            append_time = -1
+            append_time = now if config.log_append_time else -1
+            max_ts = offset_of_max = -1
             pos = 0
-            for header in headers:
-                size = header.size
-                base = next_offset
-                max_ts = header.max_timestamp
-                if self.config.log_append_time:
-                    append_time = now
-                    max_ts = now
+            pack = PREFIX.pack
+            # Fields by index: the header is a tuple and this loop is the hot path.
+            # h[1] batch_length, h[6] last_offset_delta, h[8] max_timestamp.
+            for h in headers:
+                size = LOG_OVERHEAD + h[1]
+                last = base + h[6]
+                ts = h[8]
+                if append_time >= 0:
+                    ts = now
                     chunks.append(
                         self._with_log_append_time(view[pos : pos + size], base, leader_epoch, now)
                     )
                 else:
-                    chunks.append(PREFIX.pack(base, header.batch_length, leader_epoch, 2))
+                    chunks.append(pack(base, h[1], leader_epoch, 2))
                     chunks.append(view[pos + PREFIX_SIZE : pos + size])
-                infos.append(AppendInfo(base, base + header.last_offset_delta, max_ts, size))
-                out_headers.append(header)
-                next_offset = base + header.last_offset_delta + 1
+                infos.append(AppendInfo(base, last, ts, size))
+                if ts > max_ts:
+                    max_ts, offset_of_max = ts, last
+                base = last + 1
                 pos += size
             # The epoch goes into the cache before the data: a crash in between leaves an entry
             # past the log end, which loading removes; the other order could lose the entry.
-            if leader_epoch >= 0:
-                self.leader_epoch_cache.assign(leader_epoch, infos[0].base_offset)
-            self._write(chunks, infos, now, 1 if self.config.log_append_time else 2, pos)
-            for header, info in zip(out_headers, infos, strict=True):
-                if header.producer_id >= 0:
-                    self.producer_state.update(header, info.base_offset, info.max_timestamp)
-            self._snapshot_if_rolled()
-            return self._result(infos, out_headers, append_time, pos)
+            if leader_epoch > self.leader_epoch_cache.latest_epoch:
+                self.leader_epoch_cache.assign(leader_epoch, first)
+            self._write(chunks, infos, now, 1 if append_time >= 0 else 2, pos)
+            if producers:
+                for h, info in zip(headers, infos, strict=True):
+                    if h.producer_id >= 0:
+                        self.producer_state.update(h, info.base_offset, info.max_timestamp)
+            if self._rolled:
+                self._snapshot_if_rolled()
+            return AppendResult(first, base - 1, max_ts, offset_of_max, append_time, headers, pos)
 
     def _snapshot_if_rolled(self) -> None:
         # Like Kafka, snapshot producer state when a segment rolls, so a restart replays at
@@ -365,7 +374,7 @@ class PartitionLog:
         """
         with self._lock:
             view = memoryview(data)
-            headers = self._validate(view, leader=False)
+            headers = self._validate(view, False, self.config)
             expected = self.log_end_offset
             for header in headers:
                 if header.base_offset != expected and not (
@@ -395,28 +404,31 @@ class PartitionLog:
             self._snapshot_if_rolled()
             return self._result(infos, headers, -1, pos)
 
-    def _validate(self, view: memoryview, leader: bool) -> list[BatchHeader]:
+    def _validate(self, view: memoryview, leader: bool, config: LogConfig) -> list[BatchHeader]:
         headers: list[BatchHeader] = []
         pos = 0
         end = len(view)
         if end == 0:
             raise InvalidRecordError("no record batch to append")
-        limit = self.config.max_message_bytes
+        limit = config.max_message_bytes if leader else config.segment_bytes
+        limit = min(limit, config.segment_bytes)
         while pos < end:
             header = validate_batch(view, pos, end)
-            if header.size > self.config.segment_bytes or (leader and header.size > limit):
+            size = LOG_OVERHEAD + header[1]
+            if size > limit:
                 raise RecordBatchTooLargeError(
-                    f"batch of {header.size} bytes exceeds the limit "
-                    f"({limit} max.message.bytes, {self.config.segment_bytes} segment.bytes)"
+                    f"batch of {size} bytes exceeds the limit ({config.max_message_bytes} "
+                    f"max.message.bytes, {config.segment_bytes} segment.bytes)"
                 )
-            if leader and header.records_count != header.last_offset_delta + 1:
+            # header[12] records_count, header[6] last_offset_delta
+            if leader and header[12] != header[6] + 1:
                 raise InvalidRecordError(
                     f"record count {header.records_count} does not match last offset delta "
                     f"{header.last_offset_delta}"
                 )
             headers.append(header)
-            pos += header.size
-        if leader and self.config.compact:
+            pos += size
+        if leader and config.compact:
             self._check_keys(view)
         return headers
 
@@ -456,6 +468,30 @@ class PartitionLog:
         per_batch_chunks: int,
         total: int,
     ) -> None:
+        segment = self.segments[-1]
+        last = infos[-1]
+        if (
+            segment.size + total <= self.config.segment_bytes
+            and last.last_offset - segment.base_offset <= 0xFFFFFFFF
+            and not self._should_roll(segment, infos[0], now)
+        ):
+            segment.append(chunks, infos, total)  # the common case: it all fits
+        else:
+            self._write_rolling(chunks, infos, now, per_batch_chunks)
+        self._unflushed_messages += last.last_offset - infos[0].base_offset + 1
+        if (
+            self._unflushed_messages >= self.config.flush_messages
+            or now - self._last_flush_ms >= self.config.flush_ms
+        ):
+            self._flush_locked()
+
+    def _write_rolling(
+        self,
+        chunks: list[bytes | bytearray | memoryview],
+        infos: list[AppendInfo],
+        now: int,
+        per_batch_chunks: int,
+    ) -> None:
         start = 0
         while start < len(infos):
             segment = self.active_segment
@@ -472,22 +508,13 @@ class PartitionLog:
             ):
                 room -= infos[stop].size
                 stop += 1
-            if start == 0 and stop == len(infos):
-                segment.append(chunks, infos, total)
-            else:
-                part = infos[start:stop]
-                segment.append(
-                    chunks[start * per_batch_chunks : stop * per_batch_chunks],
-                    part,
-                    sum(i.size for i in part),
-                )
+            part = infos[start:stop]
+            segment.append(
+                chunks[start * per_batch_chunks : stop * per_batch_chunks],
+                part,
+                sum(i.size for i in part),
+            )
             start = stop
-        self._unflushed_messages += infos[-1].last_offset - infos[0].base_offset + 1
-        if (
-            self._unflushed_messages >= self.config.flush_messages
-            or now - self._last_flush_ms >= self.config.flush_ms
-        ):
-            self._flush_locked()
 
     def _should_roll(self, segment: LogSegment, info: AppendInfo, now: int) -> bool:
         if segment.is_empty:
