@@ -30,6 +30,16 @@ DELETE_SUFFIX = "-delete"
 TopicPartition = tuple[str, int]
 
 
+MAX_FILE_NAME = 255
+
+
+def delete_dir_name(topic: str, partition: int) -> str:
+    """`<topic>-<partition>.<uuid>-delete`, the topic shortened (as Kafka does) so the name
+    fits in 255 bytes even for a 249-character topic."""
+    suffix = f"-{partition}.{uuid.uuid4().hex}{DELETE_SUFFIX}"
+    return topic[: MAX_FILE_NAME - len(suffix)] + suffix
+
+
 class LogManager:
     def __init__(
         self,
@@ -151,7 +161,7 @@ class LogManager:
         with log.lock:
             for segment in log.segments:
                 segment.close()
-            doomed = os.path.join(log_dir, f"{topic}-{partition}.{uuid.uuid4().hex}{DELETE_SUFFIX}")
+            doomed = os.path.join(log_dir, delete_dir_name(topic, partition))
             os.rename(log.directory, doomed)
             fsync_dir(log_dir)
         shutil.rmtree(doomed, ignore_errors=True)

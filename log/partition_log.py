@@ -57,6 +57,8 @@ LATEST_TIMESTAMP = -1
 MAX_TIMESTAMP = -3
 
 Clock = Callable[[], int]
+# Space reserved ahead of the active segment's writes (Redpanda reserves in steps too).
+PREALLOCATE_STEP = 16 << 20
 
 
 def wall_clock_ms() -> int:
@@ -145,7 +147,13 @@ class PartitionLog:
         self._remove_orphan_indexes(set(bases))
         now = self.clock()
         segments = [
-            LogSegment(self.directory, base, self.config.index_interval_bytes, now)
+            LogSegment(
+                self.directory,
+                base,
+                self.config.index_interval_bytes,
+                now,
+                self._preallocate_bytes(),
+            )
             for base in bases
         ]
         # Segments from the one holding the recovery point on are scanned batch by batch
@@ -241,8 +249,15 @@ class PartitionLog:
             if os.path.exists(path):
                 os.unlink(path)
         return LogSegment(
-            self.directory, base_offset, self.config.index_interval_bytes, self.clock()
+            self.directory,
+            base_offset,
+            self.config.index_interval_bytes,
+            self.clock(),
+            self._preallocate_bytes(),
         )
+
+    def _preallocate_bytes(self) -> int:
+        return min(PREALLOCATE_STEP, self.config.segment_bytes)
 
     # ----------------------------------------------------------------- state
 
@@ -264,6 +279,7 @@ class PartitionLog:
     def update_config(self, config: LogConfig) -> None:
         with self._lock:
             self.config = config
+            self.active_segment.preallocate_bytes = self._preallocate_bytes()
 
     # ---------------------------------------------------------------- append
 

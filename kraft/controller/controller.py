@@ -117,7 +117,12 @@ class Controller:
                 for i, record in enumerate(result.records):
                     self.image.apply(record, first + i)
                 for listener in self.listeners:
-                    listener()
+                    try:
+                        listener()
+                    except Exception:
+                        # Committed is committed: a listener's failure must not turn into
+                        # the failure of the request that made the change.
+                        logger.exception("%smetadata listener failed", self.node_tag)
             return result.response
 
     # ----------------------------------------------------------- topics

@@ -131,11 +131,14 @@ class Broker:
                 partition = self.partitions.pop(key)
                 partition.leader = -1
                 partition.notify()
-                self.log_manager.delete_log(*key)
-        # Logs on disk for partitions the image does not know (topic deleted while down).
+        # Logs on disk for partitions the image does not know (deleted now or while down).
         for key in list(self.log_manager.all_logs()):
             if key not in wanted:
-                self.log_manager.delete_log(*key)
+                try:
+                    self.log_manager.delete_log(*key)
+                except OSError as e:
+                    # The metadata change stands; the files stay for the next start-up.
+                    logger.error("%scannot delete the log of %s-%d: %s", self.tag, *key, e)
 
     # ---------------------------------------------------------- producer ids
 

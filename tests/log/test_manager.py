@@ -45,15 +45,18 @@ def test_unclean_restart_recovers_and_deletion_is_crash_safe(
     log.append_as_leader(build_simple_batch([b"a"], timestamp=1), 0)
     log.flush()
     mgr.checkpoint()
-    with open(log.active_segment.log_path, "ab") as f:
-        f.write(b"\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x10")  # a torn header
+    # A torn header right after the last batch (inside the space reserved ahead).
+    end = log.active_segment.size
+    fd = os.open(log.active_segment.log_path, os.O_WRONLY)
+    os.pwrite(fd, b"\x00\x00\x00\x00\x00\x00\x00\x05\x00\x00\x10", end)
+    os.close(fd)
     (tmp_path / "gone-0.1234-delete").mkdir()  # a deletion the crash interrupted
     # No shutdown(): the process "died".
     caplog.set_level(logging.INFO)
     again = LogManager([str(tmp_path)])
     again.startup()
     assert "no clean shutdown marker" in caplog.text
-    assert "truncating 11 bytes at position" in caplog.text
+    assert f"bytes at position {end}: " in caplog.text and "truncating" in caplog.text
     recovered = again.get_log("t", 0)
     assert recovered is not None and recovered.log_end_offset == 1
     assert not (tmp_path / "gone-0.1234-delete").exists()
@@ -75,3 +78,13 @@ def test_bad_configs_name_the_key() -> None:
     assert cfg.to_properties()["segment.bytes"] == "1024"
     with pytest.raises(ValueError, match="log.dirs"):
         LogManager([])
+
+
+def test_a_topic_with_the_longest_legal_name_can_be_deleted(tmp_path: Path) -> None:
+    mgr = LogManager([str(tmp_path)])
+    mgr.startup()
+    name = "t" * 249
+    mgr.get_or_create_log(name, 12345).append_as_leader(build_simple_batch([b"x"], timestamp=1), 0)
+    assert mgr.delete_log(name, 12345)
+    assert os.listdir(tmp_path) == [n for n in os.listdir(tmp_path) if not n.startswith("t")]
+    mgr.shutdown()
