@@ -39,6 +39,9 @@ _OFFSETS_PREFIX = LAST_OFFSET_DELTA_OFFSET + 4
 _SCAN_CHUNK = 1 << 20
 _IOV_MAX = 1024
 _PAGE = mmap.ALLOCATIONGRANULARITY
+# Appends up to this size are copied into the mapping; bigger ones are one pwritev (the
+# syscall is cheap next to their size, and page faults on fresh mapped pages are not).
+_MAP_MAX_APPEND = 256 * 1024
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:
@@ -89,6 +92,7 @@ class LogSegment:
         self.preallocate_bytes = preallocate_bytes
         self._map: mmap.mmap | None = None
         self._map_start = 0
+        self._map_end = 0
         self.next_offset = base_offset
         self.max_timestamp = -1
         self.offset_of_max_timestamp = -1
@@ -126,8 +130,8 @@ class LogSegment:
         than a SIGBUS later. Without preallocation (or for huge appends) it is one writev.
         """
         end = self.size + total
-        if self.preallocate_bytes > 0 and total <= self.preallocate_bytes:
-            if self._map is None or end > self._allocated:
+        if 0 < total <= _MAP_MAX_APPEND and self.preallocate_bytes > 0:
+            if end > self._map_end:
                 self._map_for(end)
             assert self._map is not None
             mapped = self._map
@@ -138,24 +142,19 @@ class LogSegment:
                 at += n
             written = at - (self.size - self._map_start)
         else:
-            self._trim()
-            written = self._writev(chunks, total)
+            written = self._pwritev(chunks, total)
+            self._allocated = max(self._allocated, end)
         if written != total:
             raise LogStorageError(f"{self.log_path}: wrote {written} of {total} bytes")
         self._index_batches(self.size, infos)
         self.size = end
 
-    def _writev(self, chunks: Sequence[bytes | bytearray | memoryview], total: int) -> int:
-        os.lseek(self._fd, self.size, os.SEEK_SET)
-        if len(chunks) <= _IOV_MAX:
-            written = os.writev(self._fd, chunks)
-            if written != total:
-                written = _finish_short_write(self._fd, chunks, written)
-            return written
+    def _pwritev(self, chunks: Sequence[bytes | bytearray | memoryview], total: int) -> int:
         written = 0
         for i in range(0, len(chunks), _IOV_MAX):
             part = chunks[i : i + _IOV_MAX]
-            written += _finish_short_write(self._fd, part, os.writev(self._fd, part))
+            at = self.size + written
+            written += _finish_short_write(self._fd, part, os.pwritev(self._fd, part, at), at)
         return written
 
     def _map_for(self, end: int) -> None:
@@ -169,11 +168,13 @@ class LogSegment:
         start = self.size // _PAGE * _PAGE
         self._map = mmap.mmap(self._fd, self._allocated - start, offset=start)
         self._map_start = start
+        self._map_end = self._allocated
 
     def _unmap(self) -> None:
         if self._map is not None:
             self._map.close()
             self._map = None
+        self._map_end = 0
 
     def _trim(self) -> None:
         """Give back the space reserved past the logical end."""
@@ -521,9 +522,10 @@ class LogSegment:
 
 
 def _finish_short_write(
-    fd: int, chunks: Sequence[bytes | bytearray | memoryview], done: int
+    fd: int, chunks: Sequence[bytes | bytearray | memoryview], done: int, at: int
 ) -> int:
-    """After a short writev (signals, a full disk), write the rest piece by piece."""
+    """After a short pwritev (signals, a full disk), write the rest piece by piece."""
+    total = done
     skip = done
     for chunk in chunks:
         view = memoryview(chunk)
@@ -533,9 +535,9 @@ def _finish_short_write(
         view = view[skip:]
         skip = 0
         while view:
-            n = os.write(fd, view)
+            n = os.pwrite(fd, view, at + total)
             if n == 0:
                 raise LogStorageError("write returned 0 bytes")
             view = view[n:]
-            done += n
-    return done
+            total += n
+    return total
