@@ -51,7 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         help="override one config key (repeatable)",
     )
     serve.add_argument("--log-level", default="INFO")
+    up = sub.add_parser("up", help="start a local cluster of combined nodes on 127.0.0.1")
+    up.add_argument("--nodes", type=int, default=1, help="number of nodes")
+    up.add_argument("--data-dir", default="./data/cluster", help="where the nodes keep data")
+    up.add_argument("--base-port", type=int, default=9092, help="Kafka port of node 1")
     args = parser.parse_args(argv)
+
+    if args.command == "up":
+        if args.nodes < 1:
+            parser.error("--nodes must be at least 1")
+        from kraft.up import run_up
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        return asyncio.run(run_up(args.nodes, args.data_dir, args.base_port))
 
     if args.command == "serve":
         overrides = {}
