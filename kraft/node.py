@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.metadata.image import MetadataImage
+from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
 from log.cleaner import LogCleaner
 from log.manager import LogManager
@@ -82,13 +83,13 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         self.cluster_id = ensure_meta_properties(cfg)
-        self.record_log = LocalRecordLog(cfg.log_dirs[0])
         image = MetadataImage()
-        for offset, record in self.record_log.replay():
-            image.apply(record, offset)
+        publisher = MetadataPublisher(image, self.tag)
+        self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
+        self.record_log.replay_into_publisher()
         controller = Controller(
             image,
-            self.record_log.append,
+            self.record_log,
             ControllerDefaults(cfg.num_partitions, cfg.default_replication_factor),
             node_tag=self.tag,
         )
@@ -130,7 +131,7 @@ class Node:
         epoch["value"] = await controller.run(
             controller.register_broker(cfg.node_id, incarnation, endpoints, cfg.broker_rack, True)
         )
-        controller.listeners.append(broker.on_metadata_change)
+        publisher.listeners.append(broker.on_metadata_change)
         broker.on_metadata_change()
         # A single node has caught up with its own registration as soon as it applied it.
         await controller.run(controller.unfence_broker(cfg.node_id, epoch["value"]))

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 from kraft.controller.topic_configs import validate_topic_configs
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
+from kraft.metadata.publisher import MetadataLog
 from log.config import ConfigError
 from net.protocol import ErrorCode, Message
 from net.protocol import _generated as m
@@ -93,36 +94,25 @@ class Controller:
     def __init__(
         self,
         image: MetadataImage,
-        commit: Callable[[Sequence[Message]], int],
+        log: MetadataLog,
         defaults: ControllerDefaults,
         rng: random.Random | None = None,
         node_tag: str = "",
     ) -> None:
         self.image = image
-        self._commit = commit
+        self.log = log
         self.defaults = defaults
         self.rng = rng or random.Random()
         self.node_tag = node_tag
         self._lock = asyncio.Lock()
-        # Called after records are applied (the broker reconciles its partitions).
-        self.listeners: list[Callable[[], None]] = []
 
     async def run(self, command: Callable[[MetadataImage], Result[T]]) -> T:
-        """Run a command against the current image; commit and apply its records."""
+        """Run a command against the current image; commit its records (the log publishes
+        them to the image before `append` returns) and return its response."""
         async with self._lock:
             result = command(self.image)
             if result.records:
-                last = self._commit(result.records)
-                first = last - len(result.records) + 1
-                for i, record in enumerate(result.records):
-                    self.image.apply(record, first + i)
-                for listener in self.listeners:
-                    try:
-                        listener()
-                    except Exception:
-                        # Committed is committed: a listener's failure must not turn into
-                        # the failure of the request that made the change.
-                        logger.exception("%smetadata listener failed", self.node_tag)
+                await self.log.append(result.records)
             return result.response
 
     # ----------------------------------------------------------- topics

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+from kraft.metadata.publisher import MetadataPublisher
 from log.batch import iter_headers
 from log.config import LogConfig
 from log.partition_log import PartitionLog
@@ -22,7 +23,10 @@ METADATA_TOPIC = "__cluster_metadata"
 
 
 class LocalRecordLog:
-    def __init__(self, directory: str) -> None:
+    """The MetadataLog of a single node: append = durable write, then publish."""
+
+    def __init__(self, directory: str, publisher: MetadataPublisher) -> None:
+        self.publisher = publisher
         path = os.path.join(directory, f"{METADATA_TOPIC}-0")
         exists = os.path.isdir(path)
         config = LogConfig(segment_bytes=64 << 20, retention_ms=-1, retention_bytes=-1)
@@ -36,7 +40,13 @@ class LocalRecordLog:
     def end_offset(self) -> int:
         return self.log.log_end_offset
 
-    def append(self, records: Sequence[Message]) -> int:
+    async def append(self, records: Sequence[Message]) -> int:
+        """Durably append `records` as one batch, publish them; the last one's offset."""
+        last = self.write(records)
+        self.publisher.publish(last - len(records) + 1, records)
+        return last
+
+    def write(self, records: Sequence[Message]) -> int:
         """Durably append `records` as one batch; returns the offset of the last one."""
         batch = build_batch(
             [Record(i, 0, None, encode_metadata_record(r)) for i, r in enumerate(records)]
@@ -45,6 +55,17 @@ class LocalRecordLog:
         self.log.flush()
         self.log.set_high_watermark(self.log.log_end_offset)
         return result.last_offset
+
+    def replay_into_publisher(self) -> None:
+        """At start-up: publish everything already committed."""
+        batch: list[Message] = []
+        first = 0
+        for offset, record in self.replay():
+            if not batch:
+                first = offset
+            batch.append(record)
+        if batch:
+            self.publisher.publish(first, batch)
 
     def replay(self, start: int = 0) -> Iterator[tuple[int, Message]]:
         offset = max(start, self.log.log_start_offset)
