@@ -121,12 +121,18 @@ def parse_properties(text: str) -> dict[str, str]:
             continue
         line = pending + line
         pending = ""
-        match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
-        if match is None:
-            out[line] = ""
-        else:
-            out[match.group(1)] = match.group(2).strip()
+        _put(out, line)
+    if pending:
+        _put(out, pending)  # a continuation at the end of the file still ends the property
     return out
+
+
+def _put(out: dict[str, str], line: str) -> None:
+    match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
+    if match is None:
+        out[line] = ""
+    else:
+        out[match.group(1)] = match.group(2).strip()
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
@@ -293,6 +299,10 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
     log_props: dict[str, str] = {}
     log_sources: dict[str, str] = {}
     extra: dict[str, str] = {}
+    if "node.id" in props and "broker.id" in props and props["node.id"] != props["broker.id"]:
+        raise ConfigError(
+            f"node.id ({props['node.id']}) and broker.id ({props['broker.id']}) disagree"
+        )
     for key, raw in props.items():
         if key in _NODE_KEYS:
             attr, parse = _NODE_KEYS[key]
@@ -320,11 +330,12 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
             raise ConfigError(f"missing required key {name[required]}")
     values.setdefault("process_roles", ("broker", "controller"))
     values.setdefault("advertised_listeners", ())
-    try:
-        values["log_config"] = LogConfig().with_overrides(log_props)
-    except ValueError as e:
-        source = next((s for k, s in log_sources.items() if k in str(e)), None)
-        raise ConfigError(f"{source or 'log config'}: {e}") from None
+    for topic_key, value in log_props.items():
+        try:
+            LogConfig().with_overrides({topic_key: value})
+        except ValueError as e:
+            raise ConfigError(f"{log_sources[topic_key]}: {e}") from None
+    values["log_config"] = LogConfig().with_overrides(log_props)
     values["extra"] = extra
     config = NodeConfig(**values)
     _check(config)

@@ -26,9 +26,10 @@ class InvalidRecordError(LogError):
 
 
 class UnsupportedMagicError(LogError):
-    """Message format v0/v1 (magic 0 or 1): UNSUPPORTED_FOR_MESSAGE_FORMAT."""
+    """Message format v0/v1 (magic 0 or 1): INVALID_RECORD, as Kafka 4 answers (it dropped
+    the old formats)."""
 
-    error_code = 43
+    error_code = 87
 
 
 class RecordBatchTooLargeError(LogError):

@@ -33,6 +33,8 @@ T = TypeVar("T")
 MAX_TOPIC_NAME = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 PRODUCER_ID_BLOCK = 1000
+# Like Kafka's controller: one request may not create more partitions than this.
+MAX_PARTITIONS_PER_REQUEST = 10_000
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
@@ -190,6 +192,12 @@ class Controller:
                 raise ControllerError(
                     ErrorCode.INVALID_PARTITIONS, f"number of partitions {partitions} must be > 0"
                 )
+            if partitions > MAX_PARTITIONS_PER_REQUEST:
+                raise ControllerError(
+                    ErrorCode.POLICY_VIOLATION,
+                    f"{partitions} partitions in one request: the limit is "
+                    f"{MAX_PARTITIONS_PER_REQUEST}",
+                )
             if rf <= 0:
                 raise ControllerError(
                     ErrorCode.INVALID_REPLICATION_FACTOR, f"replication factor {rf} must be > 0"
@@ -273,16 +281,30 @@ class Controller:
             order = list(brokers)
         n = len(order)
         start = self.rng.randrange(n)
-        shift = self.rng.randrange(n)
+        rack_aware = all(racks.values())
+        all_racks = set(racks.values())
+        # Without racks, a random shift spreads followers (Kafka does the same).
+        shift = 0 if rack_aware else self.rng.randrange(n)
         out = []
         for p in range(partitions):
             first = (start + first_partition + p) % n
             replicas = [order[first]]
-            for r in range(1, rf):
-                replicas.append(order[(first + r + shift * (r > 0)) % n])
-            # Guarantee distinct replicas whatever the shift.
-            if len(set(replicas)) != rf:
-                replicas = [order[(first + r) % n] for r in range(rf)]
+            used = {racks[order[first]]}
+            k = 1
+            while len(replicas) < rf:
+                candidate = order[(first + k + shift) % n]
+                k += 1
+                if candidate in replicas:
+                    if k > 2 * n:  # every broker seen twice: take the next free one
+                        candidate = next(b for b in order if b not in replicas)
+                    else:
+                        continue
+                # Rack-aware: a rack already holding a replica is skipped until every rack
+                # holds one.
+                if rack_aware and racks[candidate] in used and used != all_racks and k <= 2 * n:
+                    continue
+                replicas.append(candidate)
+                used.add(racks[candidate])
             out.append(replicas)
         return out
 
@@ -361,8 +383,22 @@ class Controller:
                     ),
                 )
             rf = len(next(iter(topic.partitions.values())).replicas) if topic.partitions else 1
+            if count - current > MAX_PARTITIONS_PER_REQUEST:
+                return Result(
+                    [],
+                    (
+                        ErrorCode.POLICY_VIOLATION,
+                        f"{count - current} new partitions in one request: the limit is "
+                        f"{MAX_PARTITIONS_PER_REQUEST}",
+                    ),
+                )
             try:
                 if assignments:
+                    if any(len(a) != rf for a in assignments):
+                        raise ControllerError(
+                            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                            f"every new partition needs {rf} replicas, like the existing ones",
+                        )
                     if len(assignments) != count - current:
                         raise ControllerError(
                             ErrorCode.INVALID_REPLICA_ASSIGNMENT,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import TYPE_CHECKING
 
+from log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET
 from log.errors import LogError
 from net.broker.partition import Partition
 from net.protocol import (
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 PartitionResponse = ProduceResponse.PartitionProduceResponse
 MAX_EPOCH = 32767
+ZSTD = 4
 
 
 def _error(index: int, code: int, message: str | None = None) -> PartitionResponse:
@@ -56,7 +59,9 @@ async def handle_produce(
                     )
                 )
                 continue
-            result = _append(broker, topic_data.name, data.index, data.records, acks)
+            result = _append(
+                broker, topic_data.name, data.index, data.records, acks, header.api_version
+            )
             out.append(result[0])
             if result[1] is not None:
                 pending.append((result[1], result[2], result[0]))
@@ -67,8 +72,22 @@ async def handle_produce(
     return ProduceResponse(responses=responses)
 
 
+def _check_request_records(records: bytes | bytearray | memoryview, version: int) -> str | None:
+    """Kafka's rules for the records of Produce v3+: exactly one batch, magic 2, and zstd only
+    from v7 (the first version clients may send it in)."""
+    if version < 3 or len(records) < LOG_OVERHEAD + MAGIC_OFFSET + 1:
+        return None
+    if records[MAGIC_OFFSET] != 2:
+        return f"Produce v{version} records must use message format v2 (magic 2)"
+    (batch_length,) = struct.unpack_from(">i", records, 8)
+    # A length that cannot even hold a header is corruption, which the log reports.
+    if batch_length >= HEADER_SIZE - LOG_OVERHEAD and LOG_OVERHEAD + batch_length < len(records):
+        return f"Produce v{version} carries exactly one record batch per partition"
+    return None
+
+
 def _append(
-    broker: Broker, topic: str, index: int, records: object, acks: int
+    broker: Broker, topic: str, index: int, records: object, acks: int, version: int
 ) -> tuple[PartitionResponse, Partition | None, int]:
     partition = broker.partitions.get((topic, index))
     if partition is None:
@@ -79,6 +98,16 @@ def _append(
         return _error(index, ErrorCode.NOT_LEADER_OR_FOLLOWER), None, 0
     if records is None or not isinstance(records, bytes | bytearray | memoryview):
         return _error(index, ErrorCode.CORRUPT_MESSAGE, "no records"), None, 0
+    problem = _check_request_records(records, version)
+    if problem is not None:
+        return _error(index, ErrorCode.INVALID_RECORD, problem), None, 0
+    # The codec bits are the low byte of the big-endian int16 attributes at offset 21.
+    if version < 7 and len(records) >= HEADER_SIZE and (records[22] & COMPRESSION_MASK) == ZSTD:
+        return (
+            _error(index, ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, "zstd needs Produce v7+"),
+            None,
+            0,
+        )
     if acks == -1 and len(partition.isr) < partition.min_insync_replicas:
         return (
             _error(
@@ -93,7 +122,8 @@ def _append(
     try:
         result = partition.log.append_as_leader(records, partition.leader_epoch)
     except LogError as e:
-        logger.info("%sproduce to %s-%d refused: %s", broker.tag, topic, index, e)
+        # DEBUG: a client sending bad batches must not flood the log; it sees the error code.
+        logger.debug("%sproduce to %s-%d refused: %s", broker.tag, topic, index, e)
         return _error(index, e.error_code, str(e)), None, 0
     if not result.duplicate:
         partition.maybe_advance_high_watermark()

@@ -1,0 +1,366 @@
+"""Node configuration: the properties parser, validation naming the key, and `kraft serve`."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kraft.config import (
+    ConfigError,
+    Endpoint,
+    NodeConfig,
+    Voter,
+    build_config,
+    load_config,
+    parse_properties,
+)
+
+HOUR_MS = 3600_000
+
+BASE = {
+    "node.id": "1",
+    "process.roles": "broker,controller",
+    "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+    "controller.quorum.voters": "1@127.0.0.1:9093",
+    "log.dirs": "/tmp/kraft-config-test",
+}
+
+
+def config(drop: tuple[str, ...] = (), **changes: str) -> NodeConfig:
+    """BASE without `drop`, with `changes` (keys given with '_' for '.')."""
+    props = {k: v for k, v in BASE.items() if k not in drop}
+    props.update({k.replace("_", "."): v for k, v in changes.items()})
+    return build_config(props)
+
+
+def config_error(drop: tuple[str, ...] = (), **changes: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        config(drop, **changes)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_properties_separators_and_comments() -> None:
+    text = "\n".join(
+        [
+            "# a comment",
+            "! another comment",
+            "   # an indented comment",
+            "",
+            "a=1",
+            "b = 2",
+            "c:3",
+            "d : 4",
+            "e 5",
+            "  f=  padded value  ",
+            "g=x=y:z",
+            "h=has # no comment",
+            "empty=",
+            "lone",
+        ]
+    )
+    assert parse_properties(text) == {
+        "a": "1",
+        "b": "2",
+        "c": "3",
+        "d": "4",
+        "e": "5",
+        "f": "padded value",
+        "g": "x=y:z",
+        "h": "has # no comment",
+        "empty": "",
+        "lone": "",
+    }
+
+
+def test_parse_properties_continuation_lines() -> None:
+    text = (
+        "listeners=PLAINTEXT://127.0.0.1:9092,\\\n"
+        "          CONTROLLER://127.0.0.1:9093\n"
+        "three=a\\\n"
+        "  b\\\n"
+        "  c\n"
+        # A continuation line is never a comment, as in java.util.Properties.
+        "hash=x\\\n"
+        "#y\n"
+        # An escaped backslash at the end does not continue the line.
+        "path=C:\\\\\n"
+        "next=1\n"
+    )
+    props = parse_properties(text)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["three"] == "abc"
+    assert props["hash"] == "x#y"
+    assert props["next"] == "1"
+    assert set(props) == {"listeners", "three", "hash", "path", "next"}
+
+
+def test_parse_properties_later_duplicate_wins() -> None:
+    assert parse_properties("a=1\na=2\n") == {"a": "2"}
+
+
+def test_parse_properties_continuation_at_end_of_file_keeps_the_property() -> None:
+    assert parse_properties("x=1\na=b\\") == {"x": "1", "a": "b"}
+
+
+def test_load_config_reads_a_file_and_applies_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "server.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in BASE.items()) + "num.partitions=3\n")
+    loaded = load_config(str(path), {"num.partitions": "5"})
+    assert loaded.node_id == 1
+    assert loaded.num_partitions == 5
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(str(tmp_path / "missing.properties"))
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_a_valid_config() -> None:
+    c = config(
+        advertised_listeners="PLAINTEXT://broker1.example:19092",
+        num_partitions="3",
+        auto_create_topics_enable="FALSE",
+        broker_rack="r1",
+    )
+    assert c.node_id == 1
+    assert c.process_roles == ("broker", "controller")
+    assert c.listeners == (
+        Endpoint("PLAINTEXT", "127.0.0.1", 9092),
+        Endpoint("CONTROLLER", "127.0.0.1", 9093),
+    )
+    assert c.advertised("PLAINTEXT") == Endpoint("PLAINTEXT", "broker1.example", 19092)
+    assert c.advertised("CONTROLLER") == Endpoint("CONTROLLER", "127.0.0.1", 9093)
+    assert c.controller_quorum_voters == (Voter(1, "127.0.0.1", 9093),)
+    assert c.log_dirs == ("/tmp/kraft-config-test",)
+    assert c.num_partitions == 3
+    assert c.auto_create_topics_enable is False
+    assert c.broker_rack == "r1"
+    assert c.is_broker and c.is_controller
+
+
+def test_aliases_and_defaults() -> None:
+    c = config(drop=("node.id", "log.dirs"), broker_id="1", log_dir="/a, /b")
+    assert c.node_id == 1
+    assert c.log_dirs == ("/a", "/b")
+    broker_only = config(drop=("controller.quorum.voters",), process_roles="broker")
+    assert broker_only.process_roles == ("broker",)
+    assert not broker_only.is_controller
+    defaults = config(drop=("process.roles",))
+    assert defaults.process_roles == ("broker", "controller")
+    assert defaults.socket_request_max_bytes == 100 * 1024 * 1024
+
+
+def test_listener_names_are_upper_cased_and_ipv6_brackets_stripped() -> None:
+    c = config(
+        listeners="plaintext://[::1]:9092,CONTROLLER://127.0.0.1:9093",
+        advertised_listeners="plaintext://[::1]:9092",
+    )
+    assert c.listener("PLAINTEXT") == Endpoint("PLAINTEXT", "::1", 9092)
+    assert c.advertised_listeners == (Endpoint("PLAINTEXT", "::1", 9092),)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"node.id": "abc"}, "node.id"),
+        ({"node.id": "-1"}, "node.id"),
+        ({"node.id": "1.5"}, "node.id"),
+        ({"num.partitions": "0"}, "num.partitions"),
+        ({"num.partitions": "many"}, "num.partitions"),
+        ({"default.replication.factor": "0"}, "default.replication.factor"),
+        ({"socket.request.max.bytes": "0"}, "socket.request.max.bytes"),
+        ({"broker.session.timeout.ms": "1e3"}, "broker.session.timeout.ms"),
+        ({"auto.create.topics.enable": "yes"}, "auto.create.topics.enable"),
+        ({"process.roles": "broker,zookeeper"}, "process.roles"),
+        ({"process.roles": ""}, "process.roles"),
+        ({"log.dirs": " , "}, "log.dirs"),
+        ({"kraft.admin.listener": "ftp://x"}, "kraft.admin.listener"),
+        ({"log.retention.hours": "a day"}, "log.retention.hours"),
+        ({"log.roll.hours": "x"}, "log.roll.hours"),
+        ({"log.segment.bytes": "abc"}, "log.segment.bytes"),
+        ({"log.segment.bytes": "10"}, "log.segment.bytes"),
+        ({"log.cleanup.policy": "shred"}, "log.cleanup.policy"),
+        ({"log.cleaner.min.cleanable.ratio": "2"}, "log.cleaner.min.cleanable.ratio"),
+        ({"log.message.timestamp.type": "Wallclock"}, "log.message.timestamp.type"),
+    ],
+)
+def test_invalid_values_name_the_key(changes: dict[str, str], key: str) -> None:
+    message = config_error((), **{k.replace(".", "_"): v for k, v in changes.items()})
+    assert key in message
+    assert repr(next(iter(changes.values()))) in message
+
+
+@pytest.mark.parametrize(
+    "listeners",
+    [
+        "PLAINTEXT://127.0.0.1",  # no port
+        "PLAINTEXT://127.0.0.1:99999",  # port out of range
+        "PLAINTEXT://127.0.0.1:-1",
+        "127.0.0.1:9092",  # no listener name
+        "PLAIN TEXT://127.0.0.1:9092",
+        "PLAINTEXT://127.0.0.1:9092,PLAINTEXT://127.0.0.1:9094",  # a name twice
+        "PLAINTEXT://127.0.0.1:9092,plaintext://127.0.0.1:9094",  # twice, ignoring case
+    ],
+)
+def test_bad_listeners(listeners: str) -> None:
+    message = config_error(listeners=listeners)
+    assert message.startswith(f"invalid value {listeners!r} for listeners")
+
+
+def test_advertised_listener_must_be_a_listener() -> None:
+    message = config_error(advertised_listeners="EXTERNAL://broker.example:9092")
+    assert message.startswith("advertised.listeners:")
+    assert "EXTERNAL" in message
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]"])
+def test_advertised_wildcard_address_is_refused(host: str) -> None:
+    message = config_error(advertised_listeners=f"PLAINTEXT://{host}:9092")
+    assert message.startswith("advertised.listeners:")
+    assert "dial" in message
+
+
+def test_inter_broker_listener_must_be_a_listener() -> None:
+    message = config_error(inter_broker_listener_name="REPLICATION")
+    assert message.startswith("inter.broker.listener.name:")
+
+
+def test_controller_role_needs_voters() -> None:
+    message = config_error(drop=("controller.quorum.voters",))
+    assert message.startswith("controller.quorum.voters:")
+    message = config_error(drop=("controller.quorum.voters",), process_roles="controller")
+    assert message.startswith("controller.quorum.voters:")
+
+
+def test_voters_must_contain_this_node() -> None:
+    message = config_error(controller_quorum_voters="2@127.0.0.1:9093,3@127.0.0.1:9094")
+    assert message.startswith("controller.quorum.voters:")
+    assert message.endswith("id 1")
+
+
+@pytest.mark.parametrize("voters", ["1@a:9093,1@b:9093", "1@a:9093,2@b:9094,2@c:9095"])
+def test_duplicate_voter_ids(voters: str) -> None:
+    message = config_error(controller_quorum_voters=voters)
+    assert message.startswith(f"invalid value {voters!r} for controller.quorum.voters")
+    assert "twice" in message
+
+
+@pytest.mark.parametrize("voters", ["1@127.0.0.1", "a@127.0.0.1:9093", "127.0.0.1:9093"])
+def test_malformed_voters(voters: str) -> None:
+    assert "controller.quorum.voters" in config_error(controller_quorum_voters=voters)
+
+
+def test_controller_listener_must_be_a_listener() -> None:
+    message = config_error(controller_listener_names="RAFT")
+    assert message.startswith("controller.listener.names:")
+
+
+@pytest.mark.parametrize("key", ["node.id", "listeners", "log.dirs"])
+def test_missing_required_keys(key: str) -> None:
+    assert config_error(drop=(key,)) == f"missing required key {key}"
+
+
+def test_node_id_and_broker_id_must_agree() -> None:
+    props = dict(BASE, **{"broker.id": "2", "controller.quorum.voters": "1@h:1,2@h:2"})
+    with pytest.raises(ConfigError, match="broker.id"):
+        build_config(props)
+
+
+def test_unknown_keys_are_warned_about_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kraft.config")
+    c = config(sasl_enabled_mechanisms="PLAIN", num_network_threads="8")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["unknown config key sasl.enabled.mechanisms ignored"]
+    # Keys Kafka users commonly carry are accepted silently; both are kept for the record.
+    assert c.extra == {"sasl.enabled.mechanisms": "PLAIN", "num.network.threads": "8"}
+
+
+# ------------------------------------------------------------------------ log defaults
+
+
+def test_log_retention_precedence_ms_over_minutes_over_hours() -> None:
+    assert config(log_retention_hours="2").log_config.retention_ms == 2 * HOUR_MS
+    assert config(log_retention_minutes="3").log_config.retention_ms == 3 * 60_000
+    both = config(log_retention_hours="2", log_retention_minutes="3")
+    assert both.log_config.retention_ms == 3 * 60_000
+    # Whatever order the file lists them in.
+    props = dict(BASE)
+    props.update({"log.retention.ms": "1234", "log.retention.minutes": "3"})
+    props["log.retention.hours"] = "2"
+    assert build_config(props).log_config.retention_ms == 1234
+    props = {"log.retention.ms": "-1", "log.retention.hours": "2", **BASE}
+    assert build_config(props).log_config.retention_ms == -1
+    assert config(log_roll_hours="1", log_roll_ms="5000").log_config.segment_ms == 5000
+    assert config().log_config.retention_ms == 168 * HOUR_MS
+
+
+def test_log_defaults_reach_the_log_config() -> None:
+    c = config(
+        log_segment_bytes="1048576",
+        log_retention_bytes="1000000",
+        log_cleanup_policy="compact,delete",
+        message_max_bytes="2000000",
+    )
+    assert c.log_config.segment_bytes == 1048576
+    assert c.log_config.retention_bytes == 1000000
+    assert c.log_config.compact and c.log_config.delete
+    assert c.log_config.max_message_bytes == 2000000
+    assert c.message_max_bytes == 2000000
+
+
+def test_log_config_error_names_the_offending_key_not_a_similar_one() -> None:
+    message = config_error(log_retention_ms="100", log_cleaner_delete_retention_ms="-5")
+    assert message.startswith("log.cleaner.delete.retention.ms")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize(
+    ("lines", "key"),
+    [
+        (["node.id=abc"], "node.id"),
+        (["listeners=PLAINTEXT://127.0.0.1"], "listeners"),
+        (["advertised.listeners=EXTERNAL://h:1"], "advertised.listeners"),
+        (["controller.quorum.voters=2@127.0.0.1:9093"], "controller.quorum.voters"),
+        (["log.retention.hours=forever"], "log.retention.hours"),
+    ],
+)
+def test_serve_with_an_invalid_file_exits_2_naming_the_key(
+    tmp_path: Path, lines: list[str], key: str
+) -> None:
+    props = dict(BASE, **{"log.dirs": str(tmp_path / "logs")})
+    for line in lines:
+        k, v = line.split("=", 1)
+        props[k] = v
+    path = tmp_path / "bad.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    done = subprocess.run(
+        [sys.executable, "-m", "kraft.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "invalid configuration" in done.stderr
+    assert key in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "logs").exists()  # refused before touching the log dirs
+
+
+def test_serve_with_a_missing_file_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kraft.cli", "serve", "--config", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "cannot read config file" in done.stderr
