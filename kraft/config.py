@@ -51,6 +51,9 @@ class NodeConfig:
     advertised_listeners: tuple[Endpoint, ...]
     log_dirs: tuple[str, ...]
     controller_quorum_voters: tuple[Voter, ...] = ()
+    # Where the controllers' CONTROLLER listeners are (KIP-853's key); the voters' addresses
+    # are their Raft transports.
+    controller_quorum_bootstrap_servers: tuple[tuple[str, int], ...] = ()
     controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
     inter_broker_listener_name: str = "PLAINTEXT"
     admin_listener: Endpoint | None = None
@@ -93,6 +96,11 @@ class NodeConfig:
     @property
     def is_controller(self) -> bool:
         return "controller" in self.process_roles
+
+    @property
+    def is_cluster(self) -> bool:
+        """More than one voter: metadata lives in the Raft quorum (one voter: a local log)."""
+        return len(self.controller_quorum_voters) > 1 or not self.is_controller
 
     def listener(self, name: str) -> Endpoint | None:
         return next((e for e in self.listeners if e.listener == name), None)
@@ -181,6 +189,16 @@ def _voters(v: str) -> tuple[Voter, ...]:
     return tuple(out)
 
 
+def _hostports(v: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in (p.strip() for p in v.split(",") if p.strip()):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"{item!r} is not host:port")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
 def _roles(v: str) -> tuple[str, ...]:
     roles = tuple(sorted({r.strip() for r in v.split(",") if r.strip()}))
     if not roles or any(r not in ("broker", "controller") for r in roles):
@@ -222,6 +240,7 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log.dir": ("log_dirs", _dirs),
     "controller.quorum.voters": ("controller_quorum_voters", _voters),
     "controller.listener.names": ("controller_listener_names", _names),
+    "controller.quorum.bootstrap.servers": ("controller_quorum_bootstrap_servers", _hostports),
     "inter.broker.listener.name": ("inter_broker_listener_name", lambda v: v.strip().upper()),
     "kraft.admin.listener": ("admin_listener", _admin),
     "cluster.id": ("cluster_id", _str),
@@ -367,6 +386,12 @@ def _check(config: NodeConfig) -> None:
             raise ConfigError(
                 "controller.listener.names: none of "
                 f"{','.join(config.controller_listener_names)} is in listeners"
+            )
+    if config.is_controller and config.is_cluster:
+        if not config.controller_quorum_bootstrap_servers:
+            raise ConfigError(
+                "controller.quorum.bootstrap.servers: required with more than one voter "
+                "(the controllers' CONTROLLER listener addresses)"
             )
 
 

@@ -8,21 +8,31 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.metadata.image import MetadataImage
-from kraft.metadata.publisher import MetadataPublisher
+from kraft.metadata.publisher import MetadataLog, MetadataPublisher
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
 from log.cleaner import LogCleaner
 from log.manager import LogManager
 from net.broker.broker import Broker
+from net.broker.controller_channel import ControllerChannel
+from net.broker.lifecycle import BrokerLifecycle
 from net.server import KafkaServer
+
+if TYPE_CHECKING:
+    from kraft.controller.service import ControllerService
+    from kraft.metadata.quorum_log import QuorumMetadataLog
+    from kraft.quorum import Quorum
 
 logger = logging.getLogger(__name__)
 
 META_PROPERTIES = "meta.properties"
 CHECKPOINT_INTERVAL_S = 5.0
+CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
+QUORUM_DIR = "__cluster_metadata-raft"
 
 
 def _read_meta(path: str) -> dict[str, str]:
@@ -79,26 +89,36 @@ class Node:
         self.broker: Broker | None = None
         self.log_manager: LogManager | None = None
         self.record_log: LocalRecordLog | None = None
+        self.controller: Controller | None = None
+        self.controller_servers: list[KafkaServer] = []
+        self.quorum: Quorum | None = None
+        self.quorum_log: QuorumMetadataLog | None = None
+        self.controller_service: ControllerService | None = None
+        self.lifecycle: BrokerLifecycle | None = None
 
     async def start(self) -> None:
         cfg = self.config
+        if not cfg.is_controller:
+            # Brokers without a controller would follow the metadata by fetching it from the
+            # active controller, which is not built yet.
+            raise RuntimeError("process.roles=broker: broker-only nodes are not supported yet")
         self.cluster_id = ensure_meta_properties(cfg)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
-        self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
-        self.record_log.replay_into_publisher()
-        controller = Controller(
-            image,
-            self.record_log,
-            ControllerDefaults(cfg.num_partitions, cfg.default_replication_factor),
-            node_tag=self.tag,
-        )
+        defaults = ControllerDefaults(cfg.num_partitions, cfg.default_replication_factor)
+        if cfg.is_cluster:
+            metadata_log: MetadataLog = await self._start_quorum(image, publisher, defaults)
+        else:
+            self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
+            self.record_log.replay_into_publisher()
+            metadata_log = self.record_log
+        controller = self.controller or Controller(image, metadata_log, defaults, node_tag=self.tag)
         holder: dict[str, Broker] = {}
         self.log_manager = LogManager(
             cfg.log_dirs,
             cfg.log_config,
             config_for=lambda topic: holder["broker"].log_config(topic),
-            exclude={f"{METADATA_TOPIC}-0"},
+            exclude={f"{METADATA_TOPIC}-0", QUORUM_DIR},
         )
         epoch = {"value": -1}
         broker = Broker(
@@ -127,14 +147,18 @@ class Node:
             host = adv.host if adv else server.host
             port = adv.port if adv and adv.port else server.port
             endpoints.append((server.listener, host, port))
-        incarnation = uuid.uuid4()
-        epoch["value"] = await controller.run(
-            controller.register_broker(cfg.node_id, incarnation, endpoints, cfg.broker_rack, True)
-        )
         publisher.listeners.append(broker.on_metadata_change)
         broker.on_metadata_change()
-        # A single node has caught up with its own registration as soon as it applied it.
-        await controller.run(controller.unfence_broker(cfg.node_id, epoch["value"]))
+        if cfg.is_cluster:
+            await self._join_cluster(broker, publisher, endpoints, epoch)
+        else:
+            epoch["value"] = await controller.run(
+                controller.register_broker(
+                    cfg.node_id, uuid.uuid4(), endpoints, cfg.broker_rack, True
+                )
+            )
+            # A single node has caught up with its own registration once it applied it.
+            await controller.run(controller.unfence_broker(cfg.node_id, epoch["value"]))
         self.cleaner.start(lambda: self.log_manager.all_logs().values() if self.log_manager else [])
         self._every(cfg.log_retention_check_interval_ms / 1000, self._retention)
         self._every(CHECKPOINT_INTERVAL_S, self._checkpoint)
@@ -146,6 +170,92 @@ class Node:
             self.cluster_id,
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
+
+    async def _start_quorum(
+        self, image: MetadataImage, publisher: MetadataPublisher, defaults: ControllerDefaults
+    ) -> MetadataLog:
+        """Controller role of a cluster: the Raft quorum, the controller and its listener."""
+        from kraft.controller.service import ControllerService
+        from kraft.metadata.quorum_log import QuorumMetadataLog
+        from kraft.quorum import Quorum
+
+        cfg = self.config
+        qlog = QuorumMetadataLog(publisher)
+        self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
+        service = ControllerService(
+            cfg,
+            self.cluster_id,
+            image,
+            self.controller,
+            is_active=lambda: qlog.leader_term is not None,
+            quorum_status=lambda: quorum.status(),
+            last_offset=lambda: qlog.last_offset,
+        )
+
+        def on_leader_change(leader_id: int | None, term: int) -> None:
+            was_active = qlog.leader_term is not None
+            qlog.on_leader_change(leader_id, term, cfg.node_id)
+            logger.info("%squorum leader %s at term %d", self.tag, leader_id, term)
+            if qlog.leader_term is not None and not was_active:
+                service.on_became_active()
+
+        quorum = Quorum(
+            cfg.node_id,
+            {v.node_id: (v.host, v.port) for v in cfg.controller_quorum_voters},
+            os.path.join(cfg.log_dirs[0], QUORUM_DIR),
+            cfg.cluster_secret or self.cluster_id,
+            on_commit=qlog.on_commit,
+            on_leader_change=on_leader_change,
+            fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
+            election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
+        )
+        qlog.quorum = quorum
+        self.quorum = quorum
+        self.quorum_log = qlog
+        self.controller_service = service
+        for endpoint in cfg.listeners:
+            if endpoint.listener in cfg.controller_listener_names:
+                server = KafkaServer(
+                    service,
+                    endpoint.host,
+                    endpoint.port,
+                    listener=endpoint.listener,
+                    max_request_bytes=cfg.socket_request_max_bytes,
+                    log_prefix=self.tag,
+                )
+                await server.start()
+                self.controller_servers.append(server)
+        await quorum.start()
+        service.start()
+        return qlog
+
+    async def _join_cluster(
+        self,
+        broker: Broker,
+        publisher: MetadataPublisher,
+        endpoints: list[tuple[str, str, int]],
+        epoch: dict[str, int],
+    ) -> None:
+        """Broker role of a cluster: register with the active controller, heartbeat, and wait
+        until unfenced (caught up with the metadata up to its own registration)."""
+        cfg = self.config
+        channel = ControllerChannel(cfg.controller_quorum_bootstrap_servers, self.tag)
+        qlog = self.quorum_log
+        lifecycle = BrokerLifecycle(
+            cfg.node_id,
+            self.cluster_id,
+            channel,
+            endpoints,
+            cfg.broker_rack,
+            applied_offset=lambda: qlog.last_offset if qlog else publisher.image.last_offset,
+            heartbeat_interval_ms=cfg.broker_heartbeat_interval_ms,
+        )
+        broker.channel = channel
+        broker.is_active_controller = lambda: qlog is not None and qlog.leader_term is not None
+        self.lifecycle = lifecycle
+        epoch["value"] = await lifecycle.register()
+        lifecycle.start()
+        await lifecycle.unfenced.wait()
 
     def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:
@@ -175,8 +285,16 @@ class Node:
         return ",".join(f"{s.host}:{s.port}" for s in self.servers)
 
     async def stop(self) -> None:
+        if self.lifecycle is not None:
+            await self.lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
         for server in self.servers:
             await server.stop()
+        if self.controller_service is not None:
+            await self.controller_service.stop()
+        for server in self.controller_servers:
+            await server.stop()
+        if self.quorum is not None:
+            await self.quorum.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

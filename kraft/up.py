@@ -7,7 +7,8 @@ Layout of the data dir (reused by the next `kraft up` on the same dir, data incl
     DIR/node-<id>/data/         the node's log dir
     DIR/node-<id>/node.log      its log output
 
-Ports from --base-port P: node i serves Kafka on P+i-1 and its controller on P+100+i-1.
+Ports from --base-port P: node i serves Kafka on P+i-1, its controller listener on P+100+i-1
+and its Raft transport on P+200+i-1.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -36,6 +38,7 @@ class NodeSpec:
     node_id: int
     kafka_port: int
     controller_port: int
+    raft_port: int
     directory: str
 
     @property
@@ -49,24 +52,32 @@ class NodeSpec:
 
 def plan(nodes: int, data_dir: str, base_port: int) -> list[NodeSpec]:
     return [
-        NodeSpec(i, base_port + i - 1, base_port + 100 + i - 1, os.path.join(data_dir, f"node-{i}"))
+        NodeSpec(
+            i,
+            base_port + i - 1,
+            base_port + 100 + i - 1,
+            base_port + 200 + i - 1,
+            os.path.join(data_dir, f"node-{i}"),
+        )
         for i in range(1, nodes + 1)
     ]
 
 
-def cluster_id_for(data_dir: str) -> str:
-    path = os.path.join(data_dir, "cluster.id")
+def _kept(data_dir: str, name: str, make: str) -> str:
+    """A value generated on the first `kraft up` of a dir and reused after."""
+    path = os.path.join(data_dir, name)
     if os.path.exists(path):
         with open(path) as f:
             return f.read().strip()
-    cluster_id = uuid.uuid4().hex[:22]
-    with open(path, "w") as f:
-        f.write(cluster_id + "\n")
-    return cluster_id
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(make + "\n")
+    return make
 
 
-def write_configs(specs: list[NodeSpec], cluster_id: str) -> None:
-    voters = ",".join(f"{s.node_id}@127.0.0.1:{s.controller_port}" for s in specs)
+def write_configs(specs: list[NodeSpec], cluster_id: str, secret: str) -> None:
+    voters = ",".join(f"{s.node_id}@127.0.0.1:{s.raft_port}" for s in specs)
+    controllers = ",".join(f"127.0.0.1:{s.controller_port}" for s in specs)
     replication = min(3, len(specs))
     for spec in specs:
         os.makedirs(spec.directory, exist_ok=True)
@@ -81,6 +92,8 @@ def write_configs(specs: list[NodeSpec], cluster_id: str) -> None:
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{spec.kafka_port}",
             "controller.listener.names": "CONTROLLER",
             "controller.quorum.voters": voters,
+            "controller.quorum.bootstrap.servers": controllers,
+            "kraft.cluster.secret": secret,
             "log.dirs": os.path.join(spec.directory, "data"),
             "default.replication.factor": str(replication),
             "offsets.topic.replication.factor": str(replication),
@@ -109,7 +122,11 @@ class LocalCluster:
 
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
-        write_configs(self.specs, cluster_id_for(self.data_dir))
+        write_configs(
+            self.specs,
+            _kept(self.data_dir, "cluster.id", uuid.uuid4().hex[:22]),
+            _kept(self.data_dir, "cluster.secret", secrets.token_hex(16)),
+        )
         for spec in self.specs:
             log = _open_log(spec)
             self.procs[spec.node_id] = await asyncio.create_subprocess_exec(

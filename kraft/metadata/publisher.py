@@ -27,6 +27,10 @@ class NotController(Exception):
         self.leader_id = leader_id
 
 
+class MetadataCommitTimeout(Exception):
+    """A metadata change was not known to be committed in time (no quorum?)."""
+
+
 class MetadataLog(Protocol):
     async def append(self, records: Sequence[Message]) -> int:
         """Commit `records` as one atomic batch; return the offset of the last one once it is

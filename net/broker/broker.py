@@ -13,16 +13,28 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kraft.config import NodeConfig
-from kraft.controller.controller import Controller
+from kraft.controller.controller import Controller, TopicSpec
 from kraft.controller.topic_configs import log_config_for
 from kraft.metadata.image import MetadataImage
 from log.config import LogConfig
 from log.manager import LogManager
+from net.broker.controller_channel import ControllerChannel
 from net.broker.partition import Partition
-from net.protocol import Message, RequestHeader
+from net.protocol import (
+    AllocateProducerIdsRequest,
+    AllocateProducerIdsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    Message,
+    RequestHeader,
+)
 from net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
+
+# Admin requests that change metadata: answered by the active controller.
+FORWARDED = frozenset({19, 20, 33, 37, 44})
+FORWARD_TIMEOUT_S = 30.0
 
 Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
 
@@ -54,6 +66,9 @@ class Broker:
         self.broker_epoch = broker_epoch_getter
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.producer_ids = ProducerIdBlock()
+        # In a cluster: the way to the active controller, and whether it is this node.
+        self.channel: ControllerChannel | None = None
+        self.is_active_controller: Callable[[], bool] = lambda: True
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
         from net.broker.handlers import HANDLERS, supported_versions
@@ -77,6 +92,11 @@ class Broker:
                 f"version {header.api_version} of api key {header.api_key} is outside the "
                 f"advertised range {versions[0]}-{versions[1]}"
             )
+        if header.api_key in FORWARDED and self.channel is not None:
+            if not self.is_active_controller():
+                # Like Kafka's forwarding: the active controller answers, we relay.
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    return await self.channel.send(request, header.api_version)
         return await handler(self, header, request, conn)
 
     def api_versions_range(self) -> tuple[int, int]:
@@ -145,10 +165,43 @@ class Broker:
     async def next_producer_id(self) -> int:
         async with self._producer_id_lock:
             if self.producer_ids.next_id >= self.producer_ids.end:
-                start, length = await self.controller.run(
-                    self.controller.allocate_producer_ids(self.node_id, self.broker_epoch())
-                )
+                start, length = await self._allocate_producer_ids()
                 self.producer_ids.next_id, self.producer_ids.end = start, start + length
             pid = self.producer_ids.next_id
             self.producer_ids.next_id += 1
             return pid
+
+    async def _allocate_producer_ids(self) -> tuple[int, int]:
+        if self.channel is None or self.is_active_controller():
+            block: tuple[int, int] = await self.controller.run(
+                self.controller.allocate_producer_ids(self.node_id, self.broker_epoch())
+            )
+            return block
+        async with asyncio.timeout(FORWARD_TIMEOUT_S):
+            response = await self.channel.send(
+                AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch())
+            )
+        assert isinstance(response, AllocateProducerIdsResponse)
+        if response.error_code:
+            raise RuntimeError(f"producer id allocation failed: error {response.error_code}")
+        return response.producer_id_start, response.producer_id_len
+
+    async def create_topics(self, specs: list[TopicSpec]) -> list[tuple[str, int]]:
+        """Create topics through the active controller: (name, error code) per topic."""
+        if self.channel is None or self.is_active_controller():
+            results = await self.controller.run(self.controller.create_topics(specs, False))
+            return [(r.name, r.error_code) for r in results]
+        request = CreateTopicsRequest(
+            topics=[
+                CreateTopicsRequest.CreatableTopic(
+                    name=s.name,
+                    num_partitions=s.num_partitions,
+                    replication_factor=s.replication_factor,
+                )
+                for s in specs
+            ]
+        )
+        async with asyncio.timeout(FORWARD_TIMEOUT_S):
+            response = await self.channel.send(request)
+        assert isinstance(response, CreateTopicsResponse)
+        return [(t.name, t.error_code) for t in response.topics]

@@ -7,11 +7,14 @@ once they are.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from kraft.controller.controller import TopicSpec
+from kraft.controller.controller import Result, TopicSpec
 from kraft.controller.topic_configs import BROKER_SYNONYMS, broker_topic_defaults
-from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE
+from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataImage
+from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from net.protocol import (
     AlterConfigsRequest,
     AlterConfigsResponse,
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DYNAMIC_TOPIC_CONFIG = 1
 STATIC_BROKER_CONFIG = 4
@@ -66,9 +70,16 @@ async def handle_create_topics(
         )
         for t in request.topics
     ]
-    results = await broker.controller.run(
-        broker.controller.create_topics(specs, request.validate_only)
+    code, results = await submit(
+        broker, broker.controller.create_topics(specs, request.validate_only)
     )
+    if code:
+        return CreateTopicsResponse(
+            topics=[
+                CreateTopicsResponse.CreatableTopicResult(name=t.name, error_code=code)
+                for t in request.topics
+            ]
+        )
     defaults = _topic_defaults(broker)
     out = []
     for r in results:
@@ -125,7 +136,11 @@ async def handle_delete_topics(
         ids = [t.topic_id for t in request.topics if t.name is None]
     else:
         names, ids = list(request.topic_names), []
-    results = await broker.controller.run(broker.controller.delete_topics(names, ids))
+    code, results = await submit(broker, broker.controller.delete_topics(names, ids))
+    if code:
+        results = [(name, uuid.UUID(int=0), code, None) for name in names] + [
+            (None, topic_id, code, None) for topic_id in ids
+        ]
     for name, _, code, _ in results:
         if code == 0:
             logger.info("%sdeleted topic %s", broker.tag, name)
@@ -156,17 +171,33 @@ async def handle_create_partitions(
             continue
         seen.add(topic.name)
         assignments = [list(a.broker_ids) for a in topic.assignments] if topic.assignments else None
-        code, message = await broker.controller.run(
+        code, outcome = await submit(
+            broker,
             broker.controller.create_partitions(
                 topic.name, topic.count, assignments, request.validate_only
-            )
+            ),
         )
+        message = None
+        if not code:
+            code, message = outcome
         results.append(
             CreatePartitionsResponse.CreatePartitionsTopicResult(
                 name=topic.name, error_code=code, error_message=message
             )
         )
     return CreatePartitionsResponse(results=results)
+
+
+async def submit(broker: Any, command: Callable[[MetadataImage], Result[T]]) -> tuple[int, Any]:
+    """Run a controller command: (0, response), or (error code, None) when this node cannot
+    commit it (not the active controller: NOT_CONTROLLER, the client retries elsewhere; no
+    quorum in time: REQUEST_TIMED_OUT)."""
+    try:
+        return 0, await broker.controller.run(command)
+    except NotController:
+        return ErrorCode.NOT_CONTROLLER, None
+    except MetadataCommitTimeout:
+        return ErrorCode.REQUEST_TIMED_OUT, None
 
 
 # ----------------------------------------------------------------------- configs
@@ -289,9 +320,12 @@ async def _alter(
         return ErrorCode.INVALID_REQUEST, "dynamic broker configs are not supported"
     if resource_type != TOPIC_RESOURCE:
         return ErrorCode.INVALID_REQUEST, f"resource type {resource_type} cannot be altered"
-    code, message = await broker.controller.run(
-        broker.controller.alter_topic_configs(name, changes, incremental, validate_only)
+    code, outcome = await submit(
+        broker, broker.controller.alter_topic_configs(name, changes, incremental, validate_only)
     )
+    if code:
+        return code, None
+    code, message = outcome
     if code == 0 and not validate_only:
         logger.info("%saltered configs of topic %s: %s", broker.tag, name, changes)
     return code, message

@@ -136,10 +136,9 @@ async def auto_create(broker: Broker, names: list[str]) -> None:
         specs.append(TopicSpec(name))
     if not specs:
         return
-    results = await broker.controller.run(broker.controller.create_topics(specs, False))
-    for result in results:
-        if result.error_code == 0:
-            logger.info("%sauto-created topic %s", broker.tag, result.name)
+    for name, code in await broker.create_topics(specs):
+        if code == 0:
+            logger.info("%sauto-created topic %s", broker.tag, name)
 
 
 async def handle_describe_cluster(

@@ -1,0 +1,418 @@
+"""The controller's request service on the CONTROLLER listener (Kafka's ControllerApis).
+
+Brokers talk to the active controller here: BrokerRegistration, BrokerHeartbeat,
+AlterPartition, AllocateProducerIds, DescribeQuorum, and the admin requests they forward
+(CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs). A
+controller that is not active answers NOT_CONTROLLER so the caller tries another.
+
+The active controller also owns broker sessions: a broker that has not heartbeated for
+`broker.session.timeout.ms` is fenced and loses its leaderships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kraft.config import NodeConfig
+from kraft.controller.controller import Controller, Result
+from kraft.controller.replication import (
+    BrokerHeartbeats,
+    alter_partition,
+    elect_leaderless,
+    partitions_of,
+    remove_broker,
+    usable_brokers,
+)
+from kraft.metadata.image import MetadataImage
+from kraft.metadata.publisher import MetadataCommitTimeout, NotController
+from net.broker.handlers import admin
+from net.protocol import (
+    API_KEYS,
+    AllocateProducerIdsRequest,
+    AllocateProducerIdsResponse,
+    AlterPartitionRequest,
+    AlterPartitionResponse,
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse,
+    BrokerRegistrationRequest,
+    BrokerRegistrationResponse,
+    DescribeQuorumRequest,
+    DescribeQuorumResponse,
+    ErrorCode,
+    Message,
+    RequestHeader,
+)
+from net.protocol import _generated as m
+from net.server import CloseConnection, Connection
+
+logger = logging.getLogger(__name__)
+
+METADATA_TOPIC = "__cluster_metadata"
+SESSION_CHECK_INTERVAL_S = 0.25
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class ControllerService:
+    def __init__(
+        self,
+        config: NodeConfig,
+        cluster_id: str,
+        image: MetadataImage,
+        controller: Controller,
+        is_active: Callable[[], bool],
+        quorum_status: Callable[[], Any],
+        last_offset: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.cluster_id = cluster_id
+        self.image = image
+        self.controller = controller
+        self.is_active = is_active
+        self.quorum_status = quorum_status
+        self.last_offset = last_offset
+        self.heartbeats = BrokerHeartbeats(_monotonic_ms)
+        self.tag = f"[controller {config.node_id}] "
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: dict[int, Callable[[RequestHeader, Any], Awaitable[Message]]] = {
+            18: self._api_versions,
+            62: self._register,
+            63: self._heartbeat,
+            56: self._alter_partition,
+            67: self._allocate_producer_ids,
+            55: self._describe_quorum,
+            19: self._forwarded(admin.handle_create_topics),
+            20: self._forwarded(admin.handle_delete_topics),
+            37: self._forwarded(admin.handle_create_partitions),
+            33: self._forwarded(admin.handle_alter_configs),
+            44: self._forwarded(admin.handle_incremental_alter_configs),
+        }
+        self.versions = {k: (0, API_KEYS[k].max_version) for k in self._handlers}
+
+    # ------------------------------------------------------------------ server
+
+    def api_versions_range(self) -> tuple[int, int]:
+        return self.versions[18]
+
+    async def handle(
+        self, header: RequestHeader, request: Message, conn: Connection
+    ) -> Message | None:
+        handler = self._handlers.get(header.api_key)
+        if handler is None:
+            raise CloseConnection(f"api key {header.api_key} is not served by controllers")
+        return await handler(header, request)
+
+    async def _api_versions(self, header: RequestHeader, request: ApiVersionsRequest) -> Message:
+        return ApiVersionsResponse(
+            api_keys=[
+                ApiVersionsResponse.ApiVersion(api_key=k, min_version=lo, max_version=hi)
+                for k, (lo, hi) in sorted(self.versions.items())
+            ]
+        )
+
+    async def _run(self, command: Callable[[MetadataImage], Result[Any]]) -> tuple[int, Any]:
+        """Run a command as the active controller: (error code, response)."""
+        if not self.is_active():
+            return ErrorCode.NOT_CONTROLLER, None
+        try:
+            return 0, await self.controller.run(command)
+        except NotController:
+            return ErrorCode.NOT_CONTROLLER, None
+        except MetadataCommitTimeout:
+            return ErrorCode.REQUEST_TIMED_OUT, None
+
+    # ------------------------------------------------------------- brokers
+
+    async def _register(self, header: RequestHeader, request: BrokerRegistrationRequest) -> Message:
+        if request.cluster_id != self.cluster_id:
+            return BrokerRegistrationResponse(error_code=ErrorCode.INCONSISTENT_CLUSTER_ID)
+        existing = self.image.brokers.get(request.broker_id)
+        if existing is not None and existing.incarnation_id == request.incarnation_id:
+            # A retry of a registration that was committed.
+            self.heartbeats.touch(request.broker_id)
+            return BrokerRegistrationResponse(broker_epoch=existing.epoch)
+        endpoints = [(x.name, x.host, x.port) for x in request.listeners]
+        code, epoch = await self._run(
+            self._registration_command(
+                request.broker_id, request.incarnation_id, endpoints, request.rack or None
+            )
+        )
+        if code:
+            return BrokerRegistrationResponse(error_code=code)
+        self.heartbeats.touch(request.broker_id)
+        logger.info("%sregistered broker %d at epoch %d", self.tag, request.broker_id, epoch)
+        return BrokerRegistrationResponse(broker_epoch=epoch)
+
+    def _registration_command(
+        self,
+        broker_id: int,
+        incarnation: uuid.UUID,
+        endpoints: list[tuple[str, str, int]],
+        rack: str | None,
+    ) -> Callable[[MetadataImage], Result[int]]:
+        register = self.controller.register_broker(broker_id, incarnation, endpoints, rack, True)
+
+        def command(image: MetadataImage) -> Result[int]:
+            result = register(image)
+            # A restarted broker is a new incarnation: its old self leads nothing any more.
+            moves = remove_broker(image, broker_id, self._unclean_for(image), usable_brokers(image))
+            return Result(list(result.records) + moves, result.response)
+
+        return command
+
+    def _unclean_for(self, image: MetadataImage) -> Callable[[str], bool]:
+        default = self.config.unclean_leader_election_enable
+
+        def unclean(topic: str) -> bool:
+            value = image.topic_config(topic).get("unclean.leader.election.enable")
+            return value.lower() == "true" if value is not None else default
+
+        return unclean
+
+    async def _heartbeat(self, header: RequestHeader, request: BrokerHeartbeatRequest) -> Message:
+        if not self.is_active():
+            return BrokerHeartbeatResponse(error_code=ErrorCode.NOT_CONTROLLER)
+        broker = self.image.brokers.get(request.broker_id)
+        if broker is None:
+            return BrokerHeartbeatResponse(error_code=ErrorCode.BROKER_ID_NOT_REGISTERED)
+        if broker.epoch != request.broker_epoch:
+            return BrokerHeartbeatResponse(error_code=ErrorCode.STALE_BROKER_EPOCH)
+        self.heartbeats.touch(request.broker_id)
+        caught_up = request.current_metadata_offset >= broker.epoch
+        broker_id, epoch = request.broker_id, request.broker_epoch
+        if request.want_shut_down:
+            code, _ = await self._run(self._shutdown_command(broker_id, epoch))
+            if code:
+                return BrokerHeartbeatResponse(error_code=code)
+            leads = any(
+                ref.state.leader == broker_id for ref in partitions_of(self.image, broker_id)
+            )
+            return BrokerHeartbeatResponse(
+                is_caught_up=caught_up, is_fenced=True, should_shut_down=not leads
+            )
+        if broker.fenced and caught_up and not request.want_fence:
+            code, _ = await self._run(self._unfence_command(broker_id, epoch))
+            if code:
+                return BrokerHeartbeatResponse(error_code=code)
+            logger.info("%sunfenced broker %d (caught up to %d)", self.tag, broker_id, epoch)
+        current = self.image.brokers.get(broker_id)
+        return BrokerHeartbeatResponse(
+            is_caught_up=caught_up, is_fenced=current is None or current.fenced
+        )
+
+    def _unfence_command(
+        self, broker_id: int, epoch: int
+    ) -> Callable[[MetadataImage], Result[None]]:
+        def command(image: MetadataImage) -> Result[None]:
+            broker = image.brokers.get(broker_id)
+            if broker is None or broker.epoch != epoch or not broker.fenced:
+                return Result([], None)
+            records: list[Message] = [m.UnfenceBrokerRecord(id=broker_id, epoch=epoch)]
+            usable = usable_brokers(image) | {broker_id}
+            records += elect_leaderless(image, usable, self._unclean_for(image))
+            return Result(records, None)
+
+        return command
+
+    def _fence_command(self, broker_id: int) -> Callable[[MetadataImage], Result[None]]:
+        def command(image: MetadataImage) -> Result[None]:
+            broker = image.brokers.get(broker_id)
+            if broker is None or broker.fenced:
+                return Result([], None)
+            records: list[Message] = [m.FenceBrokerRecord(id=broker_id, epoch=broker.epoch)]
+            records += remove_broker(
+                image, broker_id, self._unclean_for(image), usable_brokers(image)
+            )
+            return Result(records, None)
+
+        return command
+
+    def _shutdown_command(
+        self, broker_id: int, epoch: int
+    ) -> Callable[[MetadataImage], Result[None]]:
+        """Controlled shutdown: leaderships move away now, not after a session timeout."""
+
+        def command(image: MetadataImage) -> Result[None]:
+            broker = image.brokers.get(broker_id)
+            if broker is None or broker.epoch != epoch:
+                return Result([], None)
+            records: list[Message] = []
+            if not broker.in_controlled_shutdown:
+                records.append(
+                    m.BrokerRegistrationChangeRecord(
+                        broker_id=broker_id, broker_epoch=epoch, in_controlled_shutdown=1
+                    )
+                )
+            records += remove_broker(
+                image, broker_id, self._unclean_for(image), usable_brokers(image)
+            )
+            return Result(records, None)
+
+        return command
+
+    # ------------------------------------------------------------ sessions
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._expire_sessions())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def on_became_active(self) -> None:
+        # A new active controller gives every registered broker a fresh session.
+        self.heartbeats.reset(self.image.brokers)
+
+    async def _expire_sessions(self) -> None:
+        timeout = self.config.broker_session_timeout_ms
+        while True:
+            await asyncio.sleep(SESSION_CHECK_INTERVAL_S)
+            if not self.is_active():
+                continue
+            for broker_id in self.heartbeats.expired(timeout):
+                self.heartbeats.forget(broker_id)
+                broker = self.image.brokers.get(broker_id)
+                if broker is None or broker.fenced:
+                    continue
+                logger.info(
+                    "%sfencing broker %d: no heartbeat for %d ms", self.tag, broker_id, timeout
+                )
+                await self._run(self._fence_command(broker_id))
+
+    # ---------------------------------------------------------- partitions
+
+    async def _alter_partition(
+        self, header: RequestHeader, request: AlterPartitionRequest
+    ) -> Message:
+        if not self.is_active():
+            return AlterPartitionResponse(error_code=ErrorCode.NOT_CONTROLLER)
+        broker = self.image.brokers.get(request.broker_id)
+        if broker is None or (request.broker_epoch >= 0 and broker.epoch != request.broker_epoch):
+            return AlterPartitionResponse(error_code=ErrorCode.STALE_BROKER_EPOCH)
+        topics = []
+        for t in request.topics:
+            topic_id = t.topic_id
+            if not topic_id.int and t.topic_name in self.image.topics:
+                topic_id = self.image.topics[t.topic_name].topic_id
+            parts = []
+            for p in t.partitions:
+                isr = list(p.new_isr) or [b.broker_id for b in p.new_isr_with_epochs]
+                code, result = await self._run(
+                    _alter_command(
+                        request.broker_id,
+                        topic_id,
+                        p.partition_index,
+                        p.leader_epoch,
+                        p.partition_epoch,
+                        isr,
+                        p.leader_recovery_state,
+                    )
+                )
+                code = code or result
+                topic = self.image.topics_by_id.get(topic_id)
+                state = topic.partitions.get(p.partition_index) if topic else None
+                parts.append(
+                    AlterPartitionResponse.PartitionData(
+                        partition_index=p.partition_index,
+                        error_code=code,
+                        leader_id=state.leader if state else -1,
+                        leader_epoch=state.leader_epoch if state else -1,
+                        isr=list(state.isr) if state else [],
+                        leader_recovery_state=state.leader_recovery_state if state else 0,
+                        partition_epoch=state.partition_epoch if state else -1,
+                    )
+                )
+            topics.append(
+                AlterPartitionResponse.TopicData(
+                    topic_name=t.topic_name, topic_id=topic_id, partitions=parts
+                )
+            )
+        return AlterPartitionResponse(topics=topics)
+
+    async def _allocate_producer_ids(
+        self, header: RequestHeader, request: AllocateProducerIdsRequest
+    ) -> Message:
+        code, block = await self._run(
+            self.controller.allocate_producer_ids(request.broker_id, request.broker_epoch)
+        )
+        if code:
+            return AllocateProducerIdsResponse(error_code=code)
+        start, length = block
+        return AllocateProducerIdsResponse(producer_id_start=start, producer_id_len=length)
+
+    async def _describe_quorum(
+        self, header: RequestHeader, request: DescribeQuorumRequest
+    ) -> Message:
+        status = self.quorum_status()
+        if not self.is_active():
+            return DescribeQuorumResponse(
+                error_code=ErrorCode.NOT_LEADER_OR_FOLLOWER,
+                error_message="DescribeQuorum is answered by the active controller",
+            )
+        voters = [
+            DescribeQuorumResponse.ReplicaState(
+                replica_id=v.node_id,
+                log_end_offset=(v.match_index if v.match_index is not None else -1),
+                last_fetch_timestamp=-1,
+                last_caught_up_timestamp=-1,
+            )
+            for v in status.voters
+        ]
+        return DescribeQuorumResponse(
+            topics=[
+                DescribeQuorumResponse.TopicData(
+                    topic_name=METADATA_TOPIC,
+                    partitions=[
+                        DescribeQuorumResponse.PartitionData(
+                            partition_index=0,
+                            leader_id=status.leader_id if status.leader_id is not None else -1,
+                            leader_epoch=status.term,
+                            high_watermark=status.commit_index,
+                            current_voters=voters,
+                        )
+                    ],
+                )
+            ]
+        )
+
+    # ------------------------------------------------------------ forwarded
+
+    def _forwarded(
+        self, handler: Callable[..., Awaitable[Message]]
+    ) -> Callable[[RequestHeader, Any], Awaitable[Message]]:
+        async def run(header: RequestHeader, request: Any) -> Message:
+            return await handler(self, header, request, None)
+
+        return run
+
+
+def _alter_command(
+    broker_id: int,
+    topic_id: uuid.UUID,
+    index: int,
+    leader_epoch: int,
+    partition_epoch: int,
+    isr: list[int],
+    recovery: int,
+) -> Callable[[MetadataImage], Result[int]]:
+    def command(image: MetadataImage) -> Result[int]:
+        result = alter_partition(
+            image, broker_id, topic_id, index, leader_epoch, partition_epoch, isr, recovery
+        )
+        return Result([result.record] if result.record else [], result.error_code)
+
+    return command
