@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level, config.node_id)
         try:
             asyncio.run(_serve(Node(config)))
+        except ConfigError as e:
+            print(f"kraft: invalid configuration: {e}", file=sys.stderr)
+            return 2
         except (RuntimeError, OSError) as e:
             print(f"kraft: {e}", file=sys.stderr)
             return 1

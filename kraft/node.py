@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from kraft.config import NodeConfig
+from kraft.config import ConfigError, NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher
@@ -180,6 +181,14 @@ class Node:
         from kraft.quorum import Quorum
 
         cfg = self.config
+        for voter in cfg.controller_quorum_voters:
+            try:
+                socket.getaddrinfo(voter.host, voter.port)
+            except OSError as e:
+                raise ConfigError(
+                    f"controller.quorum.voters: cannot resolve {voter.host} of voter "
+                    f"{voter.node_id}: {e}"
+                ) from None
         qlog = QuorumMetadataLog(publisher)
         self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
         service = ControllerService(

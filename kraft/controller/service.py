@@ -25,6 +25,7 @@ from kraft.controller.replication import (
     alter_partition,
     elect_leaderless,
     partitions_of,
+    preferred_leader_changes,
     remove_broker,
     usable_brokers,
 )
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 METADATA_TOPIC = "__cluster_metadata"
 SESSION_CHECK_INTERVAL_S = 0.25
+# auto.leader.rebalance.enable with leader.imbalance.check.interval.seconds (Kafka: 300 s).
+PREFERRED_LEADER_CHECK_S = 30.0
 
 
 def _monotonic_ms() -> int:
@@ -83,7 +86,7 @@ class ControllerService:
         self.last_offset = last_offset
         self.heartbeats = BrokerHeartbeats(_monotonic_ms)
         self.tag = f"[controller {config.node_id}] "
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[int, Callable[[RequestHeader, Any], Awaitable[Message]]] = {
             18: self._api_versions,
             62: self._register,
@@ -263,15 +266,28 @@ class ControllerService:
     # ------------------------------------------------------------ sessions
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._expire_sessions())
+        self._tasks = [
+            asyncio.create_task(self._expire_sessions()),
+            asyncio.create_task(self._rebalance_leaders()),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
+        self._tasks = []
+
+    async def _rebalance_leaders(self) -> None:
+        """Preferred-leader election: leadership returns to each partition's first replica
+        once it is back in the ISR (so a restarted broker takes its share again)."""
+        while True:
+            await asyncio.sleep(PREFERRED_LEADER_CHECK_S)
+            if self.is_active():
+                await self._run(_preferred_command())
 
     def on_became_active(self) -> None:
         # A new active controller gives every registered broker a fresh session.
@@ -398,6 +414,13 @@ class ControllerService:
             return await handler(self, header, request, None)
 
         return run
+
+
+def _preferred_command() -> Callable[[MetadataImage], Result[None]]:
+    def command(image: MetadataImage) -> Result[None]:
+        return Result(preferred_leader_changes(image, usable_brokers(image)), None)
+
+    return command
 
 
 def _alter_command(

@@ -33,7 +33,7 @@ from net.server import CloseConnection, Connection
 logger = logging.getLogger(__name__)
 
 # Admin requests that change metadata: answered by the active controller.
-FORWARDED = frozenset({19, 20, 33, 37, 44})
+FORWARDED = frozenset({19, 20, 33, 37, 44, 55})
 FORWARD_TIMEOUT_S = 30.0
 
 Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
@@ -93,7 +93,7 @@ class Broker:
                 f"advertised range {versions[0]}-{versions[1]}"
             )
         if header.api_key in FORWARDED and self.channel is not None:
-            if not self.is_active_controller():
+            if header.api_key == 55 or not self.is_active_controller():
                 # Like Kafka's forwarding: the active controller answers, we relay.
                 async with asyncio.timeout(FORWARD_TIMEOUT_S):
                     return await self.channel.send(request, header.api_version)

@@ -26,6 +26,7 @@ _TABLE: dict[int, tuple[Any, int]] = {
     33: (admin.handle_alter_configs, 0),
     37: (admin.handle_create_partitions, 0),
     44: (admin.handle_incremental_alter_configs, 0),
+    55: (metadata.handle_describe_quorum, 0),
     60: (metadata.handle_describe_cluster, 0),
 }
 

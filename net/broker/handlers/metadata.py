@@ -15,6 +15,8 @@ from kraft.metadata.image import TopicImage
 from net.protocol import (
     DescribeClusterRequest,
     DescribeClusterResponse,
+    DescribeQuorumRequest,
+    DescribeQuorumResponse,
     ErrorCode,
     MetadataRequest,
     MetadataResponse,
@@ -139,6 +141,30 @@ async def auto_create(broker: Broker, names: list[str]) -> None:
     for name, code in await broker.create_topics(specs):
         if code == 0:
             logger.info("%sauto-created topic %s", broker.tag, name)
+
+
+async def handle_describe_quorum(
+    broker: Broker, header: RequestHeader, request: DescribeQuorumRequest, conn: Connection
+) -> DescribeQuorumResponse:
+    """A single node is its own quorum (in a cluster the request goes to the controller)."""
+    end = broker.image.last_offset + 1
+    me = DescribeQuorumResponse.ReplicaState(replica_id=broker.node_id, log_end_offset=end)
+    return DescribeQuorumResponse(
+        topics=[
+            DescribeQuorumResponse.TopicData(
+                topic_name="__cluster_metadata",
+                partitions=[
+                    DescribeQuorumResponse.PartitionData(
+                        partition_index=0,
+                        leader_id=broker.node_id,
+                        leader_epoch=0,
+                        high_watermark=end,
+                        current_voters=[me],
+                    )
+                ],
+            )
+        ]
+    )
 
 
 async def handle_describe_cluster(
