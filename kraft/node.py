@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from kraft.config import ConfigError, NodeConfig
+from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher
@@ -21,7 +21,7 @@ from log.manager import LogManager
 from net.broker.broker import Broker
 from net.broker.controller_channel import ControllerChannel
 from net.broker.lifecycle import BrokerLifecycle
-from net.server import KafkaServer
+from net.server import KafkaServer, RequestHandler
 
 if TYPE_CHECKING:
     from kraft.controller.service import ControllerService
@@ -130,18 +130,8 @@ class Node:
         self.log_manager.startup()
         # Bind first: the registered endpoints must carry the ports actually bound.
         for endpoint in cfg.listeners:
-            if endpoint.listener in cfg.controller_listener_names:
-                continue
-            server = KafkaServer(
-                broker,
-                endpoint.host,
-                endpoint.port,
-                listener=endpoint.listener,
-                max_request_bytes=cfg.socket_request_max_bytes,
-                log_prefix=self.tag,
-            )
-            await server.start()
-            self.servers.append(server)
+            if endpoint.listener not in cfg.controller_listener_names:
+                self.servers.append(await self._listen(broker, endpoint))
         endpoints = []
         for server in self.servers:
             adv = cfg.advertised(server.listener)
@@ -171,6 +161,18 @@ class Node:
             self.cluster_id,
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
+
+    async def _listen(self, handler: RequestHandler, endpoint: Endpoint) -> KafkaServer:
+        server = KafkaServer(
+            handler,
+            endpoint.host,
+            endpoint.port,
+            listener=endpoint.listener,
+            max_request_bytes=self.config.socket_request_max_bytes,
+            log_prefix=self.tag,
+        )
+        await server.start()
+        return server
 
     async def _start_quorum(
         self, image: MetadataImage, publisher: MetadataPublisher, defaults: ControllerDefaults
@@ -224,16 +226,7 @@ class Node:
         self.controller_service = service
         for endpoint in cfg.listeners:
             if endpoint.listener in cfg.controller_listener_names:
-                server = KafkaServer(
-                    service,
-                    endpoint.host,
-                    endpoint.port,
-                    listener=endpoint.listener,
-                    max_request_bytes=cfg.socket_request_max_bytes,
-                    log_prefix=self.tag,
-                )
-                await server.start()
-                self.controller_servers.append(server)
+                self.controller_servers.append(await self._listen(service, endpoint))
         await quorum.start()
         service.start()
         return qlog

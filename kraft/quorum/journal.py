@@ -49,6 +49,8 @@ from typing import Any, overload
 
 from pysyncobj.journal import Journal
 
+from log.checkpoint import write_atomically
+
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "raft.log"
@@ -70,27 +72,10 @@ class JournalError(Exception):
     """
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file_atomically(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new content."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+    """Replace `path` with `data` so that a crash leaves either the old or the new content
+    (the Raft state is the node's vote: readable by its owner only)."""
+    write_atomically(path, data, mode=0o600)
 
 
 def encode_record(command: bytes, index: int, term: int) -> bytes:
