@@ -289,6 +289,8 @@ class Node:
     async def stop(self) -> None:
         if self.lifecycle is not None:
             await self.lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
+        if self.broker is not None:
+            await self.broker.fetchers.stop()
         for server in self.servers:
             await server.stop()
         if self.controller_service is not None:

@@ -20,6 +20,7 @@ from log.config import LogConfig
 from log.manager import LogManager
 from net.broker.controller_channel import ControllerChannel
 from net.broker.partition import Partition
+from net.broker.replication import ReplicaFetcherManager
 from net.protocol import (
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
@@ -71,6 +72,7 @@ class Broker:
         self.is_active_controller: Callable[[], bool] = lambda: True
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
+        self.fetchers = ReplicaFetcherManager(self.node_id, self.endpoint_of, self.tag)
         from net.broker.handlers import HANDLERS, supported_versions
 
         self._handlers = HANDLERS
@@ -135,6 +137,7 @@ class Broker:
                     partition.log.update_config(log_config)
                 partition.min_insync_replicas = min_isr
                 if state.leader == self.node_id:
+                    self.fetchers.unfollow(key)
                     partition.become_leader(
                         state.leader_epoch, state.partition_epoch, state.replicas, state.isr
                     )
@@ -146,8 +149,10 @@ class Broker:
                         state.replicas,
                         state.isr,
                     )
+                    self.fetchers.follow(partition)
         for key in list(self.partitions):
             if key not in wanted:
+                self.fetchers.unfollow(key)
                 partition = self.partitions.pop(key)
                 partition.leader = -1
                 partition.notify()
@@ -159,6 +164,13 @@ class Broker:
                 except OSError as e:
                     # The metadata change stands; the files stay for the next start-up.
                     logger.error("%scannot delete the log of %s-%d: %s", self.tag, *key, e)
+
+    def endpoint_of(self, broker_id: int) -> tuple[str, int] | None:
+        """Where to reach a broker for replication (its inter-broker listener)."""
+        reg = self.image.brokers.get(broker_id)
+        if reg is None:
+            return None
+        return reg.endpoints.get(self.config.inter_broker_listener_name)
 
     # ---------------------------------------------------------- producer ids
 

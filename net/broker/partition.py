@@ -62,6 +62,9 @@ class Partition:
             r: self.followers.get(r, ReplicaState()) for r in replicas if r != self.broker_id
         }
         if changed:
+            # The new epoch starts at the log end: followers asking where an older epoch ends
+            # (truncation) get this offset even before the first append of this epoch.
+            self.log.leader_epoch_cache.assign(leader_epoch, self.log.log_end_offset)
             logger.info(
                 "[broker %d] %s-%d: leader at epoch %d, isr %s",
                 self.broker_id,
