@@ -255,6 +255,7 @@ class Node:
         broker.channel = channel
         broker.is_active_controller = lambda: qlog is not None and qlog.leader_term is not None
         self.lifecycle = lifecycle
+        self._tasks.append(asyncio.create_task(broker.maintain_isr()))
         epoch["value"] = await lifecycle.register()
         lifecycle.start()
         await lifecycle.unfenced.wait()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from net.broker.replication import ReplicaFetcherManager
 from net.protocol import (
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
+    AlterPartitionRequest,
     CreateTopicsRequest,
     CreateTopicsResponse,
     Message,
@@ -164,6 +167,67 @@ class Broker:
                 except OSError as e:
                     # The metadata change stands; the files stay for the next start-up.
                     logger.error("%scannot delete the log of %s-%d: %s", self.tag, *key, e)
+
+    async def maintain_isr(self) -> None:
+        """Leaders shrink and expand their ISR through AlterPartition (every lag/2, like
+        Kafka's isr-expiration task); the change takes effect when the metadata arrives."""
+        lag = self.config.replica_lag_time_max_ms
+        while True:
+            await asyncio.sleep(max(lag / 2000, 0.05))
+            if self.channel is None:
+                continue
+            now = int(time.monotonic() * 1000)
+            alive = set(self.image.unfenced_brokers())
+            topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
+            ids: dict[str, uuid.UUID] = {}
+            for (topic, index), p in list(self.partitions.items()):
+                new_isr = p.isr_change(now, lag, alive)
+                if new_isr is None:
+                    continue
+                logger.info(
+                    "%s%s-%d: asking to change the ISR %s -> %s",
+                    self.tag,
+                    topic,
+                    index,
+                    p.isr,
+                    new_isr,
+                )
+                ids[topic] = p.topic_id
+                topics.setdefault(topic, []).append(
+                    AlterPartitionRequest.PartitionData(
+                        partition_index=index,
+                        leader_epoch=p.leader_epoch,
+                        # v3+ carries the ISR with broker epochs (KIP-903) instead of new_isr.
+                        new_isr_with_epochs=[
+                            AlterPartitionRequest.BrokerState(
+                                broker_id=b, broker_epoch=self._epoch_of(b)
+                            )
+                            for b in new_isr
+                        ],
+                        partition_epoch=p.partition_epoch,
+                    )
+                )
+            if not topics:
+                continue
+            request = AlterPartitionRequest(
+                broker_id=self.node_id,
+                broker_epoch=self.broker_epoch(),
+                topics=[
+                    AlterPartitionRequest.TopicData(topic_name=t, topic_id=ids[t], partitions=parts)
+                    for t, parts in topics.items()
+                ],
+            )
+            try:
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    await self.channel.send(request)
+            except TimeoutError:
+                logger.warning("%sAlterPartition got no answer", self.tag)
+            except Exception:
+                logger.exception("%sAlterPartition failed", self.tag)
+
+    def _epoch_of(self, broker_id: int) -> int:
+        reg = self.image.brokers.get(broker_id)
+        return reg.epoch if reg is not None else -1
 
     def endpoint_of(self, broker_id: int) -> tuple[str, int] | None:
         """Where to reach a broker for replication (its inter-broker listener)."""

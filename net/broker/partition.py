@@ -115,6 +115,34 @@ class Partition:
             return True
         return False
 
+    def isr_change(self, now_ms: int, lag_ms: int, alive: set[int]) -> list[int] | None:
+        """The ISR this leader should ask for, or None to keep it: followers that have not
+        caught up for `lag_ms` leave; live replicas that reached the high watermark and the
+        start of this leader's epoch come back."""
+        if not self.is_leader:
+            return None
+        hw = self.log.high_watermark
+        epoch_start = next(
+            (start for e, start in self.log.leader_epoch_cache.entries() if e == self.leader_epoch),
+            0,
+        )
+        isr = [
+            r
+            for r in self.isr
+            if r == self.broker_id
+            or (r in self.followers and now_ms - self.followers[r].last_caught_up_ms <= lag_ms)
+        ]
+        for r, state in self.followers.items():
+            if (
+                r not in isr
+                and r in alive
+                and state.log_end_offset >= max(hw, epoch_start)
+                and now_ms - state.last_caught_up_ms <= lag_ms
+            ):
+                isr.append(r)
+        ordered = [r for r in self.replicas if r in isr]
+        return None if ordered == self.isr else ordered
+
     def record_follower_fetch(self, replica: int, fetch_offset: int) -> None:
         """A follower fetching from `fetch_offset` holds everything below it."""
         state = self.followers.get(replica)
