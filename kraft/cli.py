@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", default="INFO")
     up = sub.add_parser("up", help="start a local cluster of combined nodes on 127.0.0.1")
-    up.add_argument("--nodes", type=int, default=1, help="number of nodes")
+    up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument("--data-dir", default="./data/cluster", help="where the nodes keep data")
     up.add_argument("--base-port", type=int, default=9092, help="Kafka port of node 1")
     args = parser.parse_args(argv)
