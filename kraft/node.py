@@ -139,10 +139,15 @@ class Node:
             port = adv.port if adv and adv.port else server.port
             endpoints.append((server.listener, host, port))
         publisher.listeners.append(broker.on_metadata_change)
-        broker.on_metadata_change()
         if cfg.is_cluster:
             await self._join_cluster(broker, publisher, endpoints, epoch)
+            # Unfenced means caught up with the metadata up to this broker's registration:
+            # from here the image is complete enough to act on.
+            broker.metadata_ready = True
+            broker.on_metadata_change()
         else:
+            broker.metadata_ready = True  # the local log was replayed in full
+            broker.on_metadata_change()
             epoch["value"] = await controller.run(
                 controller.register_broker(
                     cfg.node_id, uuid.uuid4(), endpoints, cfg.broker_rack, True

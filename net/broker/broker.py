@@ -26,9 +26,19 @@ from net.broker.replication import ReplicaFetcherManager
 from net.protocol import (
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
+    AlterConfigsRequest,
+    AlterConfigsResponse,
     AlterPartitionRequest,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
     CreateTopicsRequest,
     CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    DescribeQuorumResponse,
+    ErrorCode,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
     Message,
     RequestHeader,
 )
@@ -41,6 +51,51 @@ FORWARDED = frozenset({19, 20, 33, 37, 44, 55})
 FORWARD_TIMEOUT_S = 30.0
 
 Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
+
+
+def timed_out_response(request: Message) -> Message:
+    """REQUEST_TIMED_OUT for every item of a forwarded request that got no answer in time."""
+    code = ErrorCode.REQUEST_TIMED_OUT
+    if isinstance(request, CreateTopicsRequest):
+        return CreateTopicsResponse(
+            topics=[
+                CreateTopicsResponse.CreatableTopicResult(name=t.name, error_code=code)
+                for t in request.topics
+            ]
+        )
+    if isinstance(request, DeleteTopicsRequest):
+        names = list(request.topic_names) or [t.name or "" for t in request.topics]
+        return DeleteTopicsResponse(
+            responses=[
+                DeleteTopicsResponse.DeletableTopicResult(name=n, error_code=code) for n in names
+            ]
+        )
+    if isinstance(request, CreatePartitionsRequest):
+        return CreatePartitionsResponse(
+            results=[
+                CreatePartitionsResponse.CreatePartitionsTopicResult(name=t.name, error_code=code)
+                for t in request.topics
+            ]
+        )
+    if isinstance(request, AlterConfigsRequest):
+        return AlterConfigsResponse(
+            responses=[
+                AlterConfigsResponse.AlterConfigsResourceResponse(
+                    error_code=code, resource_type=r.resource_type, resource_name=r.resource_name
+                )
+                for r in request.resources
+            ]
+        )
+    if isinstance(request, IncrementalAlterConfigsRequest):
+        return IncrementalAlterConfigsResponse(
+            responses=[
+                IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
+                    error_code=code, resource_type=r.resource_type, resource_name=r.resource_name
+                )
+                for r in request.resources
+            ]
+        )
+    return DescribeQuorumResponse(error_code=code, error_message="no active controller")
 
 
 class ProducerIdBlock:
@@ -71,6 +126,7 @@ class Broker:
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.producer_ids = ProducerIdBlock()
         # In a cluster: the way to the active controller, and whether it is this node.
+        self.metadata_ready = False
         self.channel: ControllerChannel | None = None
         self.is_active_controller: Callable[[], bool] = lambda: True
         self._producer_id_lock = asyncio.Lock()
@@ -99,9 +155,14 @@ class Broker:
             )
         if header.api_key in FORWARDED and self.channel is not None:
             if header.api_key == 55 or not self.is_active_controller():
-                # Like Kafka's forwarding: the active controller answers, we relay.
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    return await self.channel.send(request, header.api_version)
+                # Like Kafka's forwarding: the active controller answers, we relay. Bounded
+                # by the request's own timeout when it has one.
+                timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
+                try:
+                    async with asyncio.timeout(timeout_ms / 1000):
+                        return await self.channel.send(request, header.api_version)
+                except TimeoutError:
+                    return timed_out_response(request)
         return await handler(self, header, request, conn)
 
     def api_versions_range(self) -> tuple[int, int]:
@@ -121,7 +182,13 @@ class Broker:
 
     def on_metadata_change(self) -> None:
         """Make the hosted partitions match the image: create logs, take leadership or
-        follow, delete logs of removed topics."""
+        follow, delete logs of removed topics.
+
+        Nothing happens until `metadata_ready`: while a restarted node replays the metadata
+        log its image is partial, and acting on it would lead stale partitions and delete
+        logs of topics it has not replayed yet."""
+        if not self.metadata_ready:
+            return
         wanted: set[tuple[str, int]] = set()
         for topic in self.image.topics.values():
             log_config = self.log_config(topic.name)

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 # While fenced the broker heartbeats often, so it is unfenced soon after it catches up.
 FENCED_HEARTBEAT_S = 0.1
 REQUEST_TIMEOUT_S = 5.0
+SHUTDOWN_REQUEST_TIMEOUT_S = 2.0
 
 
 class BrokerLifecycle:
@@ -88,7 +89,8 @@ class BrokerLifecycle:
     async def _heartbeats(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                limit = SHUTDOWN_REQUEST_TIMEOUT_S if self._shutting_down else REQUEST_TIMEOUT_S
+                async with asyncio.timeout(limit):
                     response = await self.channel.send(
                         BrokerHeartbeatRequest(
                             broker_id=self.broker_id,
@@ -102,6 +104,10 @@ class BrokerLifecycle:
                 self._on_heartbeat(response)
             except TimeoutError:
                 logger.warning("%sno heartbeat answer in %.0f s", self.tag, REQUEST_TIMEOUT_S)
+                if self._shutting_down:
+                    # No controller to approve the shutdown: nobody is left to move the
+                    # leaderships to either, so waiting longer helps no one.
+                    self._shutdown_done.set()
             if self._shutdown_done.is_set():
                 return
             fast = self.fenced or self._shutting_down
