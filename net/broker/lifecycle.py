@@ -54,6 +54,7 @@ class BrokerLifecycle:
         self.unfenced = asyncio.Event()
         self._shutting_down = False
         self._shutdown_done = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.tag = f"[broker {broker_id}] "
 
@@ -111,7 +112,12 @@ class BrokerLifecycle:
             if self._shutdown_done.is_set():
                 return
             fast = self.fenced or self._shutting_down
-            await asyncio.sleep(FENCED_HEARTBEAT_S if fast else self.interval)
+            try:
+                async with asyncio.timeout(FENCED_HEARTBEAT_S if fast else self.interval):
+                    await self._wake.wait()  # a shutdown heartbeat goes out at once
+            except TimeoutError:
+                pass
+            self._wake.clear()
 
     def _on_heartbeat(self, response: BrokerHeartbeatResponse) -> None:
         if response.error_code in (
@@ -144,6 +150,7 @@ class BrokerLifecycle:
     async def controlled_shutdown(self, timeout_s: float) -> None:
         """Ask the controller to move this broker's leaderships away, then stop heartbeating."""
         self._shutting_down = True
+        self._wake.set()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._shutdown_done.wait()
