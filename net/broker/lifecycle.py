@@ -104,7 +104,7 @@ class BrokerLifecycle:
                 assert isinstance(response, BrokerHeartbeatResponse)
                 self._on_heartbeat(response)
             except TimeoutError:
-                logger.warning("%sno heartbeat answer in %.0f s", self.tag, REQUEST_TIMEOUT_S)
+                logger.warning("%sno heartbeat answer in %.0f s", self.tag, limit)
                 if self._shutting_down:
                     # No controller to approve the shutdown: nobody is left to move the
                     # leaderships to either, so waiting longer helps no one.

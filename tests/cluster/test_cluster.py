@@ -266,6 +266,9 @@ def test_lost_quorum_blocks_metadata_but_not_data(
 def test_forwarded_write_without_quorum_answers_request_timed_out(
     make_cluster: Callable[..., Cluster],
 ) -> None:
+    """A broker that forwards a metadata write while no controller is active answers
+    REQUEST_TIMED_OUT within the request's timeout_ms (it used to hold the request for a
+    fixed 30 s, then drop the connection)."""
     cluster = make_cluster()
     controller = cluster.wait_active_controller()
     survivor = next(n for n in cluster.nodes if n != controller)
@@ -279,6 +282,9 @@ def test_forwarded_write_without_quorum_answers_request_timed_out(
 
 
 def test_last_node_stops_promptly(make_cluster: Callable[..., Cluster]) -> None:
+    """Nodes stopped one by one all stop promptly, the last one too: with no quorum left to
+    approve its controlled shutdown it gives up instead of waiting the whole shutdown
+    timeout (it used to stall ~10 s, and so did `kraft up`'s stop)."""
     cluster = make_cluster()
     cluster.wait_active_controller()
     for node_id, node in cluster.nodes.items():
@@ -292,6 +298,8 @@ def test_last_node_stops_promptly(make_cluster: Callable[..., Cluster]) -> None:
 def test_sigterm_starts_controlled_shutdown_at_once(
     make_cluster: Callable[..., Cluster],
 ) -> None:
+    """SIGTERM sends the shutdown heartbeat at once, not on the next heartbeat tick (it used
+    to wait up to broker.heartbeat.interval.ms first)."""
     cluster = make_cluster(
         extra={"broker.heartbeat.interval.ms": "5000", "broker.session.timeout.ms": "15000"}
     )
@@ -393,6 +401,8 @@ def _topics(cluster: Cluster, node_id: int) -> dict[str, tuple[uuid.UUID, int]]:
 def test_whole_cluster_crash_keeps_acknowledged_rf1_data(
     make_cluster: Callable[..., Cluster],
 ) -> None:
+    """Acknowledged RF=1 records survive a kill -9 of every node: a restarted broker must not
+    delete logs whose partitions its partly replayed image does not hold yet (it used to)."""
     from kafka import KafkaConsumer, TopicPartition
 
     cluster = make_cluster()
