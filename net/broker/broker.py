@@ -127,6 +127,8 @@ class Broker:
         self.producer_ids = ProducerIdBlock()
         # In a cluster: the way to the active controller, and whether it is this node.
         self.metadata_ready = False
+        # Topic → (its config overrides, the LogConfig built from them): rebuilt on change.
+        self._topic_configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
         self.channel: ControllerChannel | None = None
         self.is_active_controller: Callable[[], bool] = lambda: True
         self._producer_id_lock = asyncio.Lock()
@@ -190,8 +192,14 @@ class Broker:
         if not self.metadata_ready:
             return
         wanted: set[tuple[str, int]] = set()
+        configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
         for topic in self.image.topics.values():
-            log_config = self.log_config(topic.name)
+            overrides = self.image.topic_config(topic.name)
+            cached = self._topic_configs.get(topic.name)
+            if cached is None or cached[0] != overrides:
+                cached = (overrides, self.log_config(topic.name))
+            configs[topic.name] = cached
+            log_config = cached[1]
             min_isr = self.min_insync_replicas(topic.name)
             for index, state in topic.partitions.items():
                 if self.node_id not in state.replicas:
@@ -206,6 +214,11 @@ class Broker:
                 elif partition.log.config != log_config:
                     partition.log.update_config(log_config)
                 partition.min_insync_replicas = min_isr
+                if (
+                    partition.partition_epoch == state.partition_epoch
+                    and partition.leader_epoch == state.leader_epoch
+                ):
+                    continue  # every change of leader, replicas or ISR bumps an epoch
                 if state.leader == self.node_id:
                     self.fetchers.unfollow(key)
                     partition.become_leader(
@@ -220,6 +233,7 @@ class Broker:
                         state.isr,
                     )
                     self.fetchers.follow(partition)
+        self._topic_configs = configs
         for key in list(self.partitions):
             if key not in wanted:
                 self.fetchers.unfollow(key)
