@@ -13,22 +13,11 @@ import logging
 from collections.abc import Sequence
 
 from kraft.metadata.publisher import MetadataCommitTimeout, MetadataPublisher, NotController
+from kraft.metadata.record_log import decode_entry, encode_entry
 from kraft.quorum import CommitTimeout, EntryDiscarded, NotLeader, Quorum
-from log.records import Record, build_batch, decode_records
-from net.protocol import Message, decode_metadata_record, encode_metadata_record
+from net.protocol import Message
 
 logger = logging.getLogger(__name__)
-
-
-def encode_entry(records: Sequence[Message]) -> bytes:
-    return build_batch(
-        [Record(i, 0, None, encode_metadata_record(r)) for i, r in enumerate(records)],
-        base_timestamp=0,
-    )
-
-
-def decode_entry(entry: bytes) -> list[Message]:
-    return [decode_metadata_record(r.value) for r in decode_records(entry) if r.value is not None]
 
 
 class QuorumMetadataLog:

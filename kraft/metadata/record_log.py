@@ -22,6 +22,19 @@ from net.protocol import Message, decode_metadata_record, encode_metadata_record
 METADATA_TOPIC = "__cluster_metadata"
 
 
+def encode_entry(records: Sequence[Message]) -> bytes:
+    """One atomic batch of metadata records: a RecordBatch v2 of framed records (the form of
+    both the local log and the Raft quorum's entries)."""
+    return build_batch(
+        [Record(i, 0, None, encode_metadata_record(r)) for i, r in enumerate(records)],
+        base_timestamp=0,
+    )
+
+
+def decode_entry(entry: bytes | memoryview) -> list[Message]:
+    return [decode_metadata_record(r.value) for r in decode_records(entry) if r.value is not None]
+
+
 class LocalRecordLog:
     """The MetadataLog of a single node: append = durable write, then publish."""
 
@@ -48,10 +61,7 @@ class LocalRecordLog:
 
     def write(self, records: Sequence[Message]) -> int:
         """Durably append `records` as one batch; returns the offset of the last one."""
-        batch = build_batch(
-            [Record(i, 0, None, encode_metadata_record(r)) for i, r in enumerate(records)]
-        )
-        result = self.log.append_as_leader(batch, self.epoch)
+        result = self.log.append_as_leader(encode_entry(records), self.epoch)
         self.log.flush()
         self.log.set_high_watermark(self.log.log_end_offset)
         return result.last_offset
@@ -74,11 +84,9 @@ class LocalRecordLog:
             if not result.records:
                 return
             for pos, header in iter_headers(result.records):
-                batch = result.records[pos : pos + header.size]
-                for record in decode_records(batch):
-                    at = header.base_offset + record.offset_delta
-                    if at >= offset and record.value is not None:
-                        yield at, decode_metadata_record(record.value)
+                for i, record in enumerate(decode_entry(result.records[pos : pos + header.size])):
+                    if header.base_offset + i >= offset:
+                        yield header.base_offset + i, record
             offset = result.next_offset
 
     def close(self) -> None:

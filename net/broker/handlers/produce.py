@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import TYPE_CHECKING
 
-from log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET
+from log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, OFFSET_LENGTH
 from log.errors import LogError
 from net.broker.partition import Partition
 from net.protocol import (
@@ -79,7 +78,7 @@ def _check_request_records(records: bytes | bytearray | memoryview, version: int
         return None
     if records[MAGIC_OFFSET] != 2:
         return f"Produce v{version} records must use message format v2 (magic 2)"
-    (batch_length,) = struct.unpack_from(">i", records, 8)
+    _, batch_length = OFFSET_LENGTH.unpack_from(records, 0)
     # A length that cannot even hold a header is corruption, which the log reports.
     if batch_length >= HEADER_SIZE - LOG_OVERHEAD and LOG_OVERHEAD + batch_length < len(records):
         return f"Produce v{version} carries exactly one record batch per partition"
