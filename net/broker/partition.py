@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 class ReplicaState:
     log_end_offset: int = -1
     last_caught_up_ms: int = 0
+    # The leader's log end when this follower last fetched, and when that was (Kafka's
+    # lastFetchLeaderLogEndOffset / lastFetchTimeMs).
+    last_fetch_leader_leo: int = -1
+    last_fetch_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -144,13 +148,24 @@ class Partition:
         return None if ordered == self.isr else ordered
 
     def record_follower_fetch(self, replica: int, fetch_offset: int) -> None:
-        """A follower fetching from `fetch_offset` holds everything below it."""
+        """A follower fetching from `fetch_offset` holds everything below it.
+
+        It counts as caught up now when it reached the leader's current log end, and as of its
+        previous fetch when it reached the log end the leader had then (Kafka's rule: under a
+        steady stream of appends a healthy follower is never exactly at the log end, yet it
+        keeps up)."""
         state = self.followers.get(replica)
         if state is None or not self.is_leader:
             return
+        now_ms = int(time.monotonic() * 1000)
+        leader_leo = self.log.log_end_offset
         state.log_end_offset = fetch_offset
-        if fetch_offset >= self.log.log_end_offset:
-            state.last_caught_up_ms = int(time.monotonic() * 1000)
+        if fetch_offset >= leader_leo:
+            state.last_caught_up_ms = now_ms
+        elif fetch_offset >= state.last_fetch_leader_leo >= 0:
+            state.last_caught_up_ms = max(state.last_caught_up_ms, state.last_fetch_ms)
+        state.last_fetch_leader_leo = leader_leo
+        state.last_fetch_ms = now_ms
         self.maybe_advance_high_watermark()
 
     # ------------------------------------------------------------- waiting
