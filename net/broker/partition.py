@@ -62,9 +62,19 @@ class Partition:
         self.partition_epoch = partition_epoch
         self.replicas = list(replicas)
         self.isr = list(isr)
-        self.followers = {
-            r: self.followers.get(r, ReplicaState()) for r in replicas if r != self.broker_id
-        }
+        if changed:
+            # Kafka's rule for a new leader: ISR members get a fresh caught-up time (they were
+            # in sync as far as the controller knows), the others none.
+            now_ms = int(time.monotonic() * 1000)
+            self.followers = {
+                r: ReplicaState(last_caught_up_ms=now_ms if r in isr else 0)
+                for r in replicas
+                if r != self.broker_id
+            }
+        else:
+            self.followers = {
+                r: self.followers.get(r, ReplicaState()) for r in replicas if r != self.broker_id
+            }
         if changed:
             # The new epoch starts at the log end: followers asking where an older epoch ends
             # (truncation) get this offset even before the first append of this epoch.
