@@ -55,15 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument("--data-dir", default="./data/cluster", help="where the nodes keep data")
     up.add_argument("--base-port", type=int, default=9092, help="Kafka port of node 1")
+    up.add_argument(
+        "--brokers", type=int, default=0, help="broker-only nodes besides them (default 0)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "up":
         if args.nodes < 1:
             parser.error("--nodes must be at least 1")
+        if args.brokers < 0:
+            parser.error("--brokers must not be negative")
+        if args.brokers and args.nodes < 2:
+            parser.error("--brokers needs --nodes of at least 2 (a quorum to follow)")
         from kraft.up import run_up
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        return asyncio.run(run_up(args.nodes, args.data_dir, args.base_port))
+        return asyncio.run(run_up(args.nodes, args.data_dir, args.base_port, args.brokers))
 
     if args.command == "serve":
         overrides = {}

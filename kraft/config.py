@@ -81,6 +81,10 @@ class NodeConfig:
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000
+    group_max_size: int = 2**31 - 1
+    offsets_commit_timeout_ms: int = 5000
+    offsets_topic_segment_bytes: int = 100 * 1024 * 1024
+    offset_metadata_max_bytes: int = 4096
     transactional_id_expiration_ms: int = 604800000
     producer_id_expiration_ms: int = 86400000
     log_retention_check_interval_ms: int = 300000
@@ -267,6 +271,10 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "group.initial.rebalance.delay.ms": ("group_initial_rebalance_delay_ms", _int(0)),
     "group.min.session.timeout.ms": ("group_min_session_timeout_ms", _int(0)),
     "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _int(0)),
+    "group.max.size": ("group_max_size", _int(1)),
+    "offsets.commit.timeout.ms": ("offsets_commit_timeout_ms", _int(1)),
+    "offsets.topic.segment.bytes": ("offsets_topic_segment_bytes", _int(1)),
+    "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _int(0)),
     "transactional.id.expiration.ms": ("transactional_id_expiration_ms", _int(1)),
     "producer.id.expiration.ms": ("producer_id_expiration_ms", _int(1)),
     "log.retention.check.interval.ms": ("log_retention_check_interval_ms", _int(1)),
@@ -393,6 +401,18 @@ def _check(config: NodeConfig) -> None:
                 "controller.quorum.bootstrap.servers: required with more than one voter "
                 "(the controllers' CONTROLLER listener addresses)"
             )
+    if not config.is_controller and not config.controller_quorum_bootstrap_servers:
+        raise ConfigError(
+            "controller.quorum.bootstrap.servers: required when process.roles=broker (the "
+            "controllers' CONTROLLER listener addresses: where the broker registers and "
+            "fetches the metadata)"
+        )
+    if not config.is_broker and not config.is_cluster:
+        # A single voter keeps the metadata in a local log no other node can read.
+        raise ConfigError(
+            "controller.quorum.voters: a controller-only node (process.roles=controller) "
+            "needs more than one voter"
+        )
 
 
 def load_config(path: str, overrides: Mapping[str, str] | None = None) -> NodeConfig:

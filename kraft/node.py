@@ -8,19 +8,21 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.metadata.image import MetadataImage
-from kraft.metadata.publisher import MetadataLog, MetadataPublisher
+from kraft.metadata.publisher import MetadataLog, MetadataPublisher, NotController
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
 from log.cleaner import LogCleaner
 from log.manager import LogManager
 from net.broker.broker import Broker
 from net.broker.controller_channel import ControllerChannel
 from net.broker.lifecycle import BrokerLifecycle
+from net.broker.metadata_follower import MetadataFollower
+from net.protocol import Message
 from net.server import KafkaServer, RequestHandler
 
 if TYPE_CHECKING:
@@ -78,6 +80,14 @@ def ensure_meta_properties(config: NodeConfig) -> str:
     return cluster_id
 
 
+class _ControllersLog:
+    """The metadata log of a broker-only node: it never writes; the active controller does
+    (the broker forwards every change to it)."""
+
+    async def append(self, records: Sequence[Message]) -> int:
+        raise NotController(None)
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -96,23 +106,31 @@ class Node:
         self.quorum_log: QuorumMetadataLog | None = None
         self.controller_service: ControllerService | None = None
         self.lifecycle: BrokerLifecycle | None = None
+        self.follower: MetadataFollower | None = None
 
     async def start(self) -> None:
         cfg = self.config
-        if not cfg.is_controller:
-            # Brokers without a controller would follow the metadata by fetching it from the
-            # active controller, which is not built yet.
-            raise RuntimeError("process.roles=broker: broker-only nodes are not supported yet")
         self.cluster_id = ensure_meta_properties(cfg)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
-        defaults = ControllerDefaults(cfg.num_partitions, cfg.default_replication_factor)
-        if cfg.is_cluster:
+        defaults = ControllerDefaults(
+            cfg.num_partitions,
+            cfg.default_replication_factor,
+            cfg.min_insync_replicas,
+            cfg.unclean_leader_election_enable,
+        )
+        if cfg.is_cluster and cfg.is_controller:
             metadata_log: MetadataLog = await self._start_quorum(image, publisher, defaults)
+        elif cfg.is_cluster:
+            # Broker-only: the metadata comes from the active controller (MetadataFollower).
+            metadata_log = _ControllersLog()
         else:
             self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
+        if not cfg.is_broker:
+            logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
+            return
         controller = self.controller or Controller(image, metadata_log, defaults, node_tag=self.tag)
         holder: dict[str, Broker] = {}
         self.log_manager = LogManager(
@@ -208,20 +226,29 @@ class Node:
             last_offset=lambda: qlog.last_offset,
         )
 
+        def on_commit(index: int, entry: bytes) -> None:
+            first = qlog.next_offset
+            qlog.on_commit(index, entry)
+            # Brokers fetch committed entries by metadata offset (MetadataFetch).
+            service.metadata_fetch.on_commit(first, entry, qlog.next_offset - first)
+
         def on_leader_change(leader_id: int | None, term: int) -> None:
             was_active = qlog.leader_term is not None
             qlog.on_leader_change(leader_id, term, cfg.node_id)
             logger.info("%squorum leader %s at term %d", self.tag, leader_id, term)
             if qlog.leader_term is not None and not was_active:
                 service.on_became_active()
+            service.metadata_fetch.on_leader_change()
 
         quorum = Quorum(
             cfg.node_id,
             {v.node_id: (v.host, v.port) for v in cfg.controller_quorum_voters},
             os.path.join(cfg.log_dirs[0], QUORUM_DIR),
             cfg.cluster_secret or self.cluster_id,
-            on_commit=qlog.on_commit,
+            on_commit=on_commit,
             on_leader_change=on_leader_change,
+            snapshot_provider=qlog.snapshot,
+            on_snapshot=qlog.load_snapshot,
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
         )
@@ -248,6 +275,17 @@ class Node:
         cfg = self.config
         channel = ControllerChannel(cfg.controller_quorum_bootstrap_servers, self.tag)
         qlog = self.quorum_log
+        if qlog is None:
+            # Broker-only: follow the metadata log from the active controller, on a channel of
+            # its own (a parked long poll must not hold up heartbeats).
+            self.follower = MetadataFollower(
+                cfg.node_id,
+                self.cluster_id,
+                ControllerChannel(cfg.controller_quorum_bootstrap_servers, self.tag),
+                publisher,
+                broker_epoch=lambda: epoch["value"],
+            )
+            self.follower.start()
         lifecycle = BrokerLifecycle(
             cfg.node_id,
             self.cluster_id,
@@ -256,6 +294,9 @@ class Node:
             cfg.broker_rack,
             applied_offset=lambda: qlog.last_offset if qlog else publisher.image.last_offset,
             heartbeat_interval_ms=cfg.broker_heartbeat_interval_ms,
+            previous_broker_epoch=(
+                self.log_manager.previous_broker_epoch if self.log_manager else -1
+            ),
         )
         broker.channel = channel
         broker.is_active_controller = lambda: qlog is not None and qlog.leader_term is not None
@@ -295,6 +336,8 @@ class Node:
     async def stop(self) -> None:
         if self.lifecycle is not None:
             await self.lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
+        if self.follower is not None:
+            await self.follower.stop()
         if self.broker is not None:
             await self.broker.fetchers.stop()
         for server in self.servers:
@@ -312,7 +355,8 @@ class Node:
                 await task
         self.cleaner.stop()
         if self.log_manager is not None:
-            self.log_manager.shutdown()
+            # The clean-shutdown marker names this broker's epoch (KIP-966).
+            self.log_manager.shutdown(self.lifecycle.epoch if self.lifecycle else -1)
         if self.record_log is not None:
             self.record_log.close()
         logger.info("%sstopped", self.tag)

@@ -1,4 +1,5 @@
-"""`kraft up`: a whole local cluster of combined nodes as child processes on 127.0.0.1.
+"""`kraft up`: a whole local cluster of combined nodes (plus, with `--brokers`, broker-only
+nodes) as child processes on 127.0.0.1.
 
 Layout of the data dir (reused by the next `kraft up` on the same dir, data included)::
 
@@ -8,7 +9,8 @@ Layout of the data dir (reused by the next `kraft up` on the same dir, data incl
     DIR/node-<id>/node.log      its log output
 
 Ports from --base-port P: node i serves Kafka on P+i-1, its controller listener on P+100+i-1
-and its Raft transport on P+200+i-1.
+and its Raft transport on P+200+i-1. Broker-only nodes are numbered after the combined ones
+and have only the Kafka port.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +53,17 @@ class NodeSpec:
         return f"127.0.0.1:{self.kafka_port}"
 
 
-def plan(nodes: int, data_dir: str, base_port: int) -> list[NodeSpec]:
+def plan(nodes: int, data_dir: str, base_port: int, brokers: int = 0) -> list[NodeSpec]:
+    """Combined nodes 1..nodes, then broker-only nodes (controller and Raft ports 0)."""
     return [
         NodeSpec(
             i,
             base_port + i - 1,
-            base_port + 100 + i - 1,
-            base_port + 200 + i - 1,
+            base_port + 100 + i - 1 if i <= nodes else 0,
+            base_port + 200 + i - 1 if i <= nodes else 0,
             os.path.join(data_dir, f"node-{i}"),
         )
-        for i in range(1, nodes + 1)
+        for i in range(1, nodes + brokers + 1)
     ]
 
 
@@ -75,25 +79,30 @@ def _kept(data_dir: str, name: str, make: str) -> str:
     return make
 
 
-def write_configs(specs: list[NodeSpec], cluster_id: str, secret: str) -> None:
+def write_configs(
+    specs: list[NodeSpec], cluster_id: str, secret: str, brokers: Sequence[NodeSpec] = ()
+) -> None:
+    """Configs of combined nodes `specs` and of broker-only nodes `brokers` (which follow the
+    metadata from the combined nodes' controllers)."""
     voters = ",".join(f"{s.node_id}@127.0.0.1:{s.raft_port}" for s in specs)
     controllers = ",".join(f"127.0.0.1:{s.controller_port}" for s in specs)
-    replication = min(3, len(specs))
-    for spec in specs:
+    replication = min(3, len(specs) + len(brokers))
+    for spec in [*specs, *brokers]:
         os.makedirs(spec.directory, exist_ok=True)
+        combined = spec not in brokers
+        listeners = f"PLAINTEXT://127.0.0.1:{spec.kafka_port}"
         props = {
             "node.id": str(spec.node_id),
-            "process.roles": "broker,controller",
+            "process.roles": "broker,controller" if combined else "broker",
             "cluster.id": cluster_id,
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{spec.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{spec.controller_port}"
-            ),
+            "listeners": listeners
+            + (f",CONTROLLER://127.0.0.1:{spec.controller_port}" if combined else ""),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{spec.kafka_port}",
             "controller.listener.names": "CONTROLLER",
             "controller.quorum.voters": voters,
             "controller.quorum.bootstrap.servers": controllers,
-            "kraft.cluster.secret": secret,
+            # The Raft transport's secret: controllers only.
+            **({"kraft.cluster.secret": secret} if combined else {}),
             "log.dirs": os.path.join(spec.directory, "data"),
             "default.replication.factor": str(replication),
             "offsets.topic.replication.factor": str(replication),
@@ -111,9 +120,10 @@ def _open_log(spec: NodeSpec) -> Any:
 
 
 class LocalCluster:
-    def __init__(self, nodes: int, data_dir: str, base_port: int) -> None:
+    def __init__(self, nodes: int, data_dir: str, base_port: int, brokers: int = 0) -> None:
         self.data_dir = os.path.abspath(data_dir)
-        self.specs = plan(nodes, self.data_dir, base_port)
+        self.specs = plan(nodes, self.data_dir, base_port, brokers)
+        self.nodes = nodes
         self.procs: dict[int, asyncio.subprocess.Process] = {}
 
     @property
@@ -123,9 +133,10 @@ class LocalCluster:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         write_configs(
-            self.specs,
+            self.specs[: self.nodes],
             _kept(self.data_dir, "cluster.id", uuid.uuid4().hex[:22]),
             _kept(self.data_dir, "cluster.secret", secrets.token_hex(16)),
+            self.specs[self.nodes :],
         )
         for spec in self.specs:
             log = _open_log(spec)
@@ -181,7 +192,7 @@ class LocalCluster:
                 {
                     "id": s.node_id,
                     "kafka": s.bootstrap,
-                    "controller": f"127.0.0.1:{s.controller_port}",
+                    "controller": f"127.0.0.1:{s.controller_port}" if s.controller_port else None,
                     "pid": self.procs[s.node_id].pid,
                 }
                 for s in self.specs
@@ -211,8 +222,8 @@ class LocalCluster:
         self.procs.clear()
 
 
-async def run_up(nodes: int, data_dir: str, base_port: int) -> int:
-    cluster = LocalCluster(nodes, data_dir, base_port)
+async def run_up(nodes: int, data_dir: str, base_port: int, brokers: int = 0) -> int:
+    cluster = LocalCluster(nodes, data_dir, base_port, brokers)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -230,7 +241,7 @@ async def run_up(nodes: int, data_dir: str, base_port: int) -> int:
         print(f"kraft up: the cluster did not become ready: {e}", file=sys.stderr)
         await cluster.stop()
         return 1
-    print(f"kraft cluster ready: {nodes} node(s)")
+    print(f"kraft cluster ready: {nodes} node(s)" + (f", {brokers} broker-only" if brokers else ""))
     print(f"bootstrap servers: {cluster.bootstrap_servers}")
     print(f"cluster file: {os.path.join(cluster.data_dir, 'cluster.json')}", flush=True)
     await stop.wait()

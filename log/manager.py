@@ -3,11 +3,15 @@
 Per log dir it keeps Kafka's checkpoint files (recovery points, high watermarks, log start
 offsets) and the clean-shutdown marker `.kafka_cleanshutdown`: written last by a clean
 shutdown, removed once the logs are loaded, so its absence at start-up means the previous
-process died and the unflushed tails of the logs must be recovered.
+process died and the unflushed tails of the logs must be recovered. Like Kafka's (KIP-966),
+the marker holds the broker epoch the process had, `{"version":0,"brokerEpoch":N}` (empty
+when it had none): the broker names it when it registers again, so the controller can tell a
+clean restart from one that may have lost writes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -65,18 +69,25 @@ class LogManager:
         # Directory names in a log dir that are not partition logs of this manager.
         self.exclude = frozenset(exclude)
         self.started = False
+        # The broker epoch every log dir's clean-shutdown marker named at start-up, or -1
+        # (some dir was not shut down cleanly, or the markers disagree or name none).
+        self.previous_broker_epoch = -1
 
     # -------------------------------------------------------------- startup
 
     def startup(self) -> None:
+        epochs = set()
         for log_dir in self.log_dirs:
             os.makedirs(log_dir, exist_ok=True)
-            self._load_dir(log_dir)
+            epochs.add(self._load_dir(log_dir))
+        self.previous_broker_epoch = epochs.pop() if len(epochs) == 1 else -1
         self.started = True
 
-    def _load_dir(self, log_dir: str) -> None:
+    def _load_dir(self, log_dir: str) -> int:
+        """Load a log dir's partitions; the broker epoch its clean-shutdown marker names."""
         marker = os.path.join(log_dir, CLEAN_SHUTDOWN_FILE)
         clean = os.path.exists(marker)
+        broker_epoch = _read_broker_epoch(marker) if clean else -1
         if not clean:
             logger.info("%s: no clean shutdown marker, recovering unflushed data", log_dir)
         recovery = OffsetCheckpointFile(os.path.join(log_dir, RECOVERY_POINT_FILE)).read()
@@ -112,6 +123,7 @@ class LogManager:
             os.unlink(marker)
             fsync_dir(log_dir)
         self._checkpoint_dir(log_dir)
+        return broker_epoch
 
     # ----------------------------------------------------------------- logs
 
@@ -205,13 +217,29 @@ class LogManager:
         for log in list(self._logs.values()):
             log.maybe_flush(now)
 
-    def shutdown(self) -> None:
-        """Flush and close every log, checkpoint, then write the clean-shutdown marker."""
+    def shutdown(self, broker_epoch: int = -1) -> None:
+        """Flush and close every log, checkpoint, then write the clean-shutdown marker
+        (naming `broker_epoch`, the registration this process had, if any)."""
         for log in list(self._logs.values()):
             log.close()
+        body = b""
+        if broker_epoch >= 0:
+            body = json.dumps({"version": 0, "brokerEpoch": broker_epoch}).encode()
         for log_dir in self.log_dirs:
             self._checkpoint_dir(log_dir)
-            write_atomically(os.path.join(log_dir, CLEAN_SHUTDOWN_FILE), b"")
+            write_atomically(os.path.join(log_dir, CLEAN_SHUTDOWN_FILE), body)
         self._logs.clear()
         self._dir_of.clear()
         self.started = False
+
+
+def _read_broker_epoch(marker: str) -> int:
+    """The broker epoch in a clean-shutdown marker; -1 when it names none (or is garbled:
+    the logs were still shut down cleanly, only the epoch is unknown)."""
+    try:
+        with open(marker, encoding="utf-8") as f:
+            text = f.read().strip()
+        epoch = json.loads(text)["brokerEpoch"] if text else -1
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+    return epoch if isinstance(epoch, int) and epoch >= 0 else -1

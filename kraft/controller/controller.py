@@ -19,6 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from kraft.controller.replication import (
+    PartitionRef,
+    all_partitions,
+    elect_leaderless,
+    elect_preferred_or_unclean,
+    refresh_partitions,
+    usable_brokers,
+)
 from kraft.controller.topic_configs import validate_topic_configs
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataLog
@@ -75,6 +83,23 @@ class TopicResult:
 class ControllerDefaults:
     num_partitions: int = 1
     default_replication_factor: int = 1
+    # Cluster defaults of the topic configs that govern leader election and the ELR.
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
+
+
+MIN_ISR_KEY = "min.insync.replicas"
+UNCLEAN_KEY = "unclean.leader.election.enable"
+PREFERRED_ELECTION = 0
+UNCLEAN_ELECTION = 1
+
+
+def _topic_configs(
+    image: MetadataImage, overrides: Mapping[str, Mapping[str, str]] | None, topic: str
+) -> Mapping[str, str]:
+    if overrides is not None and topic in overrides:
+        return overrides[topic]
+    return image.topic_config(topic)
 
 
 def validate_topic_name(name: str) -> None:
@@ -107,6 +132,33 @@ class Controller:
         self.rng = rng or random.Random()
         self.node_tag = node_tag
         self._lock = asyncio.Lock()
+
+    # ------------------------------------------------ replication settings
+
+    def min_isr_for(
+        self, image: MetadataImage, overrides: Mapping[str, Mapping[str, str]] | None = None
+    ) -> Callable[[str], int]:
+        """A topic's effective min.insync.replicas: its override, else the cluster default
+        (`overrides`: configs standing in for the image's, for the topics it names)."""
+
+        def min_isr(topic: str) -> int:
+            value = _topic_configs(image, overrides, topic).get(MIN_ISR_KEY)
+            return int(value) if value is not None else self.defaults.min_insync_replicas
+
+        return min_isr
+
+    def unclean_for(
+        self, image: MetadataImage, overrides: Mapping[str, Mapping[str, str]] | None = None
+    ) -> Callable[[str], bool]:
+        """A topic's effective unclean.leader.election.enable."""
+
+        def unclean(topic: str) -> bool:
+            value = _topic_configs(image, overrides, topic).get(UNCLEAN_KEY)
+            if value is None:
+                return self.defaults.unclean_leader_election_enable
+            return value.lower() == "true"
+
+        return unclean
 
     async def run(self, command: Callable[[MetadataImage], Result[T]]) -> T:
         """Run a command against the current image; commit its records (the log publishes
@@ -462,6 +514,15 @@ class Controller:
                             value=target.get(key),
                         )
                     )
+            # A new min ISR clears ELRs the ISR now satisfies; enabling unclean election
+            # elects leaderless partitions now (Kafka waits for its periodic check).
+            after = {name: target}
+            min_isr, unclean = self.min_isr_for(image, after), self.unclean_for(image, after)
+            before = (self.min_isr_for(image)(name), self.unclean_for(image)(name))
+            if (min_isr(name), unclean(name)) != before:
+                records += refresh_partitions(
+                    image, usable_brokers(image), unclean, min_isr, [name]
+                )
             return Result(records, (0, None))
 
         return command
@@ -506,16 +567,68 @@ class Controller:
             if broker is None or broker.epoch != epoch or not broker.fenced:
                 return Result([], None)
             records: list[Message] = [m.UnfenceBrokerRecord(id=broker_id, epoch=epoch)]
-            # Partitions that lost every leader get this broker if it is in their ISR.
-            for topic in image.topics.values():
-                for pid, part in topic.partitions.items():
-                    if part.leader == -1 and broker_id in part.isr:
-                        records.append(
-                            m.PartitionChangeRecord(
-                                topic_id=topic.topic_id, partition_id=pid, leader=broker_id
+            # Every leaderless partition that now has a candidate (this broker or any other:
+            # ISR, ELR, last known leader, or anyone where unclean election is enabled).
+            records += elect_leaderless(
+                image,
+                usable_brokers(image) | {broker_id},
+                self.unclean_for(image),
+                self.min_isr_for(image),
+            )
+            return Result(records, None)
+
+        return command
+
+    def elect_leaders(
+        self, election_type: int, partitions: Mapping[str, Sequence[int]] | None
+    ) -> Callable[[MetadataImage], Result[dict[str, list[tuple[int, int, str | None]]]]]:
+        """ElectLeaders: PREFERRED (0) or UNCLEAN (1) elections for the given partitions
+        (None: every partition, leaving out those that need none, like Kafka). Response:
+        topic → [(partition, error code, error message)]."""
+
+        def command(
+            image: MetadataImage,
+        ) -> Result[dict[str, list[tuple[int, int, str | None]]]]:
+            records: list[Message] = []
+            out: dict[str, list[tuple[int, int, str | None]]] = {}
+            usable = usable_brokers(image)
+            min_isr = self.min_isr_for(image)
+            every = partitions is None
+            wanted: dict[str, list[int]] = {}
+            if partitions is None:
+                for ref in all_partitions(image):
+                    wanted.setdefault(ref.topic, []).append(ref.index)
+            else:
+                wanted = {t: list(dict.fromkeys(ps)) for t, ps in partitions.items()}
+            for topic_name, indexes in wanted.items():
+                results = out.setdefault(topic_name, [])
+                topic = image.topics.get(topic_name)
+                for index in indexes:
+                    state = topic.partitions.get(index) if topic else None
+                    if topic is None or state is None:
+                        results.append(
+                            (
+                                index,
+                                ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                f"no partition {topic_name}-{index}",
                             )
                         )
-            return Result(records, None)
+                        continue
+                    if election_type not in (PREFERRED_ELECTION, UNCLEAN_ELECTION):
+                        results.append(
+                            (index, ErrorCode.INVALID_REQUEST, f"election type {election_type}")
+                        )
+                        continue
+                    ref = PartitionRef(topic_name, topic.topic_id, index, state)
+                    code, record = elect_preferred_or_unclean(
+                        ref, usable, min_isr(topic_name), election_type == UNCLEAN_ELECTION
+                    )
+                    if record is not None:
+                        records.append(record)
+                    if every and code == ErrorCode.ELECTION_NOT_NEEDED:
+                        continue
+                    results.append((index, code, None))
+            return Result(records, {t: r for t, r in out.items() if r or not every})
 
         return command
 

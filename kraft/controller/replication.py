@@ -1,22 +1,39 @@
-"""Replication control: leader election, ISR changes, fencing, controlled shutdown.
+"""Replication control: leader election, ISR and ELR changes, fencing, controlled shutdown.
 
 Pure functions from the metadata image to PartitionChangeRecords, as Kafka's
-ReplicationControlManager decides them:
+ReplicationControlManager decides them. Every change of a partition's leader, ISR, eligible
+leader replicas (ELR, KIP-966), last known ELR or leader recovery state is computed by one
+function, `partition_change` (Kafka's PartitionChangeBuilder, with ELR enabled):
 
-- a leader is elected from the ISR in replica order among usable (registered, unfenced, not
-  shutting down) brokers; failing that, from the eligible leader replicas (KIP-966: replicas
-  removed from the ISR only while it was at min.insync.replicas, so they hold every committed
-  write); failing that, with `unclean.leader.election.enable`, from any usable replica — which
-  then becomes the whole ISR and its leader recovery state is RECOVERING; otherwise there is no
-  leader (-1);
-- a fenced or shutting-down broker leaves the ISR, except when it is the last member: the ISR
-  is never emptied, so the last member can come back as leader without data loss;
-- a record changes the leader epoch only when the leader changes (image.apply bumps it), and
-  every record bumps the partition epoch.
+- **ELR.** The high watermark only advances while the ISR has at least `min.insync.replicas`
+  members (the topic's override, else the cluster default). So when the ISR shrinks below
+  min ISR, the replicas leaving it hold every committed write: they join the ELR (the union
+  of the old ELR and the old ISR, minus the new ISR). Once the ISR is back at or above min
+  ISR the ELR is cleared. A replica in the ISR is never in the ELR. A broker that registers
+  again after an unclean shutdown (its previous broker epoch is not the registered one) may
+  have lost unflushed writes: it leaves every ELR. Fencing or controlled shutdown does not
+  remove a replica from the ELR: it keeps its log and can lead when it comes back.
+- **The ISR may become empty**: a fenced or shutting-down last member leaves it (and, being
+  below min ISR, joins the ELR), instead of staying in it as Kafka did before KIP-966.
+- **Last known ELR** holds the last leader when the ISR becomes empty, and is cleared once the
+  partition has a leader again (Kafka 4's "last known leader", which is what its controller
+  stores there by default; the full last-known-ELR list is only consumed by KIP-966's unclean
+  recovery, which neither Kafka nor this project implements).
+- **Election**, in replica order among usable (registered, unfenced, not shutting down)
+  brokers: a valid current leader stays; else an ISR member; else, when the ISR is empty, an
+  ELR member, which becomes the ISR by itself; else, when ISR and ELR are both empty, the last
+  known leader (Kafka's balanced recovery, regardless of `unclean.leader.election.enable`);
+  else, with `unclean.leader.election.enable`, any usable replica. The last two are unclean:
+  the leader becomes the whole ISR, the ELR is cleared, and its leader recovery state is
+  RECOVERING until it reports RECOVERED through AlterPartition. Otherwise there is no
+  leader (-1).
+- A record changes the leader epoch only when the leader changes (image.apply bumps it), and
+  every record bumps the partition epoch; a change that changes nothing is no record.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,27 +47,28 @@ RECOVERED = 0
 RECOVERING = 1
 
 
+class Election(enum.Enum):
+    # Keep a valid leader, else elect a clean one (ISR, then ELR), else the last known leader.
+    ONLINE = "online"
+    # Like ONLINE, but the first replica first (preferred-leader election).
+    PREFERRED = "preferred"
+    # Like ONLINE, then any usable replica (unclean.leader.election.enable).
+    UNCLEAN = "unclean"
+
+
+def kafka_default_min_isr(topic: str) -> int:
+    """min.insync.replicas when no topic override or cluster default is given (Kafka's 1)."""
+    return 1
+
+
+def never_unclean(topic: str) -> bool:
+    return False
+
+
 def usable_brokers(image: MetadataImage) -> set[int]:
     return {
         b for b, reg in image.brokers.items() if not reg.fenced and not reg.in_controlled_shutdown
     }
-
-
-def elect_leader(
-    state: PartitionState, isr: list[int], usable: set[int], unclean: bool
-) -> tuple[int, bool]:
-    """(new leader or -1, whether the election was unclean)."""
-    for replica in state.replicas:
-        if replica in isr and replica in usable:
-            return replica, False
-    for replica in state.replicas:
-        if replica in state.eligible_leader_replicas and replica in usable:
-            return replica, False
-    if unclean:
-        for replica in state.replicas:
-            if replica in usable:
-                return replica, True
-    return NO_LEADER, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +86,104 @@ def partitions_of(image: MetadataImage, broker_id: int) -> Iterable[PartitionRef
                 yield PartitionRef(topic.name, topic.topic_id, index, state)
 
 
-def _change(
+def all_partitions(
+    image: MetadataImage, topics: Iterable[str] | None = None
+) -> Iterable[PartitionRef]:
+    names = list(image.topics) if topics is None else [t for t in topics if t in image.topics]
+    for name in names:
+        topic = image.topics[name]
+        for index, state in topic.partitions.items():
+            yield PartitionRef(topic.name, topic.topic_id, index, state)
+
+
+def _target_elr(
+    state: PartitionState, isr: list[int], min_isr: int, unclean_shutdown: int | None
+) -> list[int]:
+    if len(isr) >= min_isr:
+        return []
+    # Below min ISR the high watermark cannot advance: whoever was in the ISR or ELR and is
+    # not in the new ISR has every committed write, unless it lost unflushed data.
+    candidates = set(state.eligible_leader_replicas) | set(state.isr)
+    return [r for r in state.replicas if r in candidates and r not in isr and r != unclean_shutdown]
+
+
+def _elect(
+    state: PartitionState, isr: list[int], elr: list[int], usable: set[int], election: Election
+) -> tuple[int, bool]:
+    """(leader or -1, whether the election was unclean)."""
+
+    def valid(replica: int) -> bool:
+        # ELR members are candidates only when the ISR is empty (KIP-966).
+        return replica in usable and (replica in isr if isr else replica in elr)
+
+    if election is Election.PREFERRED:
+        order = [*state.replicas[:1], state.leader, *state.replicas[1:]]
+    else:
+        order = [state.leader, *state.replicas]
+    for replica in order:
+        if replica >= 0 and valid(replica):
+            return replica, False
+    last_known = state.last_known_elr
+    if not isr and not elr and len(last_known) == 1 and last_known[0] in usable:
+        return last_known[0], True
+    if election is Election.UNCLEAN:
+        for replica in state.replicas:
+            if replica in usable:
+                return replica, True
+    return NO_LEADER, False
+
+
+def partition_change(
     ref: PartitionRef,
-    leader: int = LEADER_UNCHANGED,
+    usable: set[int],
+    min_isr: int,
+    *,
     isr: list[int] | None = None,
+    election: Election = Election.ONLINE,
+    unclean_shutdown: int | None = None,
     recovery: int = -1,
-) -> m.PartitionChangeRecord:
-    return m.PartitionChangeRecord(
-        topic_id=ref.topic_id,
-        partition_id=ref.index,
-        leader=leader,
-        isr=isr,
-        leader_recovery_state=recovery,
-    )
+) -> m.PartitionChangeRecord | None:
+    """The one record (or None) moving a partition to `isr` (None: its current ISR), with
+    its ELR, leader, last known ELR and recovery state following the rules above.
+
+    `unclean_shutdown` names a broker that lost unflushed writes (it leaves the ELR);
+    `recovery` is a leader recovery state the leader asks for (-1: unchanged)."""
+    state = ref.state
+    target_isr = list(state.isr) if isr is None else list(isr)
+    elr = _target_elr(state, target_isr, min_isr, unclean_shutdown)
+    leader, unclean = _elect(state, target_isr, elr, usable, election)
+    recovery_state = state.leader_recovery_state if recovery < 0 else recovery
+    if unclean:
+        # Possibly without some committed writes: it alone is in sync, nobody else is
+        # eligible any more, and it must recover before it counts as a clean leader.
+        target_isr, elr, recovery_state = [leader], [], RECOVERING
+    elif leader in elr:
+        # Elected from the ELR: it holds every committed write and is the ISR by itself.
+        target_isr = [leader]
+        elr = [] if len(target_isr) >= min_isr else [r for r in elr if r != leader]
+    last_known = list(state.last_known_elr)
+    if not target_isr and state.isr:
+        # The ISR empties now: remember who led last.
+        last_known = [state.leader if state.leader in state.isr else state.isr[0]]
+    elif leader != NO_LEADER:
+        last_known = []
+    record = m.PartitionChangeRecord(topic_id=ref.topic_id, partition_id=ref.index)
+    changed = False
+    if leader != state.leader:
+        record.leader, changed = leader, True
+    if target_isr != state.isr:
+        record.isr, changed = target_isr, True
+    if elr != state.eligible_leader_replicas:
+        record.eligible_leader_replicas, changed = elr, True
+    if last_known != state.last_known_elr:
+        record.last_known_elr, changed = last_known, True
+    if recovery_state != state.leader_recovery_state:
+        record.leader_recovery_state, changed = recovery_state, True
+    return record if changed else None
+
+
+def _election(unclean: bool) -> Election:
+    return Election.UNCLEAN if unclean else Election.ONLINE
 
 
 def remove_broker(
@@ -88,63 +191,116 @@ def remove_broker(
     broker_id: int,
     unclean_for: Callable[[str], bool],
     usable: set[int],
+    min_isr_for: Callable[[str], int] = kafka_default_min_isr,
+    *,
+    unclean_shutdown: bool = False,
 ) -> list[Message]:
-    """Partition changes for a broker that can no longer lead or follow (fenced, or in
-    controlled shutdown): leaderships move, it leaves ISRs it is not the last member of."""
+    """Partition changes for a broker that can no longer lead or follow (fenced, in
+    controlled shutdown, or registered again): leaderships move, it leaves every ISR (joining
+    the ELR when the ISR falls below min ISR), and after an unclean shutdown every ELR."""
     records: list[Message] = []
     usable = usable - {broker_id}
     for ref in partitions_of(image, broker_id):
-        state = ref.state
-        isr = [r for r in state.isr if r != broker_id] or list(state.isr)
-        if state.leader == broker_id or (state.leader == NO_LEADER and broker_id in state.isr):
-            leader, unclean = elect_leader(state, isr, usable, unclean_for(ref.topic))
-            if unclean:
-                records.append(_change(ref, leader, [leader], RECOVERING))
-            elif leader != state.leader or isr != state.isr:
-                records.append(
-                    _change(ref, leader if leader != state.leader else LEADER_UNCHANGED, isr)
-                )
-        elif isr != state.isr:
-            records.append(_change(ref, isr=isr))
+        record = partition_change(
+            ref,
+            usable,
+            min_isr_for(ref.topic),
+            isr=[r for r in ref.state.isr if r != broker_id],
+            election=_election(unclean_for(ref.topic)),
+            unclean_shutdown=broker_id if unclean_shutdown else None,
+        )
+        if record is not None:
+            records.append(record)
     return records
 
 
 def elect_leaderless(
-    image: MetadataImage, usable: set[int], unclean_for: Callable[[str], bool]
+    image: MetadataImage,
+    usable: set[int],
+    unclean_for: Callable[[str], bool],
+    min_isr_for: Callable[[str], int] = kafka_default_min_isr,
+    topics: Iterable[str] | None = None,
 ) -> list[Message]:
-    """Leaders for partitions that have none, now that `usable` brokers can lead."""
+    """Leaders for partitions that have none (or an unusable one), now that `usable` brokers
+    can lead: used on unfencing, on enabling unclean election, and periodically."""
     records: list[Message] = []
-    for topic in image.topics.values():
-        for index, state in topic.partitions.items():
-            if state.leader != NO_LEADER and state.leader in usable:
-                continue
-            ref = PartitionRef(topic.name, topic.topic_id, index, state)
-            leader, unclean = elect_leader(state, state.isr, usable, unclean_for(topic.name))
-            if leader == NO_LEADER or leader == state.leader:
-                continue
-            if unclean:
-                records.append(_change(ref, leader, [leader], RECOVERING))
-            else:
-                records.append(_change(ref, leader))
+    for ref in all_partitions(image, topics):
+        if ref.state.leader != NO_LEADER and ref.state.leader in usable:
+            continue
+        record = partition_change(
+            ref, usable, min_isr_for(ref.topic), election=_election(unclean_for(ref.topic))
+        )
+        if record is not None:
+            records.append(record)
     return records
 
 
-def preferred_leader_changes(image: MetadataImage, usable: set[int]) -> list[Message]:
-    """Move leadership back to the first replica wherever it is in the ISR and usable."""
+def refresh_partitions(
+    image: MetadataImage,
+    usable: set[int],
+    unclean_for: Callable[[str], bool],
+    min_isr_for: Callable[[str], int],
+    topics: Iterable[str],
+) -> list[Message]:
+    """Re-apply the rules to every partition of `topics` after their min ISR or unclean
+    setting changed: ELRs are cleared where the ISR now reaches min ISR, and leaderless
+    partitions are elected (uncleanly, if now allowed)."""
     records: list[Message] = []
-    for topic in image.topics.values():
-        for index, state in topic.partitions.items():
-            preferred = state.replicas[0] if state.replicas else NO_LEADER
-            if (
-                preferred != state.leader
-                and preferred in state.isr
-                and preferred in usable
-                and state.leader_recovery_state == RECOVERED
-            ):
-                records.append(
-                    _change(PartitionRef(topic.name, topic.topic_id, index, state), preferred)
-                )
+    for ref in all_partitions(image, topics):
+        record = partition_change(
+            ref, usable, min_isr_for(ref.topic), election=_election(unclean_for(ref.topic))
+        )
+        if record is not None:
+            records.append(record)
     return records
+
+
+def preferred_leader_changes(
+    image: MetadataImage,
+    usable: set[int],
+    min_isr_for: Callable[[str], int] = kafka_default_min_isr,
+) -> list[Message]:
+    """Move leadership back to the first replica wherever it is in the ISR and usable (and
+    the partition is not recovering from an unclean election)."""
+    records: list[Message] = []
+    for ref in all_partitions(image):
+        state = ref.state
+        preferred = state.replicas[0] if state.replicas else NO_LEADER
+        if (
+            preferred != state.leader
+            and preferred in state.isr
+            and preferred in usable
+            and state.leader_recovery_state == RECOVERED
+        ):
+            record = partition_change(
+                ref, usable, min_isr_for(ref.topic), election=Election.PREFERRED
+            )
+            if record is not None:
+                records.append(record)
+    return records
+
+
+def elect_preferred_or_unclean(
+    ref: PartitionRef, usable: set[int], min_isr: int, unclean: bool
+) -> tuple[int, m.PartitionChangeRecord | None]:
+    """ElectLeaders for one partition (PREFERRED, or UNCLEAN when `unclean`), with Kafka's
+    error codes: ELECTION_NOT_NEEDED when the preferred replica already leads (UNCLEAN: when
+    there is a leader), PREFERRED_LEADER_NOT_AVAILABLE / ELIGIBLE_LEADERS_NOT_AVAILABLE when
+    no election can change anything."""
+    state = ref.state
+    if unclean and state.leader != NO_LEADER:
+        return ErrorCode.ELECTION_NOT_NEEDED, None
+    if not unclean and state.replicas and state.leader == state.replicas[0]:
+        return ErrorCode.ELECTION_NOT_NEEDED, None
+    election = Election.UNCLEAN if unclean else Election.PREFERRED
+    record = partition_change(ref, usable, min_isr, election=election)
+    if record is None or record.leader in (LEADER_UNCHANGED, NO_LEADER):
+        return (
+            ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE
+            if unclean
+            else ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE
+        ), None
+    return 0, record
 
 
 @dataclass(slots=True)
@@ -162,8 +318,11 @@ def alter_partition(
     partition_epoch: int,
     new_isr: list[int],
     leader_recovery_state: int,
+    min_isr_for: Callable[[str], int] = kafka_default_min_isr,
+    unclean_for: Callable[[str], bool] = never_unclean,
 ) -> AlterPartitionResult:
-    """A leader's ISR change (AlterPartition), checked against the current partition state."""
+    """A leader's ISR change (AlterPartition), checked against the current partition state;
+    the ELR follows the new ISR."""
     topic = image.topics_by_id.get(topic_id)
     state = topic.partitions.get(index) if topic else None
     if topic is None or state is None:
@@ -184,16 +343,17 @@ def alter_partition(
         return AlterPartitionResult(ErrorCode.INELIGIBLE_REPLICA)
     if state.leader_recovery_state == RECOVERED and leader_recovery_state == RECOVERING:
         return AlterPartitionResult(ErrorCode.INVALID_REQUEST)
-    ordered = [r for r in state.replicas if r in new_isr]
-    if ordered == state.isr and leader_recovery_state == state.leader_recovery_state:
-        return AlterPartitionResult(0)
-    record = m.PartitionChangeRecord(
-        topic_id=topic_id,
-        partition_id=index,
-        isr=ordered,
-        leader_recovery_state=(
-            leader_recovery_state if leader_recovery_state != state.leader_recovery_state else -1
-        ),
+    if leader_recovery_state == RECOVERING and len(new_isr) > 1:
+        # Like Kafka: a leader still recovering from an unclean election stays alone.
+        return AlterPartitionResult(ErrorCode.INVALID_REQUEST)
+    ref = PartitionRef(topic.name, topic_id, index, state)
+    record = partition_change(
+        ref,
+        usable,
+        min_isr_for(topic.name),
+        isr=[r for r in state.replicas if r in new_isr],
+        election=_election(unclean_for(topic.name)),
+        recovery=leader_recovery_state,
     )
     return AlterPartitionResult(0, record)
 

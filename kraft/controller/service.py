@@ -1,9 +1,11 @@
 """The controller's request service on the CONTROLLER listener (Kafka's ControllerApis).
 
 Brokers talk to the active controller here: BrokerRegistration, BrokerHeartbeat,
-AlterPartition, AllocateProducerIds, DescribeQuorum, and the admin requests they forward
-(CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs). A
-controller that is not active answers NOT_CONTROLLER so the caller tries another.
+AlterPartition, AllocateProducerIds, DescribeQuorum, the admin requests they forward
+(CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs,
+ElectLeaders), and broker-only nodes' Fetch / FetchSnapshot of the metadata log
+(`metadata_fetch`). A controller that is not active answers NOT_CONTROLLER so the caller
+tries another.
 
 The active controller also owns broker sessions: a broker that has not heartbeated for
 `broker.session.timeout.ms` is fenced and loses its leaderships.
@@ -20,6 +22,7 @@ from typing import Any
 
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller, Result
+from kraft.controller.metadata_fetch import MetadataFetch
 from kraft.controller.replication import (
     BrokerHeartbeats,
     alter_partition,
@@ -87,8 +90,18 @@ class ControllerService:
         self.heartbeats = BrokerHeartbeats(_monotonic_ms)
         self.tag = f"[controller {config.node_id}] "
         self._tasks: list[asyncio.Task[None]] = []
+        # Brokers following the metadata log (Fetch / FetchSnapshot on __cluster_metadata).
+        self.metadata_fetch = MetadataFetch(
+            config.node_id,
+            cluster_id,
+            image,
+            is_active,
+            leader=lambda: (quorum_status().leader_id, quorum_status().term),
+        )
         self._handlers: dict[int, Callable[[RequestHeader, Any], Awaitable[Message]]] = {
             18: self._api_versions,
+            1: self.metadata_fetch.fetch,
+            59: self.metadata_fetch.fetch_snapshot,
             62: self._register,
             63: self._heartbeat,
             56: self._alter_partition,
@@ -99,6 +112,7 @@ class ControllerService:
             37: self._forwarded(admin.handle_create_partitions),
             33: self._forwarded(admin.handle_alter_configs),
             44: self._forwarded(admin.handle_incremental_alter_configs),
+            43: self._forwarded(admin.handle_elect_leaders),
         }
         self.versions = {k: (0, API_KEYS[k].max_version) for k in self._handlers}
 
@@ -145,15 +159,31 @@ class ControllerService:
             self.heartbeats.touch(request.broker_id)
             return BrokerRegistrationResponse(broker_epoch=existing.epoch)
         endpoints = [(x.name, x.host, x.port) for x in request.listeners]
+        # KIP-966: a broker that shut down cleanly names the epoch it had then; any other
+        # value means it may have lost unflushed writes, and it leaves every ELR.
+        unclean = existing is not None and request.previous_broker_epoch != existing.epoch
         code, epoch = await self._run(
             self._registration_command(
-                request.broker_id, request.incarnation_id, endpoints, request.rack or None
+                request.broker_id,
+                request.incarnation_id,
+                endpoints,
+                request.rack or None,
+                unclean_shutdown=unclean,
             )
         )
         if code:
             return BrokerRegistrationResponse(error_code=code)
         self.heartbeats.touch(request.broker_id)
         logger.info("%sregistered broker %d at epoch %d", self.tag, request.broker_id, epoch)
+        if unclean:
+            logger.info(
+                "%sbroker %d registers after an unclean shutdown (previous epoch %d, not %d): "
+                "it leaves every ELR",
+                self.tag,
+                request.broker_id,
+                request.previous_broker_epoch,
+                existing.epoch if existing else -1,
+            )
         return BrokerRegistrationResponse(broker_epoch=epoch)
 
     def _registration_command(
@@ -162,25 +192,29 @@ class ControllerService:
         incarnation: uuid.UUID,
         endpoints: list[tuple[str, str, int]],
         rack: str | None,
+        unclean_shutdown: bool = False,
     ) -> Callable[[MetadataImage], Result[int]]:
         register = self.controller.register_broker(broker_id, incarnation, endpoints, rack, True)
 
         def command(image: MetadataImage) -> Result[int]:
             result = register(image)
             # A restarted broker is a new incarnation: its old self leads nothing any more.
-            moves = remove_broker(image, broker_id, self._unclean_for(image), usable_brokers(image))
+            moves = self._remove_broker(image, broker_id, unclean_shutdown=unclean_shutdown)
             return Result(list(result.records) + moves, result.response)
 
         return command
 
-    def _unclean_for(self, image: MetadataImage) -> Callable[[str], bool]:
-        default = self.config.unclean_leader_election_enable
-
-        def unclean(topic: str) -> bool:
-            value = image.topic_config(topic).get("unclean.leader.election.enable")
-            return value.lower() == "true" if value is not None else default
-
-        return unclean
+    def _remove_broker(
+        self, image: MetadataImage, broker_id: int, unclean_shutdown: bool = False
+    ) -> list[Message]:
+        return remove_broker(
+            image,
+            broker_id,
+            self.controller.unclean_for(image),
+            usable_brokers(image),
+            self.controller.min_isr_for(image),
+            unclean_shutdown=unclean_shutdown,
+        )
 
     async def _heartbeat(self, header: RequestHeader, request: BrokerHeartbeatRequest) -> Message:
         if not self.is_active():
@@ -204,7 +238,7 @@ class ControllerService:
                 is_caught_up=caught_up, is_fenced=True, should_shut_down=not leads
             )
         if broker.fenced and caught_up and not request.want_fence:
-            code, _ = await self._run(self._unfence_command(broker_id, epoch))
+            code, _ = await self._run(self.controller.unfence_broker(broker_id, epoch))
             if code:
                 return BrokerHeartbeatResponse(error_code=code)
             logger.info("%sunfenced broker %d (caught up to %d)", self.tag, broker_id, epoch)
@@ -213,29 +247,13 @@ class ControllerService:
             is_caught_up=caught_up, is_fenced=current is None or current.fenced
         )
 
-    def _unfence_command(
-        self, broker_id: int, epoch: int
-    ) -> Callable[[MetadataImage], Result[None]]:
-        def command(image: MetadataImage) -> Result[None]:
-            broker = image.brokers.get(broker_id)
-            if broker is None or broker.epoch != epoch or not broker.fenced:
-                return Result([], None)
-            records: list[Message] = [m.UnfenceBrokerRecord(id=broker_id, epoch=epoch)]
-            usable = usable_brokers(image) | {broker_id}
-            records += elect_leaderless(image, usable, self._unclean_for(image))
-            return Result(records, None)
-
-        return command
-
     def _fence_command(self, broker_id: int) -> Callable[[MetadataImage], Result[None]]:
         def command(image: MetadataImage) -> Result[None]:
             broker = image.brokers.get(broker_id)
             if broker is None or broker.fenced:
                 return Result([], None)
             records: list[Message] = [m.FenceBrokerRecord(id=broker_id, epoch=broker.epoch)]
-            records += remove_broker(
-                image, broker_id, self._unclean_for(image), usable_brokers(image)
-            )
+            records += self._remove_broker(image, broker_id)
             return Result(records, None)
 
         return command
@@ -256,9 +274,7 @@ class ControllerService:
                         broker_id=broker_id, broker_epoch=epoch, in_controlled_shutdown=1
                     )
                 )
-            records += remove_broker(
-                image, broker_id, self._unclean_for(image), usable_brokers(image)
-            )
+            records += self._remove_broker(image, broker_id)
             return Result(records, None)
 
         return command
@@ -283,11 +299,14 @@ class ControllerService:
 
     async def _rebalance_leaders(self) -> None:
         """Preferred-leader election: leadership returns to each partition's first replica
-        once it is back in the ISR (so a restarted broker takes its share again)."""
+        once it is back in the ISR (so a restarted broker takes its share again). First,
+        leaderless partitions get any leader they can have now, uncleanly where the topic
+        allows it (Kafka's periodic unclean-election check)."""
         while True:
             await asyncio.sleep(PREFERRED_LEADER_CHECK_S)
             if self.is_active():
-                await self._run(_preferred_command())
+                await self._run(_leaderless_command(self.controller))
+                await self._run(_preferred_command(self.controller))
 
     def on_became_active(self) -> None:
         # A new active controller gives every registered broker a fresh session.
@@ -329,6 +348,7 @@ class ControllerService:
                 isr = list(p.new_isr) or [b.broker_id for b in p.new_isr_with_epochs]
                 code, result = await self._run(
                     _alter_command(
+                        self.controller,
                         request.broker_id,
                         topic_id,
                         p.partition_index,
@@ -416,14 +436,31 @@ class ControllerService:
         return run
 
 
-def _preferred_command() -> Callable[[MetadataImage], Result[None]]:
+def _leaderless_command(controller: Controller) -> Callable[[MetadataImage], Result[None]]:
     def command(image: MetadataImage) -> Result[None]:
-        return Result(preferred_leader_changes(image, usable_brokers(image)), None)
+        records = elect_leaderless(
+            image,
+            usable_brokers(image),
+            controller.unclean_for(image),
+            controller.min_isr_for(image),
+        )
+        return Result(records, None)
+
+    return command
+
+
+def _preferred_command(controller: Controller) -> Callable[[MetadataImage], Result[None]]:
+    def command(image: MetadataImage) -> Result[None]:
+        records = preferred_leader_changes(
+            image, usable_brokers(image), controller.min_isr_for(image)
+        )
+        return Result(records, None)
 
     return command
 
 
 def _alter_command(
+    controller: Controller,
     broker_id: int,
     topic_id: uuid.UUID,
     index: int,
@@ -434,7 +471,16 @@ def _alter_command(
 ) -> Callable[[MetadataImage], Result[int]]:
     def command(image: MetadataImage) -> Result[int]:
         result = alter_partition(
-            image, broker_id, topic_id, index, leader_epoch, partition_epoch, isr, recovery
+            image,
+            broker_id,
+            topic_id,
+            index,
+            leader_epoch,
+            partition_epoch,
+            isr,
+            recovery,
+            controller.min_isr_for(image),
+            controller.unclean_for(image),
         )
         return Result([result.record] if result.record else [], result.error_code)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,14 +20,16 @@ from kraft.metadata.image import MetadataImage
 from log.config import LogConfig
 from log.manager import LogManager
 from net.broker.controller_channel import ControllerChannel
-from net.broker.partition import Partition
+from net.broker.partition import Partition, monotonic_ms
 from net.broker.replication import ReplicaFetcherManager
+from net.groups.service import GroupCoordinatorService
 from net.protocol import (
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
     AlterConfigsRequest,
     AlterConfigsResponse,
     AlterPartitionRequest,
+    AlterPartitionResponse,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreateTopicsRequest,
@@ -36,6 +37,8 @@ from net.protocol import (
     DeleteTopicsRequest,
     DeleteTopicsResponse,
     DescribeQuorumResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     ErrorCode,
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
@@ -47,8 +50,11 @@ from net.server import CloseConnection, Connection
 logger = logging.getLogger(__name__)
 
 # Admin requests that change metadata: answered by the active controller.
-FORWARDED = frozenset({19, 20, 33, 37, 44, 55})
+FORWARDED = frozenset({19, 20, 33, 37, 43, 44, 55})
 FORWARD_TIMEOUT_S = 30.0
+# After a follower catching up wakes the ISR task: its next fetches (which wake it again)
+# coalesce, and an expansion in flight is not asked for twice before its metadata arrives.
+ISR_WAKE_COALESCE_S = 0.05
 
 Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
 
@@ -95,6 +101,20 @@ def timed_out_response(request: Message) -> Message:
                 for r in request.resources
             ]
         )
+    if isinstance(request, ElectLeadersRequest):
+        return ElectLeadersResponse(
+            error_code=code,
+            replica_election_results=[
+                ElectLeadersResponse.ReplicaElectionResult(
+                    topic=t.topic,
+                    partition_result=[
+                        ElectLeadersResponse.PartitionResult(partition_id=p, error_code=code)
+                        for p in t.partitions
+                    ],
+                )
+                for t in request.topic_partitions or []
+            ],
+        )
     return DescribeQuorumResponse(error_code=code, error_message="no active controller")
 
 
@@ -115,6 +135,7 @@ class Broker:
         controller: Controller,
         cluster_id: str,
         broker_epoch_getter: Callable[[], int] = lambda: -1,
+        clock: Callable[[], int] = monotonic_ms,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
@@ -123,7 +144,9 @@ class Broker:
         self.controller = controller
         self.cluster_id = cluster_id
         self.broker_epoch = broker_epoch_getter
+        self.clock = clock  # milliseconds, for replica lag; a simulation injects its own
         self.partitions: dict[tuple[str, int], Partition] = {}
+        self._isr_wake = asyncio.Event()
         self.producer_ids = ProducerIdBlock()
         # In a cluster: the way to the active controller, and whether it is this node.
         self.metadata_ready = False
@@ -138,6 +161,7 @@ class Broker:
 
         self._handlers = HANDLERS
         self.supported_versions = supported_versions()
+        self.groups = GroupCoordinatorService(self)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -209,7 +233,15 @@ class Broker:
                 partition = self.partitions.get(key)
                 if partition is None or partition.topic_id != topic.topic_id:
                     log = self.log_manager.get_or_create_log(topic.name, index, log_config)
-                    partition = Partition(topic.name, index, topic.topic_id, log, self.node_id)
+                    partition = Partition(
+                        topic.name,
+                        index,
+                        topic.topic_id,
+                        log,
+                        self.node_id,
+                        clock=self.clock,
+                        on_follower_caught_up=self._isr_wake.set,
+                    )
                     self.partitions[key] = partition
                 elif partition.log.config != log_config:
                     partition.log.update_config(log_config)
@@ -248,23 +280,59 @@ class Broker:
                 except OSError as e:
                     # The metadata change stands; the files stay for the next start-up.
                     logger.error("%scannot delete the log of %s-%d: %s", self.tag, *key, e)
+        # The group coordinator follows the leadership of the __consumer_offsets partitions.
+        self.groups.on_metadata_change()
 
     async def maintain_isr(self) -> None:
         """Leaders shrink and expand their ISR through AlterPartition (every lag/2, like
-        Kafka's isr-expiration task); the change takes effect when the metadata arrives."""
+        Kafka's isr-expiration task, and at once when a follower has caught up); the change
+        takes effect when the metadata arrives."""
         lag = self.config.replica_lag_time_max_ms
         while True:
-            await asyncio.sleep(max(lag / 2000, 0.05))
+            try:
+                async with asyncio.timeout(max(lag / 2000, 0.05)):
+                    await self._isr_wake.wait()
+                await asyncio.sleep(ISR_WAKE_COALESCE_S)
+            except TimeoutError:
+                pass
+            self._isr_wake.clear()
             if self.channel is None:
                 continue
-            now = int(time.monotonic() * 1000)
-            alive = set(self.image.unfenced_brokers())
-            topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
-            ids: dict[str, uuid.UUID] = {}
-            for (topic, index), p in list(self.partitions.items()):
-                new_isr = p.isr_change(now, lag, alive)
-                if new_isr is None:
-                    continue
+            request = self.isr_changes(self.clock())
+            if request is None:
+                continue
+            try:
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    response = await self.channel.send(request)
+            except TimeoutError:
+                logger.warning("%sAlterPartition got no answer", self.tag)
+                continue
+            except Exception:
+                logger.exception("%sAlterPartition failed", self.tag)
+                continue
+            if isinstance(response, AlterPartitionResponse):
+                self.isr_changes_answered(request, response)
+
+    def isr_changes(self, now_ms: int) -> AlterPartitionRequest | None:
+        """The AlterPartition request for the ISR changes the partitions led here want now."""
+        lag = self.config.replica_lag_time_max_ms
+        alive = set(self.image.unfenced_brokers())
+        topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
+        ids: dict[str, uuid.UUID] = {}
+        for (topic, index), p in list(self.partitions.items()):
+            new_isr = p.isr_change(now_ms, lag, alive)
+            if new_isr is None and self._recovering(topic, index, p):
+                # Elected by an unclean election: there is nothing to recover here (no
+                # transaction state yet), so the leader reports RECOVERED at once.
+                new_isr = list(p.isr)
+                logger.info("%s%s-%d: reporting recovery complete", self.tag, topic, index)
+            elif new_isr is None and p.pending_isr:
+                # An earlier request went unanswered and may yet be committed: asking for the
+                # ISR as it is gets an answer that settles it.
+                new_isr = list(p.isr)
+            elif new_isr is None:
+                continue
+            else:
                 logger.info(
                     "%s%s-%d: asking to change the ISR %s -> %s",
                     self.tag,
@@ -273,38 +341,70 @@ class Broker:
                     p.isr,
                     new_isr,
                 )
-                ids[topic] = p.topic_id
-                topics.setdefault(topic, []).append(
-                    AlterPartitionRequest.PartitionData(
-                        partition_index=index,
-                        leader_epoch=p.leader_epoch,
-                        # v3+ carries the ISR with broker epochs (KIP-903) instead of new_isr.
-                        new_isr_with_epochs=[
-                            AlterPartitionRequest.BrokerState(
-                                broker_id=b, broker_epoch=self._epoch_of(b)
-                            )
-                            for b in new_isr
-                        ],
-                        partition_epoch=p.partition_epoch,
-                    )
+            p.pending_isr.update(r for r in new_isr if r not in p.isr)
+            ids[topic] = p.topic_id
+            topics.setdefault(topic, []).append(
+                AlterPartitionRequest.PartitionData(
+                    partition_index=index,
+                    leader_epoch=p.leader_epoch,
+                    # v3+ carries the ISR with broker epochs (KIP-903) instead of new_isr.
+                    new_isr_with_epochs=[
+                        AlterPartitionRequest.BrokerState(
+                            broker_id=b, broker_epoch=self._epoch_of(b)
+                        )
+                        for b in new_isr
+                    ],
+                    partition_epoch=p.partition_epoch,
+                    leader_recovery_state=0,  # RECOVERED
                 )
-            if not topics:
-                continue
-            request = AlterPartitionRequest(
-                broker_id=self.node_id,
-                broker_epoch=self.broker_epoch(),
-                topics=[
-                    AlterPartitionRequest.TopicData(topic_name=t, topic_id=ids[t], partitions=parts)
-                    for t, parts in topics.items()
-                ],
             )
-            try:
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    await self.channel.send(request)
-            except TimeoutError:
-                logger.warning("%sAlterPartition got no answer", self.tag)
-            except Exception:
-                logger.exception("%sAlterPartition failed", self.tag)
+        if not topics:
+            return None
+        return AlterPartitionRequest(
+            broker_id=self.node_id,
+            broker_epoch=self.broker_epoch(),
+            topics=[
+                AlterPartitionRequest.TopicData(topic_name=t, topic_id=ids[t], partitions=parts)
+                for t, parts in topics.items()
+            ],
+        )
+
+    def isr_changes_answered(
+        self, request: AlterPartitionRequest, response: AlterPartitionResponse
+    ) -> None:
+        """The controller's answer to `isr_changes`: where it still has the partition epoch
+        the request was made under (and this leader has too), nothing was committed, so the
+        pending ISR additions are settled; otherwise the metadata will bring the change."""
+        if response.error_code:
+            return
+        names = {t.topic_id: t.topic_name for t in request.topics}
+        asked = {
+            (t.topic_name, p.partition_index): p.partition_epoch
+            for t in request.topics
+            for p in t.partitions
+        }
+        for answer in response.topics:
+            name = answer.topic_name or names.get(answer.topic_id, "")
+            for data in answer.partitions:
+                partition = self.partitions.get((name, data.partition_index))
+                sent = asked.get((name, data.partition_index))
+                if (
+                    partition is not None
+                    and sent == data.partition_epoch == partition.partition_epoch
+                ):
+                    partition.pending_isr.clear()
+
+    def _recovering(self, topic: str, index: int, partition: Partition) -> bool:
+        """Whether this leader's current term began with an unclean election (its leader
+        recovery state is RECOVERING in the metadata it leads by)."""
+        state = self.image.partition(topic, index)
+        return (
+            partition.is_leader
+            and state is not None
+            and state.leader_recovery_state == 1
+            and (state.leader_epoch, state.partition_epoch)
+            == (partition.leader_epoch, partition.partition_epoch)
+        )
 
     def _epoch_of(self, broker_id: int) -> int:
         reg = self.image.brokers.get(broker_id)
@@ -354,6 +454,10 @@ class Broker:
                     name=s.name,
                     num_partitions=s.num_partitions,
                     replication_factor=s.replication_factor,
+                    configs=[
+                        CreateTopicsRequest.CreatableTopicConfig(name=k, value=v)
+                        for k, v in s.configs.items()
+                    ],
                 )
                 for s in specs
             ]

@@ -80,6 +80,12 @@ class ControllerChannel:
                 return answer
             await asyncio.sleep(RETRY_BACKOFF_S)
 
+    async def skip(self) -> None:
+        """Give up on the current controller (it stopped answering, e.g. hung): the next
+        send tries the next one."""
+        async with self._lock:
+            await self._next()
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()

@@ -40,6 +40,7 @@ class BrokerLifecycle:
         rack: str | None,
         applied_offset: Callable[[], int],
         heartbeat_interval_ms: int,
+        previous_broker_epoch: int = -1,
     ) -> None:
         self.broker_id = broker_id
         self.cluster_id = cluster_id
@@ -50,6 +51,10 @@ class BrokerLifecycle:
         self.interval = heartbeat_interval_ms / 1000
         self.incarnation = uuid.uuid4()
         self.epoch = -1
+        # KIP-966: the epoch this broker had when it last shut down cleanly (-1: it did not,
+        # and may have lost unflushed writes). The controller compares it with the epoch it
+        # has registered for this broker.
+        self.previous_broker_epoch = previous_broker_epoch
         self.fenced = True
         self.unfenced = asyncio.Event()
         self._shutting_down = False
@@ -68,6 +73,7 @@ class BrokerLifecycle:
                 for n, h, p in self.endpoints
             ],
             rack=self.rack,
+            previous_broker_epoch=self.previous_broker_epoch,
         )
         while True:
             async with asyncio.timeout(REQUEST_TIMEOUT_S * 4):
@@ -144,6 +150,8 @@ class BrokerLifecycle:
         self.fenced = response.is_fenced
 
     async def _reregister(self) -> None:
+        # The same process, its logs intact: the registration it had is a clean predecessor.
+        self.previous_broker_epoch = self.epoch
         self.incarnation = uuid.uuid4()
         await self.register()
 

@@ -254,11 +254,14 @@ class ClusterNode:
 
 
 class Cluster:
-    """`size` combined nodes (broker + controller), like `kraft up --nodes size`."""
+    """`size` combined nodes (broker + controller), then `brokers` broker-only nodes (ids
+    size+1...), like `kraft up --nodes size --brokers brokers`."""
 
-    def __init__(self, root: Path, size: int = 3, extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, size: int = 3, extra: dict[str, str] | None = None, brokers: int = 0
+    ) -> None:
         self.root = root
-        ports = free_ports(3 * size)
+        ports = free_ports(3 * size + brokers)
         specs = [
             NodeSpec(
                 i,
@@ -269,8 +272,15 @@ class Cluster:
             )
             for i in range(1, size + 1)
         ]
+        broker_specs = [
+            NodeSpec(size + 1 + k, ports[3 * size + k], 0, 0, str(root / f"node-{size + 1 + k}"))
+            for k in range(brokers)
+        ]
         self.cluster_id = uuid.uuid4().hex[:22]
-        write_configs(specs, self.cluster_id, "cluster test secret " + uuid.uuid4().hex)
+        write_configs(
+            specs, self.cluster_id, "cluster test secret " + uuid.uuid4().hex, broker_specs
+        )
+        specs += broker_specs
         for spec in specs:
             with open(spec.config_path, "a") as f:
                 f.write("# test overrides\n")
@@ -338,7 +348,7 @@ class Cluster:
         """The node that answers DescribeQuorum as the leader (only the active controller
         does), or None."""
         for node_id in among if among is not None else self.alive_ids():
-            if not self.nodes[node_id].alive:
+            if not self.nodes[node_id].alive or not self.nodes[node_id].controller_port:
                 continue
             try:
                 response = self.describe_quorum(node_id, timeout=1.0)
@@ -408,8 +418,10 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """`make_cluster(extra={...}, start=True)`: a 3-node cluster, killed at teardown."""
     made: list[Cluster] = []
 
-    def make(extra: dict[str, str] | None = None, start: bool = True, size: int = 3) -> Cluster:
-        cluster = Cluster(tmp_path / f"cluster-{len(made)}", size, extra)
+    def make(
+        extra: dict[str, str] | None = None, start: bool = True, size: int = 3, brokers: int = 0
+    ) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster-{len(made)}", size, extra, brokers)
         made.append(cluster)
         if start:
             cluster.start()

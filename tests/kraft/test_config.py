@@ -149,7 +149,11 @@ def test_aliases_and_defaults() -> None:
     c = config(drop=("node.id", "log.dirs"), broker_id="1", log_dir="/a, /b")
     assert c.node_id == 1
     assert c.log_dirs == ("/a", "/b")
-    broker_only = config(drop=("controller.quorum.voters",), process_roles="broker")
+    broker_only = config(
+        drop=("controller.quorum.voters",),
+        process_roles="broker",
+        controller_quorum_bootstrap_servers="127.0.0.1:9093",
+    )
     assert broker_only.process_roles == ("broker",)
     assert not broker_only.is_controller
     defaults = config(drop=("process.roles",))
@@ -237,6 +241,25 @@ def test_controller_role_needs_voters() -> None:
     assert message.startswith("controller.quorum.voters:")
     message = config_error(drop=("controller.quorum.voters",), process_roles="controller")
     assert message.startswith("controller.quorum.voters:")
+
+
+def test_broker_role_needs_the_controllers_addresses() -> None:
+    message = config_error(drop=("controller.quorum.voters",), process_roles="broker")
+    assert message.startswith("controller.quorum.bootstrap.servers:")
+    assert "process.roles=broker" in message
+
+
+def test_controller_only_needs_a_quorum() -> None:
+    message = config_error(
+        process_roles="controller", controller_quorum_bootstrap_servers="127.0.0.1:9093"
+    )
+    assert message.startswith("controller.quorum.voters:")
+    two = config(
+        process_roles="controller",
+        controller_quorum_voters="1@127.0.0.1:9093,2@127.0.0.1:9094",
+        controller_quorum_bootstrap_servers="127.0.0.1:9093",
+    )
+    assert two.is_controller and not two.is_broker and two.is_cluster
 
 
 def test_voters_must_contain_this_node() -> None:

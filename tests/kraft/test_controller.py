@@ -23,6 +23,7 @@ from kraft.controller.controller import (
     TopicResult,
     TopicSpec,
 )
+from kraft.controller.replication import remove_broker, usable_brokers
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from net.protocol import ErrorCode, Message, decode_metadata_record, encode_metadata_record
@@ -562,10 +563,30 @@ async def test_registration_epochs_increase_across_brokers() -> None:
     assert c.image.brokers[1].epoch == epochs[-1]
 
 
+async def fence(c: Cluster, broker_id: int, unclean_shutdown: bool = False) -> None:
+    """What the controller service commits when a broker's session expires (or, with
+    `unclean_shutdown`, when it registers again after one)."""
+
+    def command(image: MetadataImage) -> Result[None]:
+        broker = image.brokers[broker_id]
+        records: list[Message] = [m.FenceBrokerRecord(id=broker_id, epoch=broker.epoch)]
+        records += remove_broker(
+            image,
+            broker_id,
+            c.controller.unclean_for(image),
+            usable_brokers(image),
+            c.controller.min_isr_for(image),
+            unclean_shutdown=unclean_shutdown,
+        )
+        return Result(records, None)
+
+    await c.run(command)
+
+
 async def test_unfencing_gives_leaderless_partitions_a_leader() -> None:
     c = await cluster(brokers=2)
     created = await c.create_one(TopicSpec("t", assignments={0: [1, 2], 1: [2, 1]}))
-    # Both brokers lose leadership (as if fenced), keeping broker 1 in partition 0's ISR.
+    # Both lose leadership while usable (raw records); broker 1 stays in partition 0's ISR.
     c.image.apply(m.PartitionChangeRecord(topic_id=created.topic_id, partition_id=0, leader=-1))
     c.image.apply(
         m.PartitionChangeRecord(topic_id=created.topic_id, partition_id=1, leader=-1, isr=[2])
@@ -573,7 +594,123 @@ async def test_unfencing_gives_leaderless_partitions_a_leader() -> None:
     await c.add_broker(1)
     partitions = c.image.topics["t"].partitions
     assert (partitions[0].leader, partitions[0].leader_epoch) == (1, 2)
-    assert partitions[1].leader == -1  # broker 1 is not in its ISR
+    # One election path for every leaderless partition, not only those with broker 1 in
+    # the ISR: broker 2 is usable and in partition 1's ISR, so it leads.
+    assert (partitions[1].leader, partitions[1].leader_epoch) == (2, 2)
+
+
+async def test_unfencing_elects_an_eligible_leader_replica() -> None:
+    """The last ISR member, fenced, is only in the ELR; unfenced (single node or cluster:
+    the same `unfence_broker`), it leads again and is the ISR."""
+    c = await cluster(brokers=2)
+    await c.create_one(TopicSpec("t", assignments={0: [1, 2]}))
+    await fence(c, 2)
+    await fence(c, 1)
+    state = c.image.partition("t", 0)
+    assert state is not None
+    assert (state.leader, state.isr, state.eligible_leader_replicas) == (-1, [], [1])
+    await c.add_broker(2)
+    assert state.leader == -1  # 2 left the ISR while it was still at min ISR
+    await c.add_broker(1)
+    assert (state.leader, state.isr, state.eligible_leader_replicas) == (1, [1], [])
+    assert (state.leader_epoch, state.leader_recovery_state) == (2, 0)
+    assert_replay_matches(c)
+
+
+async def test_enabling_unclean_election_elects_leaderless_partitions_now() -> None:
+    c = await cluster(brokers=3)
+    await c.create_one(TopicSpec("t", assignments={0: [1, 2, 3]}))
+    await fence(c, 2)
+    await fence(c, 3)
+    await fence(c, 1, unclean_shutdown=True)  # gone with its data: nobody is eligible
+    await c.add_broker(2)
+    await c.add_broker(3)
+    state = c.image.partition("t", 0)
+    assert state is not None
+    assert (state.leader, state.isr, state.eligible_leader_replicas) == (-1, [], [])
+    before = len(c.log.entries)
+    alter = c.controller.alter_topic_configs
+    await c.run(alter("t", {"unclean.leader.election.enable": "true"}, True, True))
+    await c.run(alter("t", {"retention.ms": "1000"}, True, False))
+    assert state.leader == -1 and len(c.log.entries) == before + 1  # validate-only: nothing
+    await c.run(alter("t", {"unclean.leader.election.enable": "true"}, True, False))
+    assert (state.leader, state.isr, state.leader_recovery_state) == (2, [2], 1)
+    assert_replay_matches(c)
+
+
+async def test_the_cluster_default_allows_unclean_election_on_unfencing() -> None:
+    c = await cluster(brokers=2, defaults=ControllerDefaults(unclean_leader_election_enable=True))
+    await c.create_one(TopicSpec("t", assignments={0: [1, 2]}))
+    await fence(c, 2)
+    await fence(c, 1, unclean_shutdown=True)
+    state = c.image.partition("t", 0)
+    assert state is not None and state.leader == -1  # 2 is fenced too
+    await c.add_broker(2)
+    assert (state.leader, state.isr, state.leader_recovery_state) == (2, [2], 1)
+    # A topic override wins over the cluster default.
+    await c.create_one(
+        TopicSpec("u", assignments={0: [1, 2]}, configs={"unclean.leader.election.enable": "false"})
+    )
+    assert not c.controller.unclean_for(c.image)("u") and c.controller.unclean_for(c.image)("t")
+
+
+async def test_changing_min_isr_clears_elrs_the_isr_now_satisfies() -> None:
+    c = await cluster(brokers=3, defaults=ControllerDefaults(min_insync_replicas=3))
+    await c.create_one(TopicSpec("t", assignments={0: [1, 2, 3]}))
+    await fence(c, 3)
+    state = c.image.partition("t", 0)
+    assert state is not None
+    assert (state.isr, state.eligible_leader_replicas) == ([1, 2], [3])
+    alter = c.controller.alter_topic_configs
+    await c.run(alter("t", {"min.insync.replicas": "3"}, True, False))  # the same value
+    assert state.eligible_leader_replicas == [3]
+    await c.run(alter("t", {"min.insync.replicas": "2"}, True, False))
+    assert (state.isr, state.eligible_leader_replicas, state.leader) == ([1, 2], [], 1)
+    assert state.leader_epoch == 0
+    assert_replay_matches(c)
+
+
+async def test_elect_leaders_preferred_and_unclean() -> None:
+    c = await cluster(brokers=3)
+    await c.create_one(TopicSpec("t", assignments={0: [1, 2], 1: [2, 3], 2: [3, 1]}))
+    await fence(c, 1)  # partition 0 → leader 2; partition 2 → ISR [3]
+    await c.add_broker(1)
+    elect = c.controller.elect_leaders
+    # 1 is back but not in partition 0's ISR yet.
+    result = await c.run(elect(0, {"t": [0, 1, 7], "nope": [0]}))
+    assert result == {
+        "t": [
+            (0, ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, None),
+            (1, ErrorCode.ELECTION_NOT_NEEDED, None),
+            (7, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no partition t-7"),
+        ],
+        "nope": [(0, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "no partition nope-0")],
+    }
+    # 1 caught up: partition 0's leader adds it to the ISR (AlterPartition).
+    topic_id = c.image.topics["t"].topic_id
+    caught_up = m.PartitionChangeRecord(topic_id=topic_id, partition_id=0, isr=[2, 1])
+    await c.run(lambda image: Result([caught_up], None))
+    # Every partition: only those that needed an election are listed.
+    assert await c.run(elect(0, None)) == {"t": [(0, 0, None)]}
+    assert c.image.topics["t"].partitions[0].leader == 1
+    # Unclean: only for leaderless partitions, and only with a usable replica.
+    assert await c.run(elect(1, {"t": [1]})) == {"t": [(1, ErrorCode.ELECTION_NOT_NEEDED, None)]}
+    await fence(c, 2)  # partition 1: ISR [3], still at min ISR: 2 is not eligible
+    await fence(c, 3, unclean_shutdown=True)
+    state = c.image.topics["t"].partitions[1]
+    assert (state.leader, state.isr, state.eligible_leader_replicas) == (-1, [], [])
+    assert state.last_known_elr == [3]
+    assert await c.run(elect(1, {"t": [1]})) == {
+        "t": [(1, ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE, None)]
+    }
+    await c.add_broker(2)  # back, but neither eligible nor the last leader
+    assert state.leader == -1
+    assert await c.run(elect(1, {"t": [1]})) == {"t": [(1, 0, None)]}
+    assert (state.leader, state.isr, state.leader_recovery_state) == (2, [2], 1)
+    assert await c.run(elect(5, {"t": [0]})) == {
+        "t": [(0, ErrorCode.INVALID_REQUEST, "election type 5")]
+    }
+    assert_replay_matches(c)
 
 
 def test_image_ignores_records_for_another_epoch() -> None:

@@ -36,6 +36,33 @@ def test_logs_spread_over_dirs_and_survive_restart(tmp_path: Path) -> None:
     again.shutdown()
 
 
+def test_the_clean_shutdown_marker_names_the_broker_epoch(tmp_path: Path) -> None:
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    mgr = LogManager(dirs)
+    mgr.startup()
+    assert mgr.previous_broker_epoch == -1  # a first start
+    mgr.shutdown(broker_epoch=42)
+    marker = Path(dirs[0]) / CLEAN_SHUTDOWN_FILE
+    assert marker.read_text() == '{"version": 0, "brokerEpoch": 42}'
+    again = LogManager(dirs)
+    again.startup()
+    assert again.previous_broker_epoch == 42
+    again.shutdown()  # no epoch: an empty marker, as before
+    third = LogManager(dirs)
+    third.startup()
+    assert third.previous_broker_epoch == -1
+    third.shutdown(broker_epoch=7)
+    os.unlink(os.path.join(dirs[1], CLEAN_SHUTDOWN_FILE))  # one dir was not shut down cleanly
+    fourth = LogManager(dirs)
+    fourth.startup()
+    assert fourth.previous_broker_epoch == -1
+    fourth.shutdown(broker_epoch=8)
+    Path(dirs[0], CLEAN_SHUTDOWN_FILE).write_text("{garbled")
+    fifth = LogManager(dirs)
+    fifth.startup()
+    assert fifth.previous_broker_epoch == -1
+
+
 def test_unclean_restart_recovers_and_deletion_is_crash_safe(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

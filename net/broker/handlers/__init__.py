@@ -6,7 +6,7 @@ from typing import Any
 
 from net.protocol import API_KEYS
 
-from . import admin, fetch, metadata, produce
+from . import admin, fetch, groups, metadata, produce
 from .api_versions import handle_api_versions
 
 # api key → (handler, lowest version advertised). The lowest versions are Kafka 4.0's
@@ -17,6 +17,15 @@ _TABLE: dict[int, tuple[Any, int]] = {
     1: (fetch.handle_fetch, 4),
     2: (fetch.handle_list_offsets, 1),
     3: (metadata.handle_metadata, 0),
+    8: (groups.handle_offset_commit, 2),
+    9: (groups.handle_offset_fetch, 1),
+    10: (groups.handle_find_coordinator, 0),
+    11: (groups.handle_join_group, 0),
+    12: (groups.handle_heartbeat, 0),
+    13: (groups.handle_leave_group, 0),
+    14: (groups.handle_sync_group, 0),
+    15: (groups.handle_describe_groups, 0),
+    16: (groups.handle_list_groups, 0),
     18: (handle_api_versions, 0),
     19: (admin.handle_create_topics, 2),
     20: (admin.handle_delete_topics, 1),
@@ -25,7 +34,10 @@ _TABLE: dict[int, tuple[Any, int]] = {
     32: (admin.handle_describe_configs, 1),
     33: (admin.handle_alter_configs, 0),
     37: (admin.handle_create_partitions, 0),
+    42: (groups.handle_delete_groups, 0),
+    43: (admin.handle_elect_leaders, 0),
     44: (admin.handle_incremental_alter_configs, 0),
+    47: (groups.handle_offset_delete, 0),
     55: (metadata.handle_describe_quorum, 0),
     60: (metadata.handle_describe_cluster, 0),
 }

@@ -26,6 +26,8 @@ from net.protocol import (
     DeleteTopicsResponse,
     DescribeConfigsRequest,
     DescribeConfigsResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
     ErrorCode,
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
@@ -186,6 +188,57 @@ async def handle_create_partitions(
             )
         )
     return CreatePartitionsResponse(results=results)
+
+
+async def handle_elect_leaders(
+    broker: Broker, header: RequestHeader, request: ElectLeadersRequest, conn: Connection
+) -> ElectLeadersResponse:
+    """ElectLeaders (KIP-460): PREFERRED or UNCLEAN elections, through the controller."""
+    election_type = request.election_type if header.api_version >= 1 else 0
+    partitions = (
+        None
+        if request.topic_partitions is None
+        else {t.topic: list(t.partitions) for t in request.topic_partitions}
+    )
+    code, results = await submit(broker, broker.controller.elect_leaders(election_type, partitions))
+    if code:
+        return ElectLeadersResponse(
+            error_code=code,
+            replica_election_results=[
+                ElectLeadersResponse.ReplicaElectionResult(
+                    topic=topic,
+                    partition_result=[
+                        ElectLeadersResponse.PartitionResult(partition_id=p, error_code=code)
+                        for p in indexes
+                    ],
+                )
+                for topic, indexes in (partitions or {}).items()
+            ],
+        )
+    for topic, outcomes in results.items():
+        for index, error, _ in outcomes:
+            if error == 0:
+                logger.info(
+                    "%selected a leader for %s-%d (%s)",
+                    broker.tag,
+                    topic,
+                    index,
+                    "unclean" if election_type == 1 else "preferred",
+                )
+    return ElectLeadersResponse(
+        replica_election_results=[
+            ElectLeadersResponse.ReplicaElectionResult(
+                topic=topic,
+                partition_result=[
+                    ElectLeadersResponse.PartitionResult(
+                        partition_id=index, error_code=error, error_message=message
+                    )
+                    for index, error, message in outcomes
+                ],
+            )
+            for topic, outcomes in results.items()
+        ]
+    )
 
 
 async def submit(broker: Any, command: Callable[[MetadataImage], Result[T]]) -> tuple[int, Any]:
