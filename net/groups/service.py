@@ -1,0 +1,353 @@
+"""The group coordinator on a broker: the pure `GroupCoordinator` wired to the event loop,
+to the partitions of `__consumer_offsets` this broker leads, and to the controller.
+
+- Leadership: after every metadata change the broker calls `on_metadata_change`; a newly led
+  offsets partition is loaded (read from its log start to its end, in chunks that yield to the
+  loop), a partition no longer led is unloaded.
+- Writes: the coordinator's records are appended to the partition as its leader, in one batch
+  per write, and reported once the high watermark passes them (acks=all, woken by the
+  partition's waiters like a delayed produce, bounded by `offsets.commit.timeout.ms`), in
+  append order.
+- The topic: created on first FindCoordinator through the controller like Kafka's automatic
+  creation of internal topics (`offsets.topic.num.partitions`, replication factor
+  min(`offsets.topic.replication.factor`, live brokers), compacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from kraft.controller.controller import TopicSpec
+from log.batch import parse_header
+from log.errors import LogError
+from log.partition_log import wall_clock_ms
+from log.records import Record, build_batch, decode_records
+from net.broker.partition import Partition
+from net.groups.coordinator import (
+    OFFSETS_TOPIC,
+    GroupConfig,
+    GroupCoordinator,
+    PartitionStatus,
+    Records,
+    partition_for,
+)
+from net.groups.records import RecordFormatError
+from net.groups.timer import LoopTimer
+from net.protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from net.broker.broker import Broker
+
+logger = logging.getLogger(__name__)
+
+LOAD_CHUNK_BYTES = 1 << 20
+DoneFn = Callable[[int], None]
+
+
+class _Appender:
+    """Pending writes of one offsets partition, reported in append order as the high
+    watermark passes each."""
+
+    def __init__(self, key: tuple[str, int], broker: Broker, timeout_ms: int) -> None:
+        self.key = key
+        self.broker = broker
+        self.timeout_ms = timeout_ms
+        self.queue: collections.deque[tuple[Partition, int, float, DoneFn]] = collections.deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, partition: Partition, end_offset: int, done: DoneFn) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.queue and partition.high_watermark >= end_offset:
+            loop.call_soon(done, ErrorCode.NONE)  # a single replica: committed at once
+            return
+        self.queue.append((partition, end_offset, loop.time() + self.timeout_ms / 1000, done))
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.queue:
+            partition, end, deadline, done = self.queue[0]
+            if not partition.is_leader or self.broker.partitions.get(self.key) is not partition:
+                code = ErrorCode.NOT_LEADER_OR_FOLLOWER
+            elif partition.high_watermark >= end:
+                code = ErrorCode.NONE
+            elif loop.time() >= deadline:
+                code = (
+                    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                    if len(partition.isr) < partition.min_insync_replicas
+                    else ErrorCode.REQUEST_TIMED_OUT
+                )
+            else:
+                fut: asyncio.Future[None] = loop.create_future()
+                partition.add_waiter(fut)
+                try:
+                    await asyncio.wait_for(fut, deadline - loop.time())
+                except TimeoutError:
+                    pass
+                finally:
+                    partition.remove_waiter(fut)
+                continue
+            self.queue.popleft()
+            try:
+                done(code)
+            except Exception:
+                logger.exception("%sgroup coordinator write callback failed", self.broker.tag)
+
+
+class GroupCoordinatorService:
+    def __init__(self, broker: Broker) -> None:
+        cfg = broker.config
+        self.broker = broker
+        self.tag = broker.tag
+        self.timer = LoopTimer(self.tag)
+        self.commit_timeout_ms = cfg.offsets_commit_timeout_ms
+        self.coordinator = GroupCoordinator(
+            GroupConfig(
+                initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms,
+                min_session_timeout_ms=cfg.group_min_session_timeout_ms,
+                max_session_timeout_ms=cfg.group_max_session_timeout_ms,
+                max_size=cfg.group_max_size,
+                offset_metadata_max_bytes=cfg.offset_metadata_max_bytes,
+            ),
+            wall_clock_ms,
+            self.timer,
+            self._write,
+            self.num_partitions,
+            tag=self.tag,
+        )
+        self._loads: dict[int, asyncio.Task[None]] = {}
+        self._appenders: dict[int, _Appender] = {}
+        self._create_lock: asyncio.Lock | None = None
+
+    def num_partitions(self) -> int:
+        topic = self.broker.image.topics.get(OFFSETS_TOPIC)
+        if topic is not None and topic.partitions:
+            return len(topic.partitions)
+        return self.broker.config.offsets_topic_num_partitions
+
+    # ----------------------------------------------------------- leadership
+
+    def on_metadata_change(self) -> None:
+        """Load the offsets partitions this broker now leads; unload those it lost."""
+        led: dict[int, Partition] = {
+            index: p
+            for (topic, index), p in self.broker.partitions.items()
+            if topic == OFFSETS_TOPIC and p.is_leader
+        }
+        for index in list(self.coordinator.partitions):
+            if index not in led:
+                task = self._loads.pop(index, None)
+                if task is not None:
+                    task.cancel()
+                dropped = self.coordinator.unload(index)
+                logger.info(
+                    "%sno longer coordinator for %s-%d: %d groups unloaded",
+                    self.tag,
+                    OFFSETS_TOPIC,
+                    index,
+                    dropped,
+                )
+        for index, p in sorted(led.items()):
+            if index not in self.coordinator.partitions:
+                self._start_load(index, p)
+
+    def _start_load(self, index: int, partition: Partition) -> None:
+        self.coordinator.begin_load(index)
+        log = partition.log
+        if log.log_end_offset <= log.log_start_offset:
+            self.coordinator.complete_load(index)  # nothing to read: serve at once
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            for _ in self._load_steps(index, partition):
+                pass
+            return
+        self._loads[index] = loop.create_task(self._load(index, partition))
+
+    async def _load(self, index: int, partition: Partition) -> None:
+        try:
+            for _ in self._load_steps(index, partition):
+                await asyncio.sleep(0)  # let requests be served between chunks
+        finally:
+            if self._loads.get(index) is asyncio.current_task():
+                del self._loads[index]
+
+    def _load_steps(self, index: int, partition: Partition) -> Iterator[None]:
+        """Replay the partition from its log start to the log end seen now, one chunk per
+        step; then serve its groups. Records that do not parse are logged and skipped."""
+        start = time.monotonic()
+        log = partition.log
+        end = log.log_end_offset
+        offset = log.log_start_offset
+        records = skipped = 0
+        while offset < end:
+            if self.coordinator.partitions.get(index) is not PartitionStatus.LOADING:
+                return  # unloaded meanwhile
+            try:
+                result = log.read(offset, LOAD_CHUNK_BYTES)
+            except LogError as e:
+                logger.error(
+                    "%scannot read %s-%d at %d while loading groups: %s",
+                    self.tag,
+                    OFFSETS_TOPIC,
+                    index,
+                    offset,
+                    e,
+                )
+                break
+            view = result.records
+            if not len(view):
+                break
+            pos = 0
+            while pos < len(view):
+                header = parse_header(view, pos)
+                batch = view[pos : pos + header.size]
+                pos += header.size
+                if header.is_control or header.is_transactional:
+                    continue  # no transactional offset commits without transactions
+                try:
+                    decoded = decode_records(batch)
+                except LogError as e:
+                    logger.error(
+                        "%sskipping a corrupt batch of %s-%d: %s", self.tag, OFFSETS_TOPIC, index, e
+                    )
+                    continue
+                for record in decoded:
+                    if record.key is None:
+                        continue
+                    try:
+                        self.coordinator.replay(
+                            index,
+                            bytes(record.key),
+                            None if record.value is None else bytes(record.value),
+                        )
+                        records += 1
+                    except RecordFormatError as e:
+                        skipped += 1
+                        logger.warning(
+                            "%sskipping a record of %s-%d: %s", self.tag, OFFSETS_TOPIC, index, e
+                        )
+            offset = result.next_offset
+            yield
+        if self.coordinator.partitions.get(index) is not PartitionStatus.LOADING:
+            return
+        groups = self.coordinator.complete_load(index)
+        logger.info(
+            "%scoordinator for %s-%d: loaded %d groups from %d records (%d skipped) in %.1f ms",
+            self.tag,
+            OFFSETS_TOPIC,
+            index,
+            len(groups),
+            records,
+            skipped,
+            (time.monotonic() - start) * 1000,
+        )
+
+    # --------------------------------------------------------------- writes
+
+    def _write(self, index: int, records: Records, done: DoneFn) -> None:
+        """Append the coordinator's records to its partition; `done(error)` once replicated
+        (always called later, from the loop, never from inside this call)."""
+        loop = asyncio.get_running_loop()
+        key = (OFFSETS_TOPIC, index)
+        partition = self.broker.partitions.get(key)
+        if partition is None or not partition.is_leader:
+            loop.call_soon(done, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+            return
+        if len(partition.isr) < partition.min_insync_replicas:
+            loop.call_soon(done, ErrorCode.NOT_ENOUGH_REPLICAS)
+            return
+        now = wall_clock_ms()
+        batch = build_batch(
+            [Record(i, 0, k, v) for i, (k, v) in enumerate(records)], base_timestamp=now
+        )
+        try:
+            result = partition.log.append_as_leader(batch, partition.leader_epoch)
+        except LogError as e:
+            logger.warning("%sappend to %s-%d failed: %s", self.tag, OFFSETS_TOPIC, index, e)
+            loop.call_soon(done, e.error_code)
+            return
+        except OSError as e:
+            logger.error("%sappend to %s-%d failed: %s", self.tag, OFFSETS_TOPIC, index, e)
+            loop.call_soon(done, ErrorCode.KAFKA_STORAGE_ERROR)
+            return
+        partition.maybe_advance_high_watermark()
+        partition.notify()
+        appender = self._appenders.get(index)
+        if appender is None:
+            appender = self._appenders[index] = _Appender(key, self.broker, self.commit_timeout_ms)
+        appender.add(partition, result.last_offset + 1, done)
+
+    # ------------------------------------------------------------ the topic
+
+    async def ensure_offsets_topic(self) -> int:
+        """Create `__consumer_offsets` if it does not exist yet; NONE once it does."""
+        image = self.broker.image
+        if OFFSETS_TOPIC in image.topics:
+            return ErrorCode.NONE
+        if self._create_lock is None:
+            self._create_lock = asyncio.Lock()
+        async with self._create_lock:
+            if OFFSETS_TOPIC in image.topics:
+                return ErrorCode.NONE
+            cfg = self.broker.config
+            alive = len(image.unfenced_brokers())
+            if alive == 0:
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            spec = TopicSpec(
+                OFFSETS_TOPIC,
+                cfg.offsets_topic_num_partitions,
+                min(cfg.offsets_topic_replication_factor, alive),
+                configs={
+                    "cleanup.policy": "compact",
+                    "compression.type": "producer",
+                    "segment.bytes": str(cfg.offsets_topic_segment_bytes),
+                },
+            )
+            try:
+                results = await self.broker.create_topics([spec])
+            except Exception:
+                logger.exception("%scannot create %s", self.tag, OFFSETS_TOPIC)
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            for name, code in results:
+                if code == ErrorCode.NONE:
+                    logger.info(
+                        "%screated %s (%d partitions, replication factor %d)",
+                        self.tag,
+                        name,
+                        spec.num_partitions,
+                        spec.replication_factor,
+                    )
+                elif code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                    logger.warning("%screating %s failed: error %d", self.tag, name, code)
+            # In a cluster the topic reaches this broker's image a little after the commit.
+            if OFFSETS_TOPIC not in image.topics:
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            return ErrorCode.NONE
+
+    async def find_coordinator(self, key: str, listener: str) -> tuple[int, int, str, int]:
+        """(error, node id, host, port) of the broker coordinating group `key`: the leader of
+        its offsets partition, as reachable on the listener the client used."""
+        none = (-1, "", -1)
+        error = await self.ensure_offsets_topic()
+        if error:
+            return (error, *none)
+        image = self.broker.image
+        topic = image.topics.get(OFFSETS_TOPIC)
+        if topic is None or not topic.partitions:
+            return (ErrorCode.COORDINATOR_NOT_AVAILABLE, *none)
+        state = topic.partitions.get(partition_for(key, len(topic.partitions)))
+        reg = image.brokers.get(state.leader) if state is not None else None
+        endpoint = reg.endpoints.get(listener) if reg is not None and not reg.fenced else None
+        if state is None or endpoint is None:
+            return (ErrorCode.COORDINATOR_NOT_AVAILABLE, *none)
+        return ErrorCode.NONE, state.leader, endpoint[0], endpoint[1]

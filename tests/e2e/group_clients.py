@@ -1,0 +1,325 @@
+"""Consumers in a group, one per client library, each polling in a thread of its own.
+
+A `GroupMember` subscribes to one topic with a group id and an assignor ("range" or
+"roundrobin", which every client here implements under the same protocol name), polls in a
+loop, records what it was assigned and every record it got, and commits synchronously after
+each non-empty batch (so a partition that moves to another member resumes exactly after the
+last record its previous owner returned). Everything a library object does happens in the
+member's thread; the test thread asks for more through `call`.
+
+The state the test reads (`assigned`, `records`, `committed_positions`) is replaced or
+appended to by the member thread only; the test waits for conditions on it with bounded waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+HEARTBEAT_INTERVAL_MS = 250
+SESSION_TIMEOUT_MS = 6000
+POLL_TIMEOUT_S = 0.05
+KAFKA_PYTHON_POLL_MS = 200
+
+
+@dataclass(frozen=True)
+class Consumed:
+    partition: int
+    offset: int
+    value: bytes
+    member: str
+
+
+class GroupMember(ABC):
+    client: str
+
+    def __init__(
+        self, bootstrap: str, topic: str, group: str, assignor: str, name: str | None = None
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group = group
+        self.assignor = assignor
+        self.name = name or f"{self.client}-{id(self) % 10000}"
+        self.assigned: frozenset[int] = frozenset()
+        self.records: list[Consumed] = []
+        self.committed_positions: dict[int, int] = {}
+        self.started_at = 0.0
+        self.first_assigned_at: float | None = None
+        self.error: BaseException | None = None
+        self._positions: dict[int, int] = {}
+        self._dirty = False
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    # ---------------------------------------------------------------- control
+
+    def start(self) -> GroupMember:
+        self.started_at = time.monotonic()
+        self._thread.start()
+        return self
+
+    def call(self, fn: Callable[[], T], timeout_s: float = 15.0) -> T:
+        """Run `fn` in the member's thread (between polls) and return its result."""
+        fut: Future[T] = Future()
+        self._commands.put((fn, fut))
+        return fut.result(timeout_s)
+
+    def close(self, timeout_s: float = 20.0) -> None:
+        """Leave the group (each client sends LeaveGroup on close) and stop the thread."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"{self.name} did not close in {timeout_s} s"
+        if self.error is not None:
+            raise AssertionError(f"{self.name} failed: {self.error!r}") from self.error
+
+    @property
+    def first_join_s(self) -> float | None:
+        if self.first_assigned_at is None:
+            return None
+        return self.first_assigned_at - self.started_at
+
+    # ------------------------------------------------------------------- loop
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            while not self._stop.is_set():
+                batch = self._poll()
+                assigned = frozenset(self._assignment())
+                if assigned and self.first_assigned_at is None:
+                    self.first_assigned_at = time.monotonic()
+                self.assigned = assigned
+                for partition, offset, value in batch:
+                    self.records.append(Consumed(partition, offset, value, self.name))
+                    self._positions[partition] = offset + 1
+                    self._dirty = True
+                if self._dirty:
+                    self._commit()
+                    self._dirty = False
+                    self.committed_positions = dict(self._positions)
+                while not self._commands.empty():
+                    fn, fut = self._commands.get()
+                    try:
+                        fut.set_result(fn())
+                    except Exception as e:  # noqa: BLE001  (raised in the caller's thread)
+                        fut.set_exception(e)
+        except Exception as e:  # noqa: BLE001  (raised by close() in the test's thread)
+            self.error = e
+        finally:
+            try:
+                self._close()
+            except Exception as e:  # noqa: BLE001  (likewise)
+                self.error = self.error or e
+            self.assigned = frozenset()
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _poll(self) -> list[tuple[int, int, bytes]]: ...
+
+    @abstractmethod
+    def _assignment(self) -> set[int]: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def committed(self) -> dict[int, int | None]:
+        """The group's committed offset of every partition of the topic (call via `call`)."""
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- kafka-python
+
+
+class KafkaPythonMember(GroupMember):
+    client = "kafka-python"
+
+    def _open(self) -> None:
+        from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+        from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+        assignor = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=[assignor[self.assignor]],
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            fetch_max_wait_ms=50,
+            request_timeout_ms=15_000,
+        )
+        # Subscribed before it knows the topic's partitions, kafka-python's leader assigns
+        # nothing, then rejoins once the metadata arrives; and 3.0.12 can wedge when a poll
+        # times out during that rejoin (the completed join is never applied). Knowing the
+        # partitions first makes the first join the only one.
+        self.consumer.partitions_for_topic(self.topic)
+        self.consumer.subscribe([self.topic])
+
+    def _poll(self) -> list[tuple[int, int, bytes]]:
+        got = self.consumer.poll(timeout_ms=KAFKA_PYTHON_POLL_MS)
+        return [(m.partition, m.offset, m.value) for msgs in got.values() for m in msgs]
+
+    def _assignment(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def _commit(self) -> None:
+        self.consumer.commit()
+
+    def committed(self) -> dict[int, int | None]:
+        from kafka import TopicPartition
+
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        return {p: self.consumer.committed(TopicPartition(self.topic, p)) for p in partitions}
+
+    def _close(self) -> None:
+        if hasattr(self, "consumer"):
+            self.consumer.close(autocommit=False)
+
+
+# ------------------------------------------------------------------------------- aiokafka
+
+
+class AioKafkaMember(GroupMember):
+    """aiokafka's consumer runs on an event loop owned by the member's thread; its group
+    tasks (heartbeats, rejoins) run while `getmany` waits."""
+
+    client = "aiokafka"
+
+    def _open(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+        assignor = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor}
+        self.loop = asyncio.new_event_loop()
+
+        async def make() -> Any:
+            consumer = AIOKafkaConsumer(
+                self.topic,
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group,
+                client_id=self.name,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                partition_assignment_strategy=(assignor[self.assignor],),
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                fetch_max_wait_ms=50,
+                request_timeout_ms=15_000,
+            )
+            await consumer.start()
+            return consumer
+
+        self.consumer = self.loop.run_until_complete(make())
+
+    def _poll(self) -> list[tuple[int, int, bytes]]:
+        got = self.loop.run_until_complete(
+            self.consumer.getmany(timeout_ms=int(POLL_TIMEOUT_S * 1000))
+        )
+        return [(m.partition, m.offset, m.value) for msgs in got.values() for m in msgs]
+
+    def _assignment(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def _commit(self) -> None:
+        self.loop.run_until_complete(self.consumer.commit())
+
+    def committed(self) -> dict[int, int | None]:
+        from aiokafka import TopicPartition
+
+        async def get() -> dict[int, int | None]:
+            partitions = self.consumer.partitions_for_topic(self.topic) or set()
+            return {
+                p: await self.consumer.committed(TopicPartition(self.topic, p)) for p in partitions
+            }
+
+        return self.loop.run_until_complete(get())
+
+    def _close(self) -> None:
+        if hasattr(self, "consumer"):
+            self.loop.run_until_complete(self.consumer.stop())
+        if hasattr(self, "loop"):
+            self.loop.close()
+
+
+# ------------------------------------------------------------------------ confluent-kafka
+
+
+class ConfluentMember(GroupMember):
+    client = "confluent-kafka"
+
+    def _open(self) -> None:
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.group,
+                "client.id": self.name,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": self.assignor,
+                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "fetch.wait.max.ms": 50,
+                "topic.metadata.refresh.interval.ms": 1000,
+            }
+        )
+        self.consumer.subscribe([self.topic])
+
+    def _poll(self) -> list[tuple[int, int, bytes]]:
+        out: list[tuple[int, int, bytes]] = []
+        for m in self.consumer.consume(num_messages=500, timeout=POLL_TIMEOUT_S):
+            if m.error() is not None:
+                raise RuntimeError(f"consume error: {m.error()}")
+            partition, offset = m.partition(), m.offset()
+            assert partition is not None and offset is not None
+            out.append((partition, offset, m.value() or b""))
+        return out
+
+    def _assignment(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def _commit(self) -> None:
+        self.consumer.commit(asynchronous=False)
+
+    def committed(self) -> dict[int, int | None]:
+        from confluent_kafka import TopicPartition
+
+        metadata = self.consumer.list_topics(self.topic, timeout=10)
+        partitions = sorted(metadata.topics[self.topic].partitions)
+        found = self.consumer.committed(
+            [TopicPartition(self.topic, p) for p in partitions], timeout=10
+        )
+        # librdkafka reports "nothing committed" as OFFSET_INVALID (-1001).
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+
+    def _close(self) -> None:
+        if hasattr(self, "consumer"):
+            self.consumer.close()
+
+
+MEMBERS: dict[str, type[GroupMember]] = {
+    m.client: m for m in (KafkaPythonMember, AioKafkaMember, ConfluentMember)
+}
