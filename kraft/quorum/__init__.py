@@ -13,6 +13,9 @@ Shape (why a subclass, a journal and a transport, rather than pysyncobj as it co
   replicate between pysyncobj's steps. See raft.py for each internal relied on; all are
   pinned by tests.
 - `journal.DurableJournal` implements pysyncobj's `Journal` interface on files of our own.
+- `snapshots` keeps the caller's snapshots on disk and the rules that tie them to the journal
+  (compaction, install, recovery); `RaftNode` sends and installs them in chunks over the
+  transport, with the same codec as every other message.
 - `transport.AuthenticatedTransport` implements pysyncobj's `Transport` interface.
 - `quorum.Quorum` is the asyncio API.
 
@@ -28,11 +31,15 @@ The gaps of pysyncobj 0.3.17 this closes (each has a test in tests/kraft/test_qu
    no `fullDumpFile`, stays in memory: after a whole-cluster restart every node starts with
    a log that begins past index 2, `__applyLogEntries` finds nothing to apply from index 2,
    and the state is gone for good (`raftLastApplied` stays 1 while commits go on). Here
-   compaction is off (the state machine is the caller's, so a pysyncobj snapshot would hold
-   nothing), the journal checksums every record and truncates a torn tail, and it is
-   fdatasync'ed before every acknowledgement or vote leaves the node (in the transport) and
-   before every tick (the leader counts itself toward the commit index at the start of a
-   tick). No full dump is ever written or loaded, and peers may not send one.
+   pysyncobj's compaction is off (the state machine is the caller's, so a pysyncobj snapshot
+   would hold nothing), the journal checksums every record and truncates a torn tail, and it
+   is fdatasync'ed before every acknowledgement or vote leaves the node (in the transport)
+   and before every tick (the leader counts itself toward the commit index at the start of a
+   tick). No full dump is ever written or loaded, and peers may not send one. Compaction is
+   the quorum's own instead: the caller's snapshot is made durable (temp file, fsync, rename,
+   directory fsync, checksummed) before the journal prefix it replaces is dropped, the
+   journal's first record is a durable log start, and a restart loads the newest valid
+   snapshot and replays only what follows it (snapshots.py has the crash rules).
 3. Binding. pysyncobj binds 0.0.0.0 unless `bindAddress` is set; the transport binds the
    configured address only.
 4. Authentication. Without a password pysyncobj unpickles whatever reaches its port (pinned:
@@ -54,9 +61,17 @@ The gaps of pysyncobj 0.3.17 this closes (each has a test in tests/kraft/test_qu
    (pysyncobj's `leaderFallbackTimeout`, 30 s by default).
 7. Elections start after a random 0.5–1 × `election_timeout_ms` without a leader (pysyncobj:
    0.4–1.4 s), and the transport reconnects every 0.1 s (pysyncobj: 5 s).
+8. Late append_entries. pysyncobj cuts the log after an append_entries' last entry even
+   without a conflict, so a message overtaken by a newer one of the same leader drops
+   acknowledged entries, possibly committed ones. `RaftNode` hands such a message to
+   pysyncobj without its log part. Found by the seeded simulation
+   (tests/kraft/test_quorum_sim.py), which drives `RaftNode` over a simulated network.
+9. Duplicated vote grants. pysyncobj counts grants, not voters; `RaftNode` counts a voter's
+   grant once per term (the transport never duplicates a message, the simulation's chaos
+   network does: with 5 voters it elected two leaders in a term).
 
-Left out: log compaction/snapshots (the log grows; replay is from the start), membership
-changes, pre-vote (a voter that was cut off can bump the term when it comes back).
+Left out: membership changes, pre-vote (a voter that was cut off can bump the term when it
+comes back).
 """
 
 from kraft.quorum.quorum import (

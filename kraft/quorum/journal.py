@@ -23,8 +23,14 @@ Records are only ever appended at the end or cut off the end (Raft truncates a c
 suffix), so a crash leaves at most a torn last record: loading stops at the first record that
 is incomplete, fails its CRC or breaks the index sequence, and truncates the file there. Such a
 tail was never acknowledged (acknowledgements wait for `sync()`), so dropping it is safe.
-Dropping a prefix (`deleteEntriesTo`, pysyncobj's log compaction) rewrites the file through a
-temporary file + fsync + rename; the quorum disables compaction, so it is not on any hot path.
+
+The first record is the log start. It is index 1 (pysyncobj's bootstrap no-op) until a
+snapshot replaces a prefix (`compact_to`, `reset_to`; see snapshots.py): then it is a
+placeholder at the snapshot's index with that entry's term and a no-op command — pysyncobj
+uses it only as the `prevLogIndex`/`prevLogTerm` of the next entry and never applies or
+sends it. Dropping a prefix rewrites the file through a temporary file + fsync + rename +
+fsync of the directory (the kept records are copied as they are on disk), so a crash leaves
+the old log or the new one, both readable: the durable log start is the first record.
 
 ``raft.state`` — Raft's persistent state other than the log, as JSON::
 
@@ -62,6 +68,8 @@ _RECORD = struct.Struct(">IIQQ")
 _CRC_COVERED = struct.Struct(">IQQ")
 
 Entry = tuple[bytes, int, int]
+# The command of the log-start placeholder after a compaction: pysyncobj's no-op type.
+LOG_START_COMMAND = b"\x01"
 
 
 class JournalError(Exception):
@@ -252,20 +260,73 @@ class DurableJournal(Journal):  # pysyncobj is untyped (Any)
         self._truncate(offset)
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        """Drop the entries at list positions < entryTo (log compaction), atomically."""
-        kept = self._entries[entryTo:]
-        records = [encode_record(*entry) for entry in kept]
+        """Drop the entries at list positions < entryTo (pysyncobj's compaction), atomically."""
+        if entryTo <= 0:
+            return
+        if entryTo >= len(self._entries):
+            self._rewrite([], b"")
+            return
+        self._rewrite(self._entries[entryTo:], self._records_from(entryTo))
+
+    # -- log start (snapshots) ----------------------------------------------------------------
+
+    @property
+    def first_index(self) -> int:
+        """Index of the log start: 1, or the index of the snapshot the log follows."""
+        return self._entries[0][1] if self._entries else 0
+
+    def compact_to(self, index: int) -> None:
+        """Make `index` the log start: drop every entry before it and replace it by the
+        placeholder (its term kept), atomically. A snapshot must cover `index` already."""
+        pos = index - self.first_index
+        if not self._entries or not 0 <= pos < len(self._entries):
+            raise JournalError(f"cannot compact to {index}: the log holds {self._span()}")
+        if pos == 0 and self._entries[0][0] == LOG_START_COMMAND:
+            return
+        start = (LOG_START_COMMAND, index, self._entries[pos][2])
+        records = encode_record(*start) + self._records_from(pos + 1)
+        self._rewrite([start, *self._entries[pos + 1 :]], records)
+
+    def reset_to(self, index: int, term: int) -> None:
+        """Replace the whole log by a log start at `index` (a snapshot of that index and term
+        is durable, and the log does not hold that entry), atomically."""
+        start = (LOG_START_COMMAND, index, term)
+        self._rewrite([start], encode_record(*start))
+        self._commit_index = max(self._commit_index, index)
+
+    def _span(self) -> str:
+        return f"{self.first_index}..{self.last_index}" if self._entries else "nothing"
+
+    def _records_from(self, pos: int) -> bytes:
+        """The on-disk records of the entries at list positions >= pos."""
+        if pos >= len(self._offsets):
+            return b""
+        start = self._offsets[pos]
+        try:
+            return os.pread(self._fd, self._end - start, start)
+        except OSError as e:
+            raise JournalError(f"reading {self._log_path} failed: {e}") from e
+
+    def _rewrite(self, entries: list[Entry], records: bytes) -> None:
+        """Replace the file by `entries`, whose encoded records are `records`."""
         self.sync()
-        write_file_atomically(self._log_path, _HEADER + b"".join(records))
+        data = _HEADER + records
+        try:
+            write_file_atomically(self._log_path, data)
+            fd = os.open(self._log_path, os.O_RDWR)
+        except OSError as e:
+            raise JournalError(f"rewriting {self._log_path} failed: {e}") from e
         os.close(self._fd)
-        self._fd = os.open(self._log_path, os.O_RDWR)
-        self._entries = kept
+        self._fd = fd
+        self._entries = entries
         self._offsets = []
         pos = len(_HEADER)
-        for record in records:
+        for command, _, _ in entries:
             self._offsets.append(pos)
-            pos += len(record)
+            pos += _RECORD.size + len(command)
         self._end = pos
+        if pos != len(data):
+            raise JournalError(f"rewrote {len(data)} bytes of {self._log_path}, expected {pos}")
 
     @overload
     def __getitem__(self, item: int) -> Entry: ...
@@ -304,8 +365,9 @@ class DurableJournal(Journal):  # pysyncobj is untyped (Any)
         self._commit_index = raftCommitIndex
 
     def getRaftCommitIndex(self) -> int:
-        # pysyncobj's own default is 1 (the bootstrap no-op). Never beyond what the log holds.
-        return max(1, min(self._commit_index, self.last_index))
+        # pysyncobj's own default is 1 (the bootstrap no-op). Never beyond what the log holds,
+        # never before its start (a snapshot's index is committed).
+        return max(1, self.first_index, min(self._commit_index, self.last_index))
 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         voted_for = None if votedForNodeId is None else int(votedForNodeId)

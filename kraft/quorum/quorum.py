@@ -14,6 +14,15 @@ One pass of the thread's loop::
     fsync                -> whatever the tick appended (follower appends were synced already,
                             before their acknowledgement left)
     publish              -> leader/term changes and the status snapshot
+
+Snapshots (format and crash rules in snapshots.py). Every `max_entries_between_snapshots`
+applied entries or `max_bytes_between_snapshots` applied bytes (Kafka's
+metadata.log.max.record.bytes.between.snapshots, scaled down), the thread asks the loop for a
+snapshot; the loop takes it from the state machine (`snapshot_provider`, at the last entry it
+delivered), a worker thread writes it durably, and the thread then drops the journal prefix
+(`retain`). At start the newest usable snapshot is handed to `on_snapshot` before anything is
+replayed; a follower behind the leader's log start receives the leader's snapshot (raft.py),
+installs it and hands it over the same way, before any later entry.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 
 from kraft.quorum.journal import DurableJournal, JournalError
 from kraft.quorum.raft import RaftInvariantError, RaftNode, RaftState, RaftTimeouts
+from kraft.quorum.snapshots import SnapshotId, SnapshotStore, recover, retain
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +96,8 @@ class QuorumStatus:
     applied_index: int
     last_index: int
     voters: tuple[VoterStatus, ...] = field(default=())
+    first_index: int = 0  # the log start: 1, or the index of the snapshot it follows
+    snapshot_index: int = 0  # of the newest snapshot written or installed here (0: none)
 
 
 @dataclass
@@ -107,9 +119,18 @@ class Quorum:
     `on_commit(index, entry)` is called on the loop exactly once per committed entry, in log
     order. Indexes are Raft log indexes: increasing, not contiguous (pysyncobj's own no-op
     entries — the first entry of each leader's term — take indexes too and are not reported).
-    On every start the whole log is replayed from the beginning, except the entries at or
-    below `applied_index`, for a caller that has persisted its state up to there; a replayed
-    entry is reported as soon as it is known committed, the rest once a leader confirms them.
+    On every start the log is replayed from the newest snapshot (or from the beginning),
+    except the entries at or below `applied_index`, for a caller that has persisted its state
+    up to there; a replayed entry is reported as soon as it is known committed, the rest once
+    a leader confirms them.
+
+    Snapshots: `snapshot_provider()` returns (the index of the last entry delivered to
+    `on_commit` or `on_snapshot`, the state machine's state as bytes); `on_snapshot(index,
+    data)` must replace the state machine's state by one such snapshot — at start (unless
+    `index <= applied_index`) and when the leader sends one because this member is behind its
+    log start — before any later `on_commit`. Both are called on the loop; the bytes are opaque
+    here. Without a provider this member never compacts its log; without `on_snapshot` it
+    cannot load one (a snapshot found at start or sent by a leader stops it).
 
     `on_leader_change(leader_id, term)` is called on the loop whenever the known leader or the
     term changes; `leader_id` is None while no leader is known. This node reports itself as the
@@ -132,6 +153,11 @@ class Quorum:
         listen: tuple[str, int] | None = None,
         applied_index: int = 0,
         max_entry_bytes: int = 1 << 20,
+        snapshot_provider: Callable[[], tuple[int, bytes]] | None = None,
+        on_snapshot: Callable[[int, bytes], None] | None = None,
+        max_entries_between_snapshots: int = 20_000,
+        max_bytes_between_snapshots: int = 20 << 20,
+        snapshots_kept: int = 2,
     ) -> None:
         if node_id not in voters:
             raise ValueError(f"node {node_id} is not among the voters {sorted(voters)}")
@@ -152,6 +178,14 @@ class Quorum:
         self._replay_floor = applied_index
         self.max_entry_bytes = max_entry_bytes
         self._tag = f"[node {node_id}] "
+        if min(max_entries_between_snapshots, max_bytes_between_snapshots, snapshots_kept) < 1:
+            raise ValueError("snapshot thresholds and snapshots_kept must be positive")
+        self._snapshot_provider = snapshot_provider
+        self._on_snapshot = on_snapshot
+        self._snapshot_every_entries = max_entries_between_snapshots
+        self._snapshot_every_bytes = max_bytes_between_snapshots
+        self._snapshots_kept = snapshots_kept
+        self._store: SnapshotStore | None = None
 
         # Loop side.
         self._leader_id: int | None = None
@@ -164,9 +198,20 @@ class Quorum:
         self._closed = False
         self._failure: BaseException | None = None
         self._stopped: asyncio.Future[None] | None = None
+        # (index, term) of the last entry or snapshot handed to the state machine.
+        self._delivered = (0, 0)
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+
+        # Thread side: what was applied since the last snapshot, and whether one is on its way.
+        self._since_entries = 0
+        self._since_bytes = 0
+        self._snapshot_pending = False
+        self._snapshot_index = 0
 
         # Shared with the thread (each handed over whole; the GIL makes that atomic).
         self._queue: collections.deque[tuple[int, bytes, int]] = collections.deque()
+        # Snapshots the loop had written (None: none this time), with size and write time.
+        self._written: collections.deque[tuple[SnapshotId | None, int, float]] = collections.deque()
         self._stopping = False
         self._status = QuorumStatus(node_id, None, 0, False, 0, 0, 0)
         self._wake_r, self._wake_w = os.pipe()
@@ -200,6 +245,8 @@ class Quorum:
         """Leave the quorum: close the sockets and the journal. Pending appends fail."""
         if not self._started or self._stopped is None:
             return
+        if self._snapshot_tasks:  # a snapshot being written: let it finish (it is atomic)
+            await asyncio.gather(*self._snapshot_tasks, return_exceptions=True)
         self._stopping = True
         self._wake()
         await asyncio.shield(self._stopped)
@@ -280,6 +327,12 @@ class Quorum:
         try:
             journal = DurableJournal(self.data_dir, self._tag)
             try:
+                store = SnapshotStore(self.data_dir, self._tag)
+                loaded = recover(store, journal, self._tag)
+                if loaded is not None and self._on_snapshot is None:
+                    raise QuorumError(
+                        f"{self.data_dir} holds snapshot {loaded[0].index}, but nothing loads it"
+                    )
                 node = RaftNode(
                     self.node_id,
                     self.voters,
@@ -291,6 +344,8 @@ class Quorum:
                     max_entry_bytes=self.max_entry_bytes,
                     tag=self._tag,
                 )
+                if loaded is not None:
+                    node.restore_snapshot(loaded[0])
             except BaseException:
                 journal._destroy()
                 raise
@@ -299,21 +354,30 @@ class Quorum:
             loop.call_soon_threadsafe(_set_result, self._stopped)
             return
         self._node = node
+        self._store = store
+        if self._on_snapshot is not None:
+            node.attach_snapshots(store, self._installed)
         node.add_reader(self._wake_r, self._drain_wake)
         logger.info(
-            "%sraft quorum member started: voters %s, log %d..%d, commit %d, term %d",
+            "%sraft quorum member started: voters %s, log %d..%d, snapshot %s, commit %d, term %d",
             self._tag,
             sorted(self.voters),
-            journal[0][1],
+            journal.first_index,
             journal.last_index,
+            "none" if loaded is None else loaded[0].index,
             node.raftCommitIndex,
             node.raftCurrentTerm,
         )
+        if loaded is not None:
+            self._snapshot_index = loaded[0].index
+            self._post(self._snapshot_loaded, loaded[0].index, loaded[0].term, loaded[1])
         loop.call_soon_threadsafe(_set_result, ready)
         published: tuple[int | None, int] | None = None
         last_status = 0.0
         try:
             while not self._stopping:
+                while self._written:
+                    self._compact(node, journal, *self._written.popleft())
                 replicate = self._take_appends(node)
                 if replicate:
                     node.replicate()
@@ -372,6 +436,56 @@ class Quorum:
 
     def _post_applied(self, index: int, term: int, payload: bytes | None) -> None:
         self._post(self._applied, index, term, payload)
+        self._since_entries += 1
+        self._since_bytes += 0 if payload is None else len(payload)
+        if (
+            self._snapshot_provider is not None
+            and not self._snapshot_pending
+            and (
+                self._since_entries >= self._snapshot_every_entries
+                or self._since_bytes >= self._snapshot_every_bytes
+            )
+        ):
+            self._snapshot_pending = True
+            self._post(self._snapshot_due)
+
+    def _installed(self, snapshot: SnapshotId, data: bytes) -> None:
+        """A leader's snapshot was installed (raft.py): the state machine must load it."""
+        self._since_entries = self._since_bytes = 0
+        self._snapshot_index = snapshot.index
+        self._post(self._snapshot_loaded, snapshot.index, snapshot.term, data)
+
+    def _compact(
+        self,
+        node: RaftNode,
+        journal: DurableJournal,
+        snapshot: SnapshotId | None,
+        size: int,
+        took: float,
+    ) -> None:
+        """A snapshot the loop had written is durable: drop what it makes redundant."""
+        self._snapshot_pending = False
+        if snapshot is None:
+            # Not taken, or not written: try again after as many entries, not at the next.
+            self._since_entries = self._since_bytes = 0
+            return
+        assert self._store is not None
+        started = time.perf_counter()
+        retain(self._store, journal, self._snapshots_kept, self._tag)
+        if snapshot.index > self._snapshot_index:
+            self._snapshot_index = snapshot.index
+            self._since_entries = max(0, node.raftLastApplied - snapshot.index)
+            self._since_bytes = 0
+        logger.info(
+            "%ssnapshot %d: %d bytes written in %.0f ms; log now %d..%d (compacted in %.0f ms)",
+            self._tag,
+            snapshot.index,
+            size,
+            took * 1000,
+            journal.first_index,
+            journal.last_index,
+            (time.perf_counter() - started) * 1000,
+        )
 
     def _post(self, callback: Callable[..., None], *args: object) -> None:
         assert self._loop is not None
@@ -414,9 +528,13 @@ class Quorum:
             applied_index=state.applied_index,
             last_index=state.last_index,
             voters=tuple(voters),
+            first_index=state.first_index,
+            snapshot_index=self._snapshot_index,
         )
 
     def _wake(self) -> None:
+        if self._closed:
+            return  # the pipe's descriptors may belong to something else by now
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -433,6 +551,8 @@ class Quorum:
     def _applied(self, index: int, term: int, payload: bytes | None) -> None:
         self._applied_index = index
         if payload is not None and index > self._replay_floor and self._failure is None:
+            # Below the floor the caller's state is already past the entry: not delivered.
+            self._delivered = (index, term)
             try:
                 self._on_commit(index, payload)
             except Exception as e:
@@ -453,6 +573,78 @@ class Quorum:
                 pending.future.set_exception(
                     EntryDiscarded(f"entry {index} of term {pending.term} replaced (term {term})")
                 )
+
+    def _snapshot_loaded(self, index: int, term: int, data: bytes) -> None:
+        self._applied_index = index
+        for covered in sorted(i for i in self._by_index if i <= index):
+            pending = self._by_index.pop(covered)
+            if not pending.future.done():
+                pending.future.set_exception(
+                    CommitTimeout(f"entry {covered} is inside snapshot {index}: outcome unknown")
+                )
+        if self._failure is not None or index <= self._replay_floor:
+            return
+        if self._on_snapshot is None:
+            self._failed(QuorumError(f"snapshot {index} arrived, but nothing loads it"))
+            return
+        self._delivered = (index, term)
+        try:
+            self._on_snapshot(index, data)
+        except Exception as e:
+            logger.critical(
+                "%son_snapshot failed for snapshot %d; stopping the quorum member",
+                self._tag,
+                index,
+                exc_info=True,
+            )
+            self._failed(e)
+
+    def _snapshot_due(self) -> None:
+        """The thread asks for a snapshot: take it now, write it on a worker thread."""
+        provider = self._snapshot_provider
+        if (
+            provider is None
+            or self._failure is not None
+            or self._stopping
+            or self._delivered[0] <= self._snapshot_index  # nothing new since the last one
+        ):
+            self._snapshot_written(None, 0, 0.0)
+            return
+        try:
+            index, data = provider()
+        except Exception:
+            logger.exception("%staking a snapshot failed", self._tag)
+            self._snapshot_written(None, 0, 0.0)
+            return
+        if index != self._delivered[0] or index < 1:
+            logger.error(
+                "%sthe state machine's snapshot is at index %d, not at the last entry "
+                "delivered (%d): not written",
+                self._tag,
+                index,
+                self._delivered[0],
+            )
+            self._snapshot_written(None, 0, 0.0)
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._write_snapshot(index, self._delivered[1], bytes(data)))
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+
+    async def _write_snapshot(self, index: int, term: int, data: bytes) -> None:
+        assert self._store is not None
+        started = time.perf_counter()
+        try:
+            snapshot = await asyncio.to_thread(self._store.write, index, term, data)
+        except JournalError as e:
+            logger.error("%s%s", self._tag, e)
+            self._snapshot_written(None, 0, 0.0)
+            return
+        self._snapshot_written(snapshot, len(data), time.perf_counter() - started)
+
+    def _snapshot_written(self, snapshot: SnapshotId | None, size: int, took: float) -> None:
+        self._written.append((snapshot, size, took))
+        self._wake()
 
     def _append_placed(self, token: int, index: int) -> None:
         pending = self._appends.get(token)

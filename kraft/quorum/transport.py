@@ -75,10 +75,11 @@ _MAX_INBOUND_PER_PEER = 4
 _TO_ACCEPTOR = 0
 _TO_DIALER = 1
 
-# The messages pysyncobj's Raft core exchanges when membership changes, command forwarding,
-# leadership transfer and snapshot transfer are off (the quorum turns them off). Anything else
-# from a peer is a protocol error: in particular the chunked-entry and snapshot variants of
-# append_entries, which pysyncobj would unpickle.
+# The messages pysyncobj's Raft core exchanges when membership changes, command forwarding and
+# leadership transfer are off (the quorum turns them off). Anything else from a peer is a
+# protocol error: in particular pysyncobj's chunked-entry and full-dump variants of
+# append_entries, which it would unpickle. The quorum's own snapshot transfer rides on
+# append_entries and next_node_idx under keys of its own (plain values, checked by RaftNode).
 ALLOWED_MESSAGES = frozenset({"append_entries", "next_node_idx", "request_vote", "response_vote"})
 _FORBIDDEN_KEYS = frozenset({"transmission", "serialized"})
 

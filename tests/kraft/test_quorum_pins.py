@@ -28,7 +28,7 @@ from pysyncobj.transport import Transport
 from pysyncobj.version import VERSION
 
 from kraft.quorum.journal import DurableJournal
-from kraft.quorum.raft import NO_OP, REGULAR, RaftNode, RaftTimeouts, make_conf
+from kraft.quorum.raft import NO_OP, REGULAR, RaftNode, RaftTimeouts, _NoSerializer, make_conf
 
 # Sources of the pysyncobj methods whose behaviour kraft/quorum/raft.py depends on. Any change
 # is a reason to re-review the wrapper, so a change fails here first.
@@ -41,6 +41,11 @@ PINNED_SOURCES = {
     "_SyncObj__onBecomeLeader": "5a3fd97bc17dc1cf",
     "_SyncObj__setCurrentTerm": "0ad5bf456ac06bd3",
     "_SyncObj__tryLogCompaction": "c2f8a0ec14cc7312",
+    # Snapshots: the log start is raftLog[0]; RaftNode replaces __sendAppendEntries whole.
+    "_SyncObj__getEntries": "e29c4b33293b2101",
+    "_SyncObj__getPrevLogIndexTerm": "6766914806ae2311",
+    "_SyncObj__deleteEntriesFrom": "3b23c411bb903d36",
+    "_SyncObj__getCurrentLogIndex": "e5af22ca246686bd",
 }
 
 
@@ -214,6 +219,124 @@ def test_relied_on_apply_hook_and_immediate_replication(tmp_path: Any) -> None:
         assert isinstance(node._SyncObj__raftMatchIndex, dict)
     finally:
         node.destroy()
+
+
+class Applier(SyncObj):
+    """A bare pysyncobj core that records what it applies, through the hook RaftNode uses."""
+
+    def __init__(self, journal: Any) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.applied: list[tuple[int, bytes]] = []
+        super().__init__(
+            "1",
+            ["2"],
+            fast_conf(journal),
+            nodeClass=Node,
+            transport=RecordingTransport(self.events),
+        )
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> None:  # noqa: N802
+        self.applied.append((self.raftLastApplied + 1, command))
+
+
+def test_relied_on_a_journal_that_starts_at_a_snapshot(tmp_path: Any) -> None:
+    """A journal whose first record is a placeholder at index 10 (term 3): pysyncobj treats it
+    as the previous entry of 11, never applies or returns it as an entry to send, and applies
+    from `__raftLastApplied + 1` once it is set to the snapshot's index."""
+    journal = DurableJournal(str(tmp_path))
+    journal.reset_to(10, 3)
+    journal.add(bytes((REGULAR,)) + b"a", 11, 3)
+    core = Applier(journal)
+    assert core.raftCommitIndex == 10  # getRaftCommitIndex: never before the log start
+    core._SyncObj__raftLastApplied = 10
+    assert core._SyncObj__getPrevLogIndexTerm(11) == (10, 3)
+    assert core._SyncObj__getEntries(10) == [(bytes((NO_OP,)), 10, 3), (b"\x00a", 11, 3)]
+    assert core._SyncObj__getEntries(9) == []
+    assert core._SyncObj__getCurrentLogIndex() == 11
+    peer = next(iter(core.otherNodes))
+    receive = core._SyncObj__transport._onMessageReceived
+    base = {"type": "append_entries", "term": 3, "commit_index": 12}
+    receive(peer, {**base, "entries": [(b"\x00b", 12, 3)], "prevLogIdx": 11, "prevLogTerm": 3})
+    ack = [e[2] for e in core.events if e[:2] == ("send", "next_node_idx")][-1]
+    assert (ack["next_node_idx"], ack["success"]) == (13, True)
+    core.doTick(0)
+    assert core.applied == [(11, b"\x00a"), (12, b"\x00b")]
+    # Before the log start: "reset" to the end of the log, nothing deleted.
+    receive(peer, {**base, "entries": [], "prevLogIdx": 8, "prevLogTerm": 3})
+    ack = [e[2] for e in core.events if e[:2] == ("send", "next_node_idx")][-1]
+    assert (ack["next_node_idx"], ack["reset"], ack["success"]) == (13, True, False)
+    assert journal.first_index == 10 and journal.last_index == 12
+    core._doDestroy()
+
+
+def test_relied_on_an_append_entries_without_prev_log_index_is_bookkeeping_only(
+    tmp_path: Any,
+) -> None:
+    """How RaftNode hands a snapshot chunk's leader message to pysyncobj: term, leader and
+    follower state change as for any append_entries; log, commit index and replies do not."""
+    journal = DurableJournal(str(tmp_path))
+    journal.add(bytes((NO_OP,)), 1, 0)
+    journal.add(bytes((REGULAR,)) + b"stale", 2, 1)
+    core = Applier(journal)
+    peer = next(iter(core.otherNodes))
+    core._SyncObj__raftElectionDeadline = 0.0
+    received_at = syncobj_module.monotonicTime()  # pysyncobj's clock, not time.monotonic
+    core._SyncObj__transport._onMessageReceived(
+        peer, {"type": "append_entries", "term": 4, "commit_index": 0}
+    )
+    assert core.raftCurrentTerm == 4 and core._getLeader() == peer and not core._isLeader()
+    assert core._SyncObj__raftElectionDeadline > received_at  # the election timer was reset
+    assert core.raftCommitIndex == 1 and journal.last_index == 2
+    assert [e for e in core.events if e[0] == "send"] == []
+    core.doTick(0)
+    assert core.applied == []
+    core._doDestroy()
+
+
+def test_relied_on_the_leader_s_handling_of_next_node_idx(tmp_path: Any) -> None:
+    """Snapshot acknowledgements are next_node_idx messages: without reset or success they
+    only count as a response; success moves match and next index; reset sets next index."""
+    journal = DurableJournal(str(tmp_path))
+    journal.add(bytes((NO_OP,)), 1, 0)
+    core = Applier(journal)
+    core._SyncObj__onBecomeLeader()
+    peer = next(iter(core.otherNodes))
+    receive = core._SyncObj__transport._onMessageReceived
+    core._SyncObj__lastResponseTime[peer] = 0
+    next_index = core._SyncObj__raftNextIndex[peer]
+    receive(peer, {"type": "next_node_idx", "next_node_idx": 51, "reset": False, "success": False})
+    assert core._SyncObj__lastResponseTime[peer] > 0
+    assert core._SyncObj__raftMatchIndex[peer] == 0
+    assert core._SyncObj__raftNextIndex[peer] == next_index
+    receive(peer, {"type": "next_node_idx", "next_node_idx": 51, "reset": False, "success": True})
+    assert core._SyncObj__raftMatchIndex[peer] == 50 and core._SyncObj__raftNextIndex[peer] == 51
+    receive(peer, {"type": "next_node_idx", "next_node_idx": 7, "reset": True, "success": False})
+    assert core._SyncObj__raftNextIndex[peer] == 7
+    core._doDestroy()
+
+
+def test_relied_on_private_state_used_by_the_snapshot_code(tmp_path: Any) -> None:
+    core = Applier(DurableJournal(str(tmp_path)))
+    for name, kind in (
+        ("_SyncObj__conf", SyncObjConf),
+        ("_SyncObj__otherNodes", set),
+        ("_SyncObj__readonlyNodes", set),
+        ("_SyncObj__connectedNodes", set),
+        ("_SyncObj__raftNextIndex", dict),
+        ("_SyncObj__transport", Transport),
+        ("_SyncObj__newAppendEntriesTime", (int, float)),
+        ("_SyncObj__raftLastApplied", int),
+        ("_SyncObj__raftCommitIndex", int),
+        ("_SyncObj__serializer", object),
+    ):
+        assert isinstance(getattr(core, name), kind), name
+    # RaftNode sets __newAppendEntriesTime, which _onTick compares with this clock.
+    assert "monotonicTime() > self.__newAppendEntriesTime" in inspect.getsource(SyncObj._onTick)
+    assert callable(syncobj_module.monotonicTime)
+    # The serializer is only asked whether a dump is in progress while compaction is off.
+    core._SyncObj__serializer = _NoSerializer()
+    tick(core, 5)
+    core._doDestroy()
 
 
 def test_relied_on_config_is_accepted() -> None:

@@ -7,6 +7,7 @@ The test drives children over stdin/stdout. A child (this file run as a script) 
     child -> parent   READY
                       LEADER <id or -> <term>
                       COMMIT <index> <hex>   on_commit, in order (replayed after a restart)
+                      SNAPSHOT <index> <hex> on_snapshot: every (index, entry) it holds
                       ACK <token> <index>    the append is committed
                       ERR <token> <error>
                       BENCH <p50 ms> <p99 ms>
@@ -14,6 +15,10 @@ The test drives children over stdin/stdout. A child (this file run as a script) 
 The crash test records every acknowledged append; at the end all voters must hold every one of
 them at its acknowledged index, and every COMMIT any incarnation of any voter ever reported
 must agree with the final log (nothing committed was lost, changed or reordered).
+
+With SNAPSHOT_ENV set (entries between snapshots), a child keeps every committed entry as its
+state machine and snapshots it (test_quorum_snapshot.py); a snapshot it loads counts as
+having committed every entry in it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import sys
 import time
 from typing import IO, Any
 
-from kraft.quorum import Quorum, QuorumError
+from kraft.quorum import Quorum, QuorumError, codec
 
 SECRET_ENV = "KRAFT_QUORUM_TEST_SECRET"
+SNAPSHOT_ENV = "KRAFT_QUORUM_TEST_SNAPSHOT_ENTRIES"
 SECRET = "process test secret"
 
 
@@ -44,15 +50,33 @@ async def child_main(node_id: int, voters: dict[int, tuple[str, int]], data_dir:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    state: list[tuple[int, bytes]] = []
+
+    def on_commit(index: int, entry: bytes) -> None:
+        state.append((index, entry))
+        emit(f"COMMIT {index} {entry.hex()}")
+
+    def on_snapshot(index: int, data: bytes) -> None:
+        state[:] = codec.decode(data)
+        emit(f"SNAPSHOT {index} {data.hex()}")
+
+    snapshots: dict[str, Any] = {}
+    if SNAPSHOT_ENV in os.environ:
+        snapshots = dict(
+            snapshot_provider=lambda: (state[-1][0] if state else 0, codec.encode(state)),
+            on_snapshot=on_snapshot,
+            max_entries_between_snapshots=int(os.environ[SNAPSHOT_ENV]),
+        )
     quorum = Quorum(
         node_id,
         voters,
         data_dir,
         os.environ[SECRET_ENV],
-        on_commit=lambda index, entry: emit(f"COMMIT {index} {entry.hex()}"),
+        on_commit=on_commit,
         on_leader_change=lambda leader, term: emit(
             f"LEADER {'-' if leader is None else leader} {term}"
         ),
+        **snapshots,
     )
     await quorum.start()
     emit("READY")
@@ -108,9 +132,11 @@ class Child:
         self.ready = asyncio.Event()
         self.acks: dict[str, asyncio.Future[int | None]] = {}
         self.bench: asyncio.Future[tuple[float, float]] | None = None
+        self.env: dict[str, str] = {}
+        self.snapshots_loaded: list[tuple[int, bool]] = []  # (index, after READY)
 
     async def start(self) -> None:
-        env = dict(os.environ, **{SECRET_ENV: SECRET})
+        env = dict(os.environ, **{SECRET_ENV: SECRET}, **self.env)
         voters = json.dumps({str(k): list(v) for k, v in self.voters.items()})
         with open_log(self.log_path) as log:
             self.proc = await asyncio.create_subprocess_exec(
@@ -123,6 +149,7 @@ class Child:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                limit=64 << 20,  # SNAPSHOT lines
             )
         self.commits = []
         self.incarnations.append(self.commits)
@@ -141,6 +168,12 @@ class Child:
             elif words[0] == "LEADER":
                 self.leader = None if words[1] == "-" else int(words[1])
                 self.term = int(words[2])
+            elif words[0] == "SNAPSHOT":
+                known = dict(self.commits)
+                for index, entry in codec.decode(bytes.fromhex(words[2])):
+                    assert known.setdefault(index, entry) == entry, f"snapshot changed {index}"
+                self.commits[:] = sorted(known.items())
+                self.snapshots_loaded.append((int(words[1]), self.ready.is_set()))
             elif words[0] == "READY":
                 self.ready.set()
             elif words[0] in ("ACK", "ERR"):
