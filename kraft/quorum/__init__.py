@@ -69,6 +69,11 @@ The gaps of pysyncobj 0.3.17 this closes (each has a test in tests/kraft/test_qu
 9. Duplicated vote grants. pysyncobj counts grants, not voters; `RaftNode` counts a voter's
    grant once per term (the transport never duplicates a message, the simulation's chaos
    network does: with 5 voters it elected two leaders in a term).
+10. Catching up a divergent follower. On a term mismatch pysyncobj's follower answers with
+    the previous index, so the leader walks back one entry per round trip, and any
+    heartbeat sent meanwhile restarts the walk: with round trips near the heartbeat interval,
+    a follower 50 entries off took 27 s to catch up in the simulation. `RaftNode` answers
+    with the first index of the conflicting term, as most Raft implementations do.
 
 Left out: membership changes, pre-vote (a voter that was cut off can bump the term when it
 comes back).

@@ -494,7 +494,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
                 self._on_snapshot_ack(node, *ack)
             return
         if kind == "append_entries":
-            message = self._without_stale_truncation(message)
+            message = self._skip_conflicting_term(self._without_stale_truncation(message))
         elif kind == "response_vote" and not self._first_grant(node, message):
             return
         super()._SyncObj__onMessageReceived(node, message)
@@ -544,6 +544,33 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
             "term": message["term"],
             "commit_index": min(message["commit_index"], last),
         }
+
+    def _skip_conflicting_term(self, message: dict[str, Any]) -> dict[str, Any]:
+        """On a term mismatch at prevLogIdx pysyncobj answers "try prevLogIdx", so the leader
+        walks a divergent suffix back one entry per round trip, and a heartbeat sent meanwhile
+        (from the leader's optimistic next index) answers "my log ends here", which restarts
+        the walk: with a round trip near the heartbeat interval, a follower with a long
+        divergent suffix takes tens of seconds to catch up (found by
+        tests/kraft/test_quorum_sim.py).
+
+        As most Raft implementations do, answer with the first index of the conflicting term
+        instead: pysyncobj gets the message with prevLogIdx moved there and a prevLogTerm no
+        entry has, so it answers just that, after the usual bookkeeping, touching no entry."""
+        prev = message.get("prevLogIdx")
+        if type(prev) is not int or "transmission" in message:
+            return message
+        held = self._journal.entry(prev)
+        if held is None or held[2] == message["prevLogTerm"]:
+            return message
+        first = prev
+        while first - 1 > self._journal.first_index:
+            before = self._journal.entry(first - 1)
+            if before is None or before[2] != held[2]:
+                break
+            first -= 1
+        if first == prev:
+            return message
+        return {**message, "prevLogIdx": first, "prevLogTerm": -1}
 
     # Leader side.
 
