@@ -692,6 +692,10 @@ class PartitionLog:
         """
         with self._lock:
             if offset >= self.log_end_offset:
+                # Nothing to remove, but the leader-epoch cache may hold an epoch starting at
+                # the log end with no batch (this broker led it without appending): that entry
+                # is the divergence, and keeping it would make the leader report it forever.
+                self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
                 return self.log_end_offset
             if offset < self.log_start_offset:
                 self._truncate_fully_locked(offset)

@@ -12,11 +12,16 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from log.partition_log import PartitionLog
 
 logger = logging.getLogger(__name__)
+
+
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 @dataclass(slots=True)
@@ -43,6 +48,16 @@ class Partition:
     isr: list[int] = field(default_factory=list)
     min_insync_replicas: int = 1
     followers: dict[int, ReplicaState] = field(default_factory=dict)
+    # Milliseconds for caught-up times; a simulation injects its own.
+    clock: Callable[[], int] = monotonic_ms
+    # Told when a follower outside the ISR reaches what joining takes (Kafka expands the ISR
+    # on that very fetch, not at the next periodic check): the broker checks the ISR at once.
+    on_follower_caught_up: Callable[[], None] | None = None
+    # Replicas this leader asked the controller to add to the ISR, until the metadata (or an
+    # answer showing nothing was committed) settles it: the controller may already count them
+    # in sync, and elect them, so the high watermark must not pass them either (Kafka's
+    # "maximal ISR"). A shrink needs no such care: the old ISR stays in force until then.
+    pending_isr: set[int] = field(default_factory=set)
     _waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
@@ -62,10 +77,12 @@ class Partition:
         self.partition_epoch = partition_epoch
         self.replicas = list(replicas)
         self.isr = list(isr)
+        # A new partition epoch: requests made under the old one can no longer be committed.
+        self.pending_isr = set()
         if changed:
             # Kafka's rule for a new leader: ISR members get a fresh caught-up time (they were
             # in sync as far as the controller knows), the others none.
-            now_ms = int(time.monotonic() * 1000)
+            now_ms = self.clock()
             self.followers = {
                 r: ReplicaState(last_caught_up_ms=now_ms if r in isr else 0)
                 for r in replicas
@@ -111,15 +128,16 @@ class Partition:
         self.partition_epoch = partition_epoch
         self.replicas = list(replicas)
         self.isr = list(isr)
+        self.pending_isr = set()
         self.followers = {}
         self.notify()
 
     def maybe_advance_high_watermark(self) -> bool:
-        """HW = min log end offset over the ISR; True if it moved."""
+        """HW = min log end offset over the ISR and its pending additions; True if it moved."""
         if not self.is_leader or len(self.isr) < self.min_insync_replicas:
             return False
         leo = self.log.log_end_offset
-        for replica in self.isr:
+        for replica in self.pending_isr.union(self.isr):
             if replica != self.broker_id:
                 state = self.followers.get(replica)
                 leo = min(leo, state.log_end_offset if state else -1)
@@ -135,11 +153,6 @@ class Partition:
         start of this leader's epoch come back."""
         if not self.is_leader:
             return None
-        hw = self.log.high_watermark
-        epoch_start = next(
-            (start for e, start in self.log.leader_epoch_cache.entries() if e == self.leader_epoch),
-            0,
-        )
         isr = [
             r
             for r in self.isr
@@ -150,12 +163,21 @@ class Partition:
             if (
                 r not in isr
                 and r in alive
-                and state.log_end_offset >= max(hw, epoch_start)
+                and self._may_join(state)
                 and now_ms - state.last_caught_up_ms <= lag_ms
             ):
                 isr.append(r)
         ordered = [r for r in self.replicas if r in isr]
         return None if ordered == self.isr else ordered
+
+    def _may_join(self, state: ReplicaState) -> bool:
+        """A follower may join the ISR once it holds the high watermark and the start of this
+        leader's epoch."""
+        epoch_start = next(
+            (start for e, start in self.log.leader_epoch_cache.entries() if e == self.leader_epoch),
+            0,
+        )
+        return state.log_end_offset >= max(self.log.high_watermark, epoch_start)
 
     def record_follower_fetch(self, replica: int, fetch_offset: int) -> None:
         """A follower fetching from `fetch_offset` holds everything below it.
@@ -167,7 +189,7 @@ class Partition:
         state = self.followers.get(replica)
         if state is None or not self.is_leader:
             return
-        now_ms = int(time.monotonic() * 1000)
+        now_ms = self.clock()
         leader_leo = self.log.log_end_offset
         state.log_end_offset = fetch_offset
         if fetch_offset >= leader_leo:
@@ -177,6 +199,12 @@ class Partition:
         state.last_fetch_leader_leo = leader_leo
         state.last_fetch_ms = now_ms
         self.maybe_advance_high_watermark()
+        if (
+            self.on_follower_caught_up is not None
+            and replica not in self.isr
+            and self._may_join(state)
+        ):
+            self.on_follower_caught_up()
 
     # ------------------------------------------------------------- waiting
 

@@ -3,9 +3,14 @@
 A follower fetches every partition it follows from that partition's leader, as replica
 `broker id`, from its own log end offset, sending the epoch of its last batch
 (LastFetchedEpoch, KIP-595/Fetch v12+): a leader whose log diverges answers with a
-DivergingEpoch, and the follower truncates to it before fetching again, so logs never keep a
-suffix the leader does not have. Batches are appended as they are (offsets and epochs kept);
-the follower's high watermark is the leader's, capped by its own log end.
+DivergingEpoch, and the follower truncates to where both logs agree before fetching again,
+so logs never keep a suffix the leader does not have. Batches are appended as they are
+(offsets and epochs kept); the follower's high watermark is the leader's, capped by its own
+log end.
+
+The protocol itself is free of I/O (`build_fetch_request`, `apply_fetch_response`,
+`divergence_truncation_offset`): the fetcher below moves the bytes, and the replication
+simulation (tests/net/replication_sim.py) drives the same functions over a simulated network.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 
 from log.errors import LogError
+from log.partition_log import PartitionLog
 from net.broker.partition import Partition
 from net.client import KafkaConnection
 from net.protocol import ErrorCode, FetchRequest, FetchResponse, ProtocolError
@@ -104,90 +111,138 @@ class ReplicaFetcher:
     async def _fetch_once(self) -> None:
         conn = await self._connect()
         wanted = dict(self.partitions)
-        topics: dict[str, list[FetchRequest.FetchPartition]] = {}
-        for (topic, index), part in wanted.items():
-            log = part.log
-            topics.setdefault(topic, []).append(
-                FetchRequest.FetchPartition(
-                    partition=index,
-                    current_leader_epoch=part.leader_epoch,
-                    fetch_offset=log.log_end_offset,
-                    last_fetched_epoch=log.leader_epoch_cache.latest_epoch,
-                    log_start_offset=log.log_start_offset,
-                    partition_max_bytes=PARTITION_MAX_BYTES,
-                )
-            )
-        ids = {t: p.topic_id for (t, _), p in wanted.items()}
         version = conn.version_for(1)
-        request = FetchRequest(
-            # The replica id moved into replica_state in v15.
-            replica_id=self.broker_id if version < 15 else -1,
-            replica_state=FetchRequest.ReplicaState(replica_id=self.broker_id, replica_epoch=-1),
-            max_wait_ms=FETCH_MAX_WAIT_MS,
-            min_bytes=1,
-            max_bytes=FETCH_MAX_BYTES,
-            topics=[
-                FetchRequest.FetchTopic(topic=t, topic_id=ids[t], partitions=parts)
-                for t, parts in topics.items()
-            ],
-        )
+        request = build_fetch_request(self.broker_id, wanted, version)
         async with asyncio.timeout(FETCH_MAX_WAIT_MS / 1000 + 10):
             response = await conn.send(request, version)
         assert isinstance(response, FetchResponse)
-        if response.error_code:
-            await asyncio.sleep(RETRY_BACKOFF_S)
-            return
-        errors = False
-        for answer in response.responses:
-            name = answer.topic or next((t for t, i in ids.items() if i == answer.topic_id), "")
-            for data in answer.partitions:
-                current = self.partitions.get((name, data.partition_index))
-                if current is None or current is not wanted.get((name, data.partition_index)):
-                    continue  # reassigned meanwhile
-                errors = self._process(current, data) or errors
-        if errors:
+        if apply_fetch_response(response, wanted, self.partitions, self.tag):
             await asyncio.sleep(RETRY_BACKOFF_S)
 
-    def _process(self, p: Partition, data: FetchResponse.PartitionData) -> bool:
-        """Apply one partition's fetch result; True if it failed (back off)."""
-        log = p.log
-        if data.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
-            if data.log_start_offset > log.log_end_offset:
-                logger.info(
-                    "%s%s-%d: behind the leader's log start %d: restarting there",
-                    self.tag,
-                    p.topic,
-                    p.index,
-                    data.log_start_offset,
-                )
-                log.truncate_fully_and_start_at(data.log_start_offset)
-                return False
-            return True
-        if data.error_code:
-            return True  # e.g. FENCED_LEADER_EPOCH: new metadata will re-point us
-        diverging = data.diverging_epoch
-        if diverging.epoch >= 0 or diverging.end_offset >= 0:
-            end = max(min(diverging.end_offset, log.log_end_offset), 0)
+
+# ----------------------------------------------------------- the protocol, without I/O
+
+PartitionKey = tuple[str, int]
+
+
+def fetch_partition_request(p: Partition) -> FetchRequest.FetchPartition:
+    """What a follower asks for: its log end, with the epoch of its last batch."""
+    log = p.log
+    return FetchRequest.FetchPartition(
+        partition=p.index,
+        current_leader_epoch=p.leader_epoch,
+        fetch_offset=log.log_end_offset,
+        last_fetched_epoch=log.leader_epoch_cache.latest_epoch,
+        log_start_offset=log.log_start_offset,
+        partition_max_bytes=PARTITION_MAX_BYTES,
+    )
+
+
+def build_fetch_request(
+    broker_id: int, partitions: Mapping[PartitionKey, Partition], version: int
+) -> FetchRequest:
+    topics: dict[str, list[FetchRequest.FetchPartition]] = {}
+    ids: dict[str, uuid.UUID] = {}
+    for (topic, _), part in partitions.items():
+        topics.setdefault(topic, []).append(fetch_partition_request(part))
+        ids[topic] = part.topic_id
+    return FetchRequest(
+        # The replica id moved into replica_state in v15.
+        replica_id=broker_id if version < 15 else -1,
+        replica_state=FetchRequest.ReplicaState(replica_id=broker_id, replica_epoch=-1),
+        max_wait_ms=FETCH_MAX_WAIT_MS,
+        min_bytes=1,
+        max_bytes=FETCH_MAX_BYTES,
+        topics=[
+            FetchRequest.FetchTopic(topic=t, topic_id=ids[t], partitions=parts)
+            for t, parts in topics.items()
+        ],
+    )
+
+
+def apply_fetch_response(
+    response: FetchResponse,
+    wanted: Mapping[PartitionKey, Partition],
+    current: Mapping[PartitionKey, Partition],
+    tag: str,
+) -> bool:
+    """Apply the answer to a request made for `wanted`, skipping partitions that are no longer
+    the `current` ones (reassigned meanwhile); True if the fetcher should back off."""
+    if response.error_code:
+        return True
+    ids = {p.topic_id: t for (t, _), p in wanted.items()}
+    errors = False
+    for answer in response.responses:
+        name = answer.topic or ids.get(answer.topic_id, "")
+        for data in answer.partitions:
+            key = (name, data.partition_index)
+            partition = current.get(key)
+            if partition is None or partition is not wanted.get(key):
+                continue
+            errors = apply_partition_fetch(partition, data, tag) or errors
+    return errors
+
+
+def apply_partition_fetch(p: Partition, data: FetchResponse.PartitionData, tag: str) -> bool:
+    """Apply one partition's fetch result: restart at the leader's log start, truncate a
+    diverging suffix, or append and take the leader's high watermark. True if it failed."""
+    log = p.log
+    if data.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
+        if data.log_start_offset > log.log_end_offset:
             logger.info(
-                "%s%s-%d: log diverges from the leader at epoch %d: truncating to %d",
-                self.tag,
+                "%s%s-%d: behind the leader's log start %d: restarting there",
+                tag,
                 p.topic,
                 p.index,
-                diverging.epoch,
-                end,
+                data.log_start_offset,
             )
-            log.truncate_to(end)
+            log.truncate_fully_and_start_at(data.log_start_offset)
             return False
-        records = data.records
-        try:
-            if records is not None and len(records):
-                log.append_as_follower(records, allow_gaps=True)
-        except LogError as e:
-            logger.warning("%s%s-%d: cannot append fetched data: %s", self.tag, p.topic, p.index, e)
-            return True
-        log.set_high_watermark(min(data.high_watermark, log.log_end_offset))
-        p.notify()
+        return True
+    if data.error_code:
+        return True  # e.g. FENCED_LEADER_EPOCH: new metadata will re-point us
+    diverging = data.diverging_epoch
+    if diverging.epoch >= 0 or diverging.end_offset >= 0:
+        end = divergence_truncation_offset(log, diverging.epoch, diverging.end_offset)
+        logger.info(
+            "%s%s-%d: log diverges from the leader at epoch %d: truncating to %d",
+            tag,
+            p.topic,
+            p.index,
+            diverging.epoch,
+            end,
+        )
+        log.truncate_to(end)
         return False
+    records = data.records
+    try:
+        if records is not None and len(records):
+            log.append_as_follower(records, allow_gaps=True)
+    except LogError as e:
+        logger.warning("%s%s-%d: cannot append fetched data: %s", tag, p.topic, p.index, e)
+        return True
+    log.set_high_watermark(min(data.high_watermark, log.log_end_offset))
+    p.notify()
+    return False
+
+
+def divergence_truncation_offset(log: PartitionLog, epoch: int, end_offset: int) -> int:
+    """Where a follower truncates when the leader answers that its log diverges: the
+    leader's largest epoch at or below the follower's last one is `epoch` (-1: none), and it
+    ends at `end_offset` in the leader's log.
+
+    Kafka's rule: when the follower has that epoch too, one leader wrote both copies of it,
+    so the logs agree up to the smaller of the two ends; when it does not, its epochs after
+    its own largest one below `epoch` are not the leader's: it keeps what lies before them,
+    and the next fetch (naming that epoch) narrows it further. Never lower than needed: a
+    follower in the ISR must not drop batches it was counted for."""
+    leo = log.log_end_offset
+    own_epoch, own_end = log.end_offset_for_epoch(epoch)
+    if own_end < 0:
+        return max(min(end_offset, leo), 0)  # the follower has no epoch that old either
+    if own_epoch == epoch:
+        return max(min(own_end, end_offset, leo), 0)
+    return min(own_end, leo)
 
 
 class ReplicaFetcherManager:
@@ -196,10 +251,13 @@ class ReplicaFetcherManager:
         broker_id: int,
         endpoint_of: Callable[[int], tuple[str, int] | None],
         tag: str,
+        new_fetcher: Callable[[int], ReplicaFetcher] | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.endpoint_of = endpoint_of
         self.tag = tag
+        # Source broker id → its fetcher; a simulation substitutes fetchers without sockets.
+        self.new_fetcher = new_fetcher or self._socket_fetcher
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._assigned: dict[tuple[str, int], int] = {}
 
@@ -215,14 +273,14 @@ class ReplicaFetcherManager:
             return
         fetcher = self.fetchers.get(source)
         if fetcher is None:
-            fetcher = ReplicaFetcher(self.broker_id, source, self._endpoint(source), self.tag)
+            fetcher = self.new_fetcher(source)
             self.fetchers[source] = fetcher
             fetcher.start()
         fetcher.add(partition)
         self._assigned[key] = source
 
-    def _endpoint(self, source: int) -> Callable[[], tuple[str, int] | None]:
-        return lambda: self.endpoint_of(source)
+    def _socket_fetcher(self, source: int) -> ReplicaFetcher:
+        return ReplicaFetcher(self.broker_id, source, lambda: self.endpoint_of(source), self.tag)
 
     def unfollow(self, key: tuple[str, int]) -> None:
         source = self._assigned.pop(key, None)

@@ -231,6 +231,17 @@ def test_truncate_to_and_fully(open_log: OpenLog) -> None:
     assert log.append_as_leader(batch(1), 10).first_offset == 100
 
 
+def test_truncating_at_the_log_end_drops_an_epoch_with_no_batch(open_log: OpenLog) -> None:
+    """A broker that led an epoch without appending keeps that epoch in its cache at the log
+    end; when it follows again, the truncation the new leader asks for (to its log end)
+    must drop that entry, or the follower keeps reporting the epoch and never catches up."""
+    log = open_log()
+    log.append_as_leader(batch(2), 3)
+    log.leader_epoch_cache.assign(7, log.log_end_offset)  # as Partition.become_leader does
+    assert log.truncate_to(2) == 2
+    assert log.leader_epoch_cache.entries() == [(3, 0)]
+
+
 def test_log_append_time_rewrites_timestamps_and_crc(open_log: OpenLog, clock: FakeClock) -> None:
     log = open_log(LogConfig(message_timestamp_type="LogAppendTime"))
     result = log.append_as_leader(batch(3, ts=5), 0)

@@ -85,3 +85,21 @@ def test_high_watermark_waits_for_min_insync_replicas(tmp_path: Path, clock: Clo
     p.isr = [1, 2]
     p.record_follower_fetch(2, 1)
     assert p.high_watermark == 1
+
+
+def test_follower_that_caught_up_wakes_the_isr_check_at_once(tmp_path: Path, clock: Clock) -> None:
+    """Kafka expands the ISR on the fetch that catches up, not at the next periodic check
+    (lag/2: 15 s with the default replica.lag.time.max.ms)."""
+    p = leader(tmp_path)
+    woken: list[int] = []
+    p.on_follower_caught_up = lambda: woken.append(p.log.log_end_offset)
+    for _ in range(3):
+        append(p)
+    p.isr = [1, 2]
+    p.record_follower_fetch(2, p.log.log_end_offset)
+    assert p.high_watermark == 3 and not woken  # an ISR member's fetch wakes nothing
+    p.record_follower_fetch(3, 1)
+    assert not woken  # behind the high watermark
+    p.record_follower_fetch(3, 3)
+    assert woken == [3]
+    assert p.isr_change(int(clock.now * 1000), 500, {1, 2, 3}) == [1, 2, 3]

@@ -65,7 +65,7 @@ async def handle_fetch(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
     while True:
-        response, total, partitions, errors = _read_all(broker, request, replica_id, by_id)
+        response, total, partitions, errors = read_fetch(broker, request, replica_id, by_id)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or errors or remaining <= 0 or not partitions:
             return response
@@ -81,9 +81,13 @@ async def handle_fetch(
                 p.remove_waiter(fut)
 
 
-def _read_all(
+def read_fetch(
     broker: Broker, request: FetchRequest, replica_id: int, by_id: bool
 ) -> tuple[FetchResponse, int, list[Partition], bool]:
+    """One pass over a Fetch without waiting: (response, bytes read, partitions hosted here to
+    wait on, whether to answer at once: an error, or a follower that must truncate first).
+    A follower's fetch (`replica_id` >= 0) reads up to the log end and records its progress;
+    the replication simulation calls this too."""
     image = broker.image
     total = 0
     budget = request.max_bytes
@@ -147,10 +151,11 @@ def _read_partition(
     first: bool,
 ) -> tuple[FetchResponse.PartitionData, int, bool]:
     log = partition.log
-    if is_follower:
-        partition.record_follower_fetch(replica_id, fp.fetch_offset)
     if fp.last_fetched_epoch >= 0:
         epoch, end = log.end_offset_for_epoch(fp.last_fetched_epoch)
+        if end < 0:
+            # No epoch here is that old: the follower's log diverges from where ours starts.
+            end = log.log_start_offset
         if epoch < fp.last_fetched_epoch or end < fp.fetch_offset:
             # KIP-595 style divergence: the fetcher truncates to this and fetches again.
             data = FetchResponse.PartitionData(
@@ -161,13 +166,19 @@ def _read_partition(
                 diverging_epoch=FetchResponse.EpochEndOffset(epoch=epoch, end_offset=end),
                 records=_EMPTY,
             )
-            return data, 0, False
+            # Answered at once, like an error (Kafka's DelayedFetch too): waiting for data
+            # only delays the truncation the follower needs first.
+            return data, 0, True
     upper = None if is_follower else partition.high_watermark
     limit = min(fp.partition_max_bytes, budget)
     try:
         result = log.read(fp.fetch_offset, limit, upper, min_one_batch=first)
     except LogError as e:
         return _fetch_error(fp.partition, e.error_code), 0, True
+    if is_follower:
+        # Only now does the fetch offset show what the follower holds: a follower that
+        # diverges still has a suffix it will truncate (Kafka too ignores such fetches).
+        partition.record_follower_fetch(replica_id, fp.fetch_offset)
     hw = partition.high_watermark
     data = FetchResponse.PartitionData(
         partition_index=fp.partition,
