@@ -82,6 +82,11 @@ class NodeConfig:
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000
     group_max_size: int = 2**31 - 1
+    # KIP-848 consumer groups (group.protocol=consumer).
+    group_consumer_session_timeout_ms: int = 45000
+    group_consumer_heartbeat_interval_ms: int = 5000
+    group_consumer_max_size: int = 2**31 - 1
+    group_consumer_assignors: tuple[str, ...] = ("uniform", "range")
     offsets_commit_timeout_ms: int = 5000
     offsets_topic_segment_bytes: int = 100 * 1024 * 1024
     offset_metadata_max_bytes: int = 4096
@@ -214,6 +219,21 @@ def _names(v: str) -> tuple[str, ...]:
     return tuple(p.strip().upper() for p in v.split(",") if p.strip())
 
 
+def _assignors(v: str) -> tuple[str, ...]:
+    """Server assignor names; Kafka's class names (…UniformAssignor) are accepted too."""
+    out = []
+    for part in (p.strip() for p in v.split(",")):
+        if not part:
+            continue
+        name = part.rsplit(".", 1)[-1].removesuffix("Assignor").lower()
+        if name not in ("uniform", "range"):
+            raise ValueError(f"unknown consumer group assignor {part!r} (uniform, range)")
+        out.append(name)
+    if not out:
+        raise ValueError("needs at least one assignor")
+    return tuple(out)
+
+
 def _dirs(v: str) -> tuple[str, ...]:
     dirs = tuple(p.strip() for p in v.split(",") if p.strip())
     if not dirs:
@@ -272,6 +292,10 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "group.min.session.timeout.ms": ("group_min_session_timeout_ms", _int(0)),
     "group.max.session.timeout.ms": ("group_max_session_timeout_ms", _int(0)),
     "group.max.size": ("group_max_size", _int(1)),
+    "group.consumer.session.timeout.ms": ("group_consumer_session_timeout_ms", _int(1)),
+    "group.consumer.heartbeat.interval.ms": ("group_consumer_heartbeat_interval_ms", _int(1)),
+    "group.consumer.max.size": ("group_consumer_max_size", _int(1)),
+    "group.consumer.assignors": ("group_consumer_assignors", _assignors),
     "offsets.commit.timeout.ms": ("offsets_commit_timeout_ms", _int(1)),
     "offsets.topic.segment.bytes": ("offsets_topic_segment_bytes", _int(1)),
     "offset.metadata.max.bytes": ("offset_metadata_max_bytes", _int(0)),

@@ -28,6 +28,8 @@ from log.errors import LogError
 from log.partition_log import wall_clock_ms
 from log.records import Record, build_batch, decode_records
 from net.broker.partition import Partition
+from net.groups.consumer_coordinator import ConsumerGroupConfig, ConsumerGroupCoordinator
+from net.groups.consumer_records import TopicMetadata
 from net.groups.coordinator import (
     OFFSETS_TOPIC,
     GroupConfig,
@@ -57,7 +59,11 @@ class _Appender:
         self.key = key
         self.broker = broker
         self.timeout_ms = timeout_ms
-        self.queue: collections.deque[tuple[Partition, int, float, DoneFn]] = collections.deque()
+        # (partition, offset the high watermark must pass, leader epoch at the append,
+        # deadline, callback)
+        self.queue: collections.deque[tuple[Partition, int, int, float, DoneFn]] = (
+            collections.deque()
+        )
         self.task: asyncio.Task[None] | None = None
 
     def add(self, partition: Partition, end_offset: int, done: DoneFn) -> None:
@@ -65,15 +71,20 @@ class _Appender:
         if not self.queue and partition.high_watermark >= end_offset:
             loop.call_soon(done, ErrorCode.NONE)  # a single replica: committed at once
             return
-        self.queue.append((partition, end_offset, loop.time() + self.timeout_ms / 1000, done))
+        deadline = loop.time() + self.timeout_ms / 1000
+        self.queue.append((partition, end_offset, partition.leader_epoch, deadline, done))
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self.queue:
-            partition, end, deadline, done = self.queue[0]
-            if not partition.is_leader or self.broker.partitions.get(self.key) is not partition:
+            partition, end, epoch, deadline, done = self.queue[0]
+            if (
+                not partition.is_leader
+                or partition.leader_epoch != epoch  # led again: the load answers for the log
+                or self.broker.partitions.get(self.key) is not partition
+            ):
                 code = ErrorCode.NOT_LEADER_OR_FOLLOWER
             elif partition.high_watermark >= end:
                 code = ErrorCode.NONE
@@ -121,7 +132,22 @@ class GroupCoordinatorService:
             self.num_partitions,
             tag=self.tag,
         )
+        # KIP-848 groups beside the classic ones; loading and unloading go through it.
+        self.consumer = ConsumerGroupCoordinator(
+            self.coordinator,
+            ConsumerGroupConfig(
+                session_timeout_ms=cfg.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms=cfg.group_consumer_heartbeat_interval_ms,
+                max_size=cfg.group_consumer_max_size,
+                assignors=cfg.group_consumer_assignors,
+                offset_metadata_max_bytes=cfg.offset_metadata_max_bytes,
+            ),
+            self._topics,
+            tag=self.tag,
+        )
         self._loads: dict[int, asyncio.Task[None]] = {}
+        # The leader epoch each loaded partition was loaded under.
+        self._loaded_epochs: dict[int, int] = {}
         self._appenders: dict[int, _Appender] = {}
         self._create_lock: asyncio.Lock | None = None
 
@@ -134,18 +160,27 @@ class GroupCoordinatorService:
     # ----------------------------------------------------------- leadership
 
     def on_metadata_change(self) -> None:
-        """Load the offsets partitions this broker now leads; unload those it lost."""
+        """Load the offsets partitions this broker now leads; unload those it lost.
+
+        A partition led under a newer leader epoch than it was loaded under is reloaded even
+        though no loss of leadership was seen in between (Kafka's rule): leadership went
+        elsewhere and came back, another coordinator may have written to the log meanwhile,
+        and the groups in memory would be stale."""
         led: dict[int, Partition] = {
             index: p
             for (topic, index), p in self.broker.partitions.items()
             if topic == OFFSETS_TOPIC and p.is_leader
         }
         for index in list(self.coordinator.partitions):
-            if index not in led:
-                task = self._loads.pop(index, None)
-                if task is not None:
-                    task.cancel()
-                dropped = self.coordinator.unload(index)
+            p = led.get(index)
+            if p is not None and p.leader_epoch == self._loaded_epochs.get(index):
+                continue
+            task = self._loads.pop(index, None)
+            if task is not None:
+                task.cancel()
+            dropped = self.consumer.unload(index)
+            if p is None:
+                self._loaded_epochs.pop(index, None)
                 logger.info(
                     "%sno longer coordinator for %s-%d: %d groups unloaded",
                     self.tag,
@@ -153,15 +188,35 @@ class GroupCoordinatorService:
                     index,
                     dropped,
                 )
+            else:
+                logger.info(
+                    "%s%s-%d: led again at leader epoch %d (loaded at %d): reloading %d groups",
+                    self.tag,
+                    OFFSETS_TOPIC,
+                    index,
+                    p.leader_epoch,
+                    self._loaded_epochs[index],
+                    dropped,
+                )
+                p.notify()  # writes pending under the old epoch fail now
         for index, p in sorted(led.items()):
             if index not in self.coordinator.partitions:
                 self._start_load(index, p)
+        # Consumer groups rebalance when topics they subscribe to change.
+        self.consumer.on_metadata_change()
+
+    def _topics(self) -> dict[str, TopicMetadata]:
+        return {
+            name: TopicMetadata(t.topic_id, name, len(t.partitions))
+            for name, t in self.broker.image.topics.items()
+        }
 
     def _start_load(self, index: int, partition: Partition) -> None:
-        self.coordinator.begin_load(index)
+        self._loaded_epochs[index] = partition.leader_epoch
+        self.consumer.begin_load(index)
         log = partition.log
         if log.log_end_offset <= log.log_start_offset:
-            self.coordinator.complete_load(index)  # nothing to read: serve at once
+            self.consumer.complete_load(index)  # nothing to read: serve at once
             return
         try:
             loop = asyncio.get_running_loop()
@@ -225,7 +280,7 @@ class GroupCoordinatorService:
                     if record.key is None:
                         continue
                     try:
-                        self.coordinator.replay(
+                        self.consumer.replay(
                             index,
                             bytes(record.key),
                             None if record.value is None else bytes(record.value),
@@ -240,7 +295,7 @@ class GroupCoordinatorService:
             yield
         if self.coordinator.partitions.get(index) is not PartitionStatus.LOADING:
             return
-        groups = self.coordinator.complete_load(index)
+        groups = self.consumer.complete_load(index)
         logger.info(
             "%scoordinator for %s-%d: loaded %d groups from %d records (%d skipped) in %.1f ms",
             self.tag,

@@ -387,3 +387,27 @@ def test_serve_with_a_missing_file_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "cannot read config file" in done.stderr
+
+
+def test_consumer_group_protocol_keys() -> None:
+    """KIP-848 groups: Kafka's defaults, and assignors by name or by Kafka's class name."""
+    default = config()
+    assert default.group_consumer_session_timeout_ms == 45000
+    assert default.group_consumer_heartbeat_interval_ms == 5000
+    assert default.group_consumer_assignors == ("uniform", "range")
+    changed = build_config(
+        {
+            **BASE,
+            "group.consumer.heartbeat.interval.ms": "500",
+            "group.consumer.assignors": "org.apache.kafka.coordinator.group.assignor.RangeAssignor",
+        }
+    )
+    assert changed.group_consumer_heartbeat_interval_ms == 500
+    assert changed.group_consumer_assignors == ("range",)
+    assert "group.consumer.assignors" in build_config_error({"group.consumer.assignors": "sticky"})
+
+
+def build_config_error(changes: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_config({**BASE, **changes})
+    return str(info.value)

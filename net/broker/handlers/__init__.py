@@ -6,7 +6,7 @@ from typing import Any
 
 from net.protocol import API_KEYS
 
-from . import admin, fetch, groups, metadata, produce
+from . import admin, consumer_groups, fetch, groups, metadata, produce
 from .api_versions import handle_api_versions
 
 # api key → (handler, lowest version advertised). The lowest versions are Kafka 4.0's
@@ -40,7 +40,13 @@ _TABLE: dict[int, tuple[Any, int]] = {
     47: (groups.handle_offset_delete, 0),
     55: (metadata.handle_describe_quorum, 0),
     60: (metadata.handle_describe_cluster, 0),
+    68: (consumer_groups.handle_consumer_group_heartbeat, 0),
+    69: (consumer_groups.handle_consumer_group_describe, 0),
 }
+# Versions advertised although the definitions (Kafka's 4.0 development line) still mark
+# them unstable: ConsumerGroupHeartbeat v1 (regex subscriptions, member ids the clients
+# make, KIP-1082) is the stable version of Kafka 4.0, and what librdkafka asks for.
+_STABLE_SINCE_DEFINITIONS = {68: 1}
 
 HANDLERS = {key: handler for key, (handler, _) in _TABLE.items()}
 
@@ -51,5 +57,6 @@ def supported_versions() -> dict[int, tuple[int, int]]:
         info = API_KEYS[key]
         # A version Kafka marks unstable is still in development: never advertised.
         high = info.max_version - 1 if info.latest_version_unstable else info.max_version
+        high = max(high, _STABLE_SINCE_DEFINITIONS.get(key, high))
         out[key] = (low, high)
     return out

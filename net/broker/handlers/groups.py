@@ -5,6 +5,8 @@ OffsetDelete) and group administration (DescribeGroups, ListGroups, DeleteGroups
 Each handler turns the request of any advertised version into a call of the broker's
 `GroupCoordinator` (net/groups) and its result into the response of that version. Requests
 that wait (JoinGroup, SyncGroup, commits and deletions) await the coordinator's callback.
+Offsets of KIP-848 consumer groups go to the `ConsumerGroupCoordinator` instead, which also
+answers DescribeGroups, ListGroups and DeleteGroups for both kinds of groups.
 
 FindCoordinator for transactional ids (key type 1) answers COORDINATOR_NOT_AVAILABLE: this
 broker has no transaction coordinator (transactional produce is refused too).
@@ -142,7 +144,12 @@ async def handle_join_group(
         reason=request.reason if version >= 8 else None,
     )
     reply: _Reply[JoinResult] = _Reply()
-    broker.groups.coordinator.join_group(join, reply)
+    # A KIP-848 consumer group of this id: converted if empty, else refused.
+    error = broker.groups.consumer.prepare_classic_join(join.group_id)
+    if error:
+        reply(JoinResult(error, join.member_id))
+    else:
+        broker.groups.coordinator.join_group(join, reply)
     result = await reply.future
     return JoinGroupResponse(
         error_code=result.error,
@@ -247,7 +254,20 @@ async def handle_offset_commit(
                     p.committed_leader_epoch if version >= 6 else -1,
                     p.committed_metadata or "",
                 )
-    if offsets:
+    if offsets and broker.groups.consumer.is_consumer_group(request.group_id):
+        # A KIP-848 group: v9+ carries the member epoch in the generation field.
+        consumer_reply: _Reply[dict[TopicPartition, int]] = _Reply()
+        broker.groups.consumer.commit_offsets(
+            request.group_id,
+            request.generation_id_or_member_epoch,
+            request.member_id,
+            request.group_instance_id if version >= 7 else None,
+            offsets,
+            consumer_reply,
+            api_version=version,
+        )
+        results.update(await consumer_reply.future)
+    elif offsets:
         reply: _Reply[dict[TopicPartition, int]] = _Reply()
         broker.groups.coordinator.commit_offsets(
             request.group_id,
@@ -278,9 +298,18 @@ async def handle_offset_commit(
 
 
 def _fetched(
-    broker: Broker, group_id: str, partitions: list[TopicPartition] | None
+    broker: Broker,
+    group_id: str,
+    partitions: list[TopicPartition] | None,
+    member_id: str | None = None,
+    member_epoch: int = -1,
 ) -> tuple[int, dict[str, list[tuple[int, CommittedOffset | None]]]]:
-    code, found = broker.groups.coordinator.fetch_offsets(group_id, partitions)
+    consumer = broker.groups.consumer
+    if consumer.is_consumer_group(group_id):
+        # v9+: members of KIP-848 groups say who they are; their epoch must be current.
+        code, found = consumer.fetch_offsets(group_id, partitions, member_id, member_epoch)
+    else:
+        code, found = broker.groups.coordinator.fetch_offsets(group_id, partitions)
     by_topic: dict[str, list[tuple[int, CommittedOffset | None]]] = {}
     for (topic, index), committed in found:
         by_topic.setdefault(topic, []).append((index, committed))
@@ -301,7 +330,11 @@ async def handle_offset_fetch(
                 if g.topics is None
                 else [(t.name, i) for t in g.topics for i in t.partition_indexes]
             )
-            code, by_topic = _fetched(broker, g.group_id, wanted)
+            code, by_topic = (
+                _fetched(broker, g.group_id, wanted, g.member_id, g.member_epoch)
+                if version >= 9
+                else _fetched(broker, g.group_id, wanted)
+            )
             groups.append(
                 OffsetFetchResponse.OffsetFetchResponseGroup(
                     group_id=g.group_id,
@@ -373,9 +406,12 @@ async def handle_offset_delete(
             else:
                 known.append(tp)
     reply: _Reply[tuple[int, dict[TopicPartition, int]]] = _Reply()
-    broker.groups.coordinator.delete_offsets(
-        request.group_id, known, lambda code, errors: reply((code, errors))
+    delete_offsets = (
+        broker.groups.consumer.delete_offsets
+        if broker.groups.consumer.is_consumer_group(request.group_id)
+        else broker.groups.coordinator.delete_offsets
     )
+    delete_offsets(request.group_id, known, lambda code, errors: reply((code, errors)))
     code, errors = await reply.future
     if code:
         return OffsetDeleteResponse(error_code=code)
@@ -407,7 +443,7 @@ async def handle_describe_groups(
         operations = ALL_GROUP_OPERATIONS  # no authorizer: everything is allowed
     out = []
     for group_id in request.groups:
-        code, d = broker.groups.coordinator.describe_group(group_id)
+        code, d = broker.groups.consumer.describe_group(group_id)  # either kind
         out.append(
             DescribeGroupsResponse.DescribedGroup(
                 error_code=code,
@@ -436,7 +472,7 @@ async def handle_list_groups(
     broker: Broker, header: RequestHeader, request: ListGroupsRequest, conn: Connection
 ) -> ListGroupsResponse:
     version = header.api_version
-    code, groups = broker.groups.coordinator.list_groups(
+    code, groups = broker.groups.consumer.list_groups(  # both kinds
         request.states_filter if version >= 4 else (),
         request.types_filter if version >= 5 else (),
     )
@@ -458,7 +494,7 @@ async def handle_delete_groups(
     broker: Broker, header: RequestHeader, request: DeleteGroupsRequest, conn: Connection
 ) -> DeleteGroupsResponse:
     reply: _Reply[dict[str, int]] = _Reply()
-    broker.groups.coordinator.delete_groups(list(request.groups_names), reply)
+    broker.groups.consumer.delete_groups(list(request.groups_names), reply)  # both kinds
     results = await reply.future
     return DeleteGroupsResponse(
         results=[
