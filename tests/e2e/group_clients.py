@@ -7,8 +7,15 @@ each non-empty batch (so a partition that moves to another member resumes exactl
 last record its previous owner returned). Everything a library object does happens in the
 member's thread; the test thread asks for more through `call`.
 
-The state the test reads (`assigned`, `records`, `committed_positions`) is replaced or
-appended to by the member thread only; the test waits for conditions on it with bounded waits.
+The state the test reads (`assigned`, `records`, `committed_positions`, `commits`) is
+replaced or appended to by the member thread only; the test waits for conditions on it with
+bounded waits. Records and acknowledged commits carry the monotonic time they were seen, so a
+test can tell a redelivery after an acknowledged commit (offsets lost) from one before it (the
+at-least-once a classic consumer group gives).
+
+A failed commit ends the member (the test sees it in `close`), unless the member was made with
+`tolerate_commit_failures`: then it is recorded in `commit_failures` and retried after the
+next poll, as an application would when its coordinator fails over.
 """
 
 from __future__ import annotations
@@ -37,22 +44,36 @@ class Consumed:
     offset: int
     value: bytes
     member: str
+    at: float = 0.0  # time.monotonic() when the poll returned it
 
 
 class GroupMember(ABC):
     client: str
 
     def __init__(
-        self, bootstrap: str, topic: str, group: str, assignor: str, name: str | None = None
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        assignor: str,
+        name: str | None = None,
+        tolerate_commit_failures: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.group = group
         self.assignor = assignor
         self.name = name or f"{self.client}-{id(self) % 10000}"
+        self.tolerate_commit_failures = tolerate_commit_failures
         self.assigned: frozenset[int] = frozenset()
         self.records: list[Consumed] = []
         self.committed_positions: dict[int, int] = {}
+        # Acknowledged commits: (time.monotonic() of the acknowledgement, the positions of the
+        # assigned partitions this member had consumed from).
+        self.commits: list[tuple[float, dict[int, int]]] = []
+        self.commit_failures: list[str] = []
+        # Every change of the assignment the client reported: (time.monotonic(), partitions).
+        self.assignments: list[tuple[float, frozenset[int]]] = []
         self.started_at = 0.0
         self.first_assigned_at: float | None = None
         self.error: BaseException | None = None
@@ -101,13 +122,15 @@ class GroupMember(ABC):
                 assigned = frozenset(self._assignment())
                 if assigned and self.first_assigned_at is None:
                     self.first_assigned_at = time.monotonic()
+                if assigned != self.assigned:
+                    self.assignments.append((time.monotonic(), assigned))
                 self.assigned = assigned
+                now = time.monotonic()
                 for partition, offset, value in batch:
-                    self.records.append(Consumed(partition, offset, value, self.name))
+                    self.records.append(Consumed(partition, offset, value, self.name, now))
                     self._positions[partition] = offset + 1
                     self._dirty = True
-                if self._dirty:
-                    self._commit()
+                if self._dirty and self._try_commit(assigned):
                     self._dirty = False
                     self.committed_positions = dict(self._positions)
                 while not self._commands.empty():
@@ -124,6 +147,22 @@ class GroupMember(ABC):
             except Exception as e:  # noqa: BLE001  (likewise)
                 self.error = self.error or e
             self.assigned = frozenset()
+
+    def _try_commit(self, assigned: frozenset[int]) -> bool:
+        try:
+            self._commit()
+        except self._commit_errors() as e:
+            if not self.tolerate_commit_failures:
+                raise
+            self.commit_failures.append(f"{type(e).__name__}: {e}")
+            return False
+        positions = {p: o for p, o in self._positions.items() if p in assigned}
+        self.commits.append((time.monotonic(), positions))
+        return True
+
+    @abstractmethod
+    def _commit_errors(self) -> tuple[type[Exception], ...]:
+        """What the library raises for a commit that failed."""
 
     @abstractmethod
     def _open(self) -> None: ...
@@ -182,6 +221,11 @@ class KafkaPythonMember(GroupMember):
 
     def _assignment(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
+
+    def _commit_errors(self) -> tuple[type[Exception], ...]:
+        from kafka.errors import KafkaError
+
+        return (KafkaError,)
 
     def _commit(self) -> None:
         self.consumer.commit()
@@ -242,6 +286,11 @@ class AioKafkaMember(GroupMember):
     def _assignment(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
 
+    def _commit_errors(self) -> tuple[type[Exception], ...]:
+        from aiokafka.errors import KafkaError
+
+        return (KafkaError,)
+
     def _commit(self) -> None:
         self.loop.run_until_complete(self.consumer.commit())
 
@@ -258,7 +307,12 @@ class AioKafkaMember(GroupMember):
 
     def _close(self) -> None:
         if hasattr(self, "consumer"):
-            self.loop.run_until_complete(self.consumer.stop())
+            try:
+                self.loop.run_until_complete(self.consumer.stop())
+            except asyncio.CancelledError:
+                # aiokafka 0.14's fetcher re-raises the cancellation of a fetch it was
+                # retrying against a dead broker, before stop() closes the connections.
+                self.loop.run_until_complete(self.consumer._client.close())
         if hasattr(self, "loop"):
             self.loop.close()
 
@@ -300,6 +354,11 @@ class ConfluentMember(GroupMember):
 
     def _assignment(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
+
+    def _commit_errors(self) -> tuple[type[Exception], ...]:
+        from confluent_kafka import KafkaException
+
+        return (KafkaException,)
 
     def _commit(self) -> None:
         self.consumer.commit(asynchronous=False)

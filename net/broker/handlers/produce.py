@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from kraft.controller.controller import INTERNAL_TOPICS
 from log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, OFFSET_LENGTH
 from log.errors import LogError
 from net.broker.partition import Partition
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 PartitionResponse = ProduceResponse.PartitionProduceResponse
 MAX_EPOCH = 32767
 ZSTD = 4
+# Kafka lets only this client id write to internal topics (AdminUtils.AdminClientId); any
+# other client gets INVALID_TOPIC_EXCEPTION, so no one can forge group offsets or metadata.
+ADMIN_CLIENT_ID = "__admin_client"
 
 
 def _error(index: int, code: int, message: str | None = None) -> PartitionResponse:
@@ -55,6 +59,19 @@ async def handle_produce(
                         data.index,
                         ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                         "transactions are not supported by this broker",
+                    )
+                )
+                continue
+            if (
+                topic_data.name in INTERNAL_TOPICS
+                and topic_data.name in broker.image.topics
+                and header.client_id != ADMIN_CLIENT_ID
+            ):
+                out.append(
+                    _error(
+                        data.index,
+                        ErrorCode.INVALID_TOPIC_EXCEPTION,
+                        f"Cannot append to internal topic {topic_data.name}",
                     )
                 )
                 continue
