@@ -1,8 +1,9 @@
 """Process tests of a 3-node cluster: formation, controller failover, broker fencing and
 return, loss of quorum, whole-cluster crashes, hostile Raft peers, and `kraft up`.
 
-Replication of partition data between brokers is not built yet, so data checks use RF=1
-topics and RF=3 topics serve only to watch leaders move in the metadata.
+These are about the control plane: data checks use RF=1 topics, and RF=3 topics serve to
+watch leaders move in the metadata. Data replication under faults is in
+test_replication_process.py.
 """
 
 from __future__ import annotations
