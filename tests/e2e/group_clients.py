@@ -69,7 +69,7 @@ class GroupMember(ABC):
         self.records: list[Consumed] = []
         self.committed_positions: dict[int, int] = {}
         # Acknowledged commits: (time.monotonic() of the acknowledgement, the positions of the
-        # assigned partitions this member had consumed from).
+        # partitions this member has delivered from since its assignment last changed).
         self.commits: list[tuple[float, dict[int, int]]] = []
         self.commit_failures: list[str] = []
         # Every change of the assignment the client reported: (time.monotonic(), partitions).
@@ -124,15 +124,21 @@ class GroupMember(ABC):
                     self.first_assigned_at = time.monotonic()
                 if assigned != self.assigned:
                     self.assignments.append((time.monotonic(), assigned))
+                    # Eager rebalancing revoked everything: the client restarts every
+                    # partition at its committed offset, so what was delivered before is no
+                    # longer its to commit. From here `_positions` is exactly what the
+                    # client's commit() commits (the position after the last delivery).
+                    self._positions.clear()
+                    self._dirty = False
                 self.assigned = assigned
                 now = time.monotonic()
                 for partition, offset, value in batch:
                     self.records.append(Consumed(partition, offset, value, self.name, now))
                     self._positions[partition] = offset + 1
                     self._dirty = True
-                if self._dirty and self._try_commit(assigned):
+                if self._dirty and self._try_commit():
                     self._dirty = False
-                    self.committed_positions = dict(self._positions)
+                    self.committed_positions = {**self.committed_positions, **self._positions}
                 while not self._commands.empty():
                     fn, fut = self._commands.get()
                     try:
@@ -148,7 +154,7 @@ class GroupMember(ABC):
                 self.error = self.error or e
             self.assigned = frozenset()
 
-    def _try_commit(self, assigned: frozenset[int]) -> bool:
+    def _try_commit(self) -> bool:
         try:
             self._commit()
         except self._commit_errors() as e:
@@ -156,7 +162,7 @@ class GroupMember(ABC):
                 raise
             self.commit_failures.append(f"{type(e).__name__}: {e}")
             return False
-        positions = {p: o for p, o in self._positions.items() if p in assigned}
+        positions = {p: o for p, o in self._positions.items() if p in self.assigned}
         self.commits.append((time.monotonic(), positions))
         return True
 
