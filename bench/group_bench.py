@@ -37,31 +37,25 @@ import asyncio
 import functools
 import json
 import os
-import select
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+import _cluster
+from _cluster import NODES
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
-from kraft.up import NodeSpec, write_configs
-from net.client import KafkaConnection
-from net.protocol import FindCoordinatorRequest, FindCoordinatorResponse, Message, ProtocolError
+from net.protocol import FindCoordinatorRequest, FindCoordinatorResponse
 
 T = TypeVar("T")
 
-NODES = 3
 EXTRA = {
     "broker.session.timeout.ms": "2000",
     "broker.heartbeat.interval.ms": "500",
@@ -71,47 +65,11 @@ EXTRA = {
 HEARTBEAT_MS = 250
 SESSION_MS = 6000
 COMMIT_MEMBERS = 8
-TRANSIENT = (OSError, ConnectionError, TimeoutError, ProtocolError, EOFError)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def poll(probe: Callable[[], T | None], limit_s: float, what: str, every: float = 0.005) -> T:
-    deadline = time.monotonic() + limit_s
-    while True:
-        try:
-            result = probe()
-            if result:
-                return result
-        except (*TRANSIENT, KafkaException):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {limit_s} s waiting for {what}")
-        time.sleep(every)
-
-
-def request(port: int, message: Message, limit_s: float = 10.0) -> Message:
-    async def run() -> Message:
-        conn = KafkaConnection("127.0.0.1", port, client_id="group-bench")
-        try:
-            async with asyncio.timeout(limit_s):
-                await conn.connect()
-                return await conn.request(message)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
+    """`_cluster.poll`, every 5 ms by default: the joins and leaves are timed by it."""
+    return _cluster.poll(probe, limit_s, what, every)
 
 
 def split_exactly(assignments: Sequence[set[int]], partitions: int) -> bool:
@@ -126,62 +84,9 @@ def split_exactly(assignments: Sequence[set[int]], partitions: int) -> bool:
 # ---------------------------------------------------------------------------- cluster
 
 
-class BenchNode:
-    def __init__(self, spec: NodeSpec) -> None:
-        self.spec = spec
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(os.path.join(self.spec.directory, "node.log"), "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kraft.cli", "serve", "--config", self.spec.config_path],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-                bufsize=0,
-            )
-
-    def wait_ready(self, limit_s: float = 60.0) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], limit_s)
-        if not ready or b"ready" not in self.proc.stdout.readline():
-            raise RuntimeError(f"node {self.spec.node_id} did not start; see its node.log")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-        self.proc = None
-
-
-class BenchCluster:
+class BenchCluster(_cluster.BenchCluster):
     def __init__(self, root: Path) -> None:
-        ports = free_ports(3 * NODES)
-        specs = [
-            NodeSpec(i, ports[3 * i - 3], ports[3 * i - 2], ports[3 * i - 1], str(root / f"n{i}"))
-            for i in range(1, NODES + 1)
-        ]
-        write_configs(specs, uuid.uuid4().hex[:22], uuid.uuid4().hex)
-        for spec in specs:
-            with open(spec.config_path, "a") as f:
-                f.write("".join(f"{k}={v}\n" for k, v in EXTRA.items()))
-        self.nodes = {s.node_id: BenchNode(s) for s in specs}
-        self.bootstrap = ",".join(s.bootstrap for s in specs)
-        self.admin = AdminClient({"bootstrap.servers": self.bootstrap})
-
-    def start(self) -> None:
-        for node in self.nodes.values():
-            node.start()
-        for node in self.nodes.values():
-            node.wait_ready()
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.kill()
+        super().__init__(root, EXTRA)
 
     def create_topic(self, name: str, partitions: int) -> None:
         for future in self.admin.create_topics([NewTopic(name, partitions, NODES)]).values():
@@ -205,7 +110,12 @@ class BenchCluster:
         start = time.perf_counter()
 
         def found() -> bool:
-            response = request(port, FindCoordinatorRequest(key_type=0, coordinator_keys=["w"]))
+            response = _cluster.request(
+                port,
+                FindCoordinatorRequest(key_type=0, coordinator_keys=["w"]),
+                10.0,
+                "group-bench",
+            )
             assert isinstance(response, FindCoordinatorResponse)
             return response.coordinators[0].error_code == 0
 

@@ -38,27 +38,25 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kraft.up import NodeSpec, write_configs
+from _cluster import NODES, TRANSIENT, describe_quorum, node_specs, percentile
+
+from kraft.up import NodeSpec
 from net.client import KafkaConnection
 from net.protocol import (
     CreateTopicsRequest,
     CreateTopicsResponse,
-    DescribeQuorumRequest,
     DescribeQuorumResponse,
     Message,
     MetadataRequest,
     MetadataResponse,
-    ProtocolError,
 )
 
 T = TypeVar("T")
 
-NODES = 3
 READY_TIMEOUT_S = 60.0
 TARGETS = {
     "create_partitions_per_s": 500.0,
@@ -66,27 +64,6 @@ TARGETS = {
     "failover_leader_p50_s": 1.0,
     "kraft_up_ready_p50_s": 3.0,
 }
-TRANSIENT = (OSError, ConnectionError, TimeoutError, ProtocolError, EOFError)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100])."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
 
 
 class Connections:
@@ -162,13 +139,7 @@ class BenchNode:
 
 class BenchCluster:
     def __init__(self, root: Path) -> None:
-        ports = free_ports(3 * NODES)
-        specs = [
-            NodeSpec(i, ports[3 * i - 3], ports[3 * i - 2], ports[3 * i - 1], str(root / f"n{i}"))
-            for i in range(1, NODES + 1)
-        ]
-        write_configs(specs, uuid.uuid4().hex[:22], uuid.uuid4().hex)
-        self.nodes = {s.node_id: BenchNode(s) for s in specs}
+        self.nodes = {s.node_id: BenchNode(s) for s in node_specs(root, {})}
         self.conns = Connections()
 
     async def start(self) -> None:
@@ -245,17 +216,6 @@ class BenchCluster:
         response = await self.conns.request(self.kafka_port(node_id), request)
         assert isinstance(response, MetadataResponse)
         return len(response.brokers)
-
-
-def describe_quorum() -> DescribeQuorumRequest:
-    return DescribeQuorumRequest(
-        topics=[
-            DescribeQuorumRequest.TopicData(
-                topic_name="__cluster_metadata",
-                partitions=[DescribeQuorumRequest.PartitionData(partition_index=0)],
-            )
-        ]
-    )
 
 
 async def poll(probe: Callable[[], Awaitable[T | None]], limit_s: float, what: str) -> T:

@@ -28,11 +28,11 @@ import collections
 import logging
 import struct
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kraft.metadata.image import MetadataImage
+from kraft.metadata.record_log import METADATA_TOPIC, METADATA_TOPIC_ID
 from kraft.metadata.snapshot import encode_snapshot, image_to_records
 from net.protocol import (
     ErrorCode,
@@ -46,9 +46,6 @@ from net.protocol import (
 
 logger = logging.getLogger(__name__)
 
-METADATA_TOPIC = "__cluster_metadata"
-# Kafka's Uuid.METADATA_TOPIC_ID: the id Fetch v13+ names the metadata partition by.
-METADATA_TOPIC_ID = uuid.UUID(int=1)
 # Fetch v13+ names topics by id.
 FIRST_TOPIC_ID_VERSION = 13
 MAX_ENTRIES = 20_000

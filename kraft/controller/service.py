@@ -34,6 +34,7 @@ from kraft.controller.replication import (
 )
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
+from kraft.metadata.record_log import METADATA_TOPIC
 from net.broker.handlers import admin
 from net.protocol import (
     API_KEYS,
@@ -58,7 +59,6 @@ from net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
 
-METADATA_TOPIC = "__cluster_metadata"
 SESSION_CHECK_INTERVAL_S = 0.25
 # auto.leader.rebalance.enable with leader.imbalance.check.interval.seconds (Kafka: 300 s).
 PREFERRED_LEADER_CHECK_S = 30.0

@@ -10,6 +10,7 @@ a crash, wholly truncated away by recovery.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 
 from kraft.metadata.publisher import MetadataPublisher
@@ -20,6 +21,8 @@ from log.records import Record, build_batch, decode_records
 from net.protocol import Message, decode_metadata_record, encode_metadata_record
 
 METADATA_TOPIC = "__cluster_metadata"
+# Kafka's Uuid.METADATA_TOPIC_ID: the id Fetch v13+ names the metadata partition by.
+METADATA_TOPIC_ID = uuid.UUID(int=1)
 
 
 def encode_entry(records: Sequence[Message]) -> bytes:

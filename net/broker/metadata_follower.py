@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 
 from kraft.metadata.publisher import MetadataPublisher
+from kraft.metadata.record_log import METADATA_TOPIC, METADATA_TOPIC_ID
 from kraft.metadata.snapshot import decode_snapshot, image_from_records, replace_image
 from log.batch import validate_batch
 from log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
@@ -44,9 +44,6 @@ from net.protocol import (
 
 logger = logging.getLogger(__name__)
 
-METADATA_TOPIC = "__cluster_metadata"
-# Kafka's Uuid.METADATA_TOPIC_ID (Fetch v13+ names the partition by topic id).
-METADATA_TOPIC_ID = uuid.UUID(int=1)
 FETCH_MAX_WAIT_MS = 500
 FETCH_MAX_BYTES = 8 << 20
 SNAPSHOT_CHUNK_BYTES = 1 << 20

@@ -370,15 +370,12 @@ def reconcile(
             return True
         return any(ps & partitions.get(t, frozenset()) for t, ps in owned.items())
 
-    if member.state is MemberState.STABLE:
-        if member.member_epoch == target_epoch:
-            return member
-        return _next_assignment(member, member.member_epoch, target_epoch, target, owner_of, owned)
-    if member.state is MemberState.UNREVOKED_PARTITIONS:
-        if still_owns(member.pending_revocation):
-            return member
-        return _next_assignment(member, member.member_epoch, target_epoch, target, owner_of, owned)
-    # UNRELEASED_PARTITIONS (and UNKNOWN, from a newer log: start over from the target)
+    if member.state is MemberState.STABLE and member.member_epoch == target_epoch:
+        return member
+    if member.state is MemberState.UNREVOKED_PARTITIONS and still_owns(member.pending_revocation):
+        return member
+    # Otherwise (also UNRELEASED_PARTITIONS, and UNKNOWN from a newer log) start over from
+    # the target.
     return _next_assignment(member, member.member_epoch, target_epoch, target, owner_of, owned)
 
 

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from net.groups.assignors import ASSIGNORS, MemberSubscription, TopicInfo
+from net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
 from net.groups.consumer import (
     LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
@@ -78,8 +78,10 @@ from net.groups.coordinator import (
     TopicPartition,
     _group_store_error,
     _offset_store_error,
+    offset_commit_records,
+    remove_offsets,
+    select_offsets,
 )
-from net.groups.records import OffsetValue, encode_offset_key, encode_offset_value
 from net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState
 from net.protocol import (
     ConsumerProtocolAssignment,
@@ -91,7 +93,6 @@ from net.protocol import (
 logger = logging.getLogger(__name__)
 
 CONSUMER_GROUP_TYPE = "consumer"
-Assignment = Mapping[uuid.UUID, frozenset[int]]
 # The cluster's topics now: name -> (id, name, partition count).
 TopicsFn = Callable[[], Mapping[str, TopicMetadata]]
 
@@ -911,21 +912,9 @@ class ConsumerGroupCoordinator:
             if member_epoch != member.member_epoch:
                 all_(ErrorCode.STALE_MEMBER_EPOCH)
                 return
-        errors: dict[TopicPartition, int] = {}
-        valid: dict[TopicPartition, CommittedOffset] = {}
-        raw: Records = []
-        now = self.clock()
-        for tp, o in offsets.items():
-            if len(o.metadata.encode()) > self.config.offset_metadata_max_bytes:
-                errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-                continue
-            valid[tp] = CommittedOffset(o.offset, o.leader_epoch, o.metadata, now)
-            raw.append(
-                (
-                    encode_offset_key(group_id, tp[0], tp[1]),
-                    encode_offset_value(OffsetValue(o.offset, o.leader_epoch, o.metadata, now)),
-                )
-            )
+        errors, valid, raw = offset_commit_records(
+            group_id, offsets, self.clock(), self.config.offset_metadata_max_bytes
+        )
         if not raw:
             respond(errors)
             return
@@ -957,9 +946,7 @@ class ConsumerGroupCoordinator:
                 return ErrorCode.UNKNOWN_MEMBER_ID, []
             if member_epoch != member.member_epoch:
                 return ErrorCode.STALE_MEMBER_EPOCH, []
-        if partitions is None:
-            return ErrorCode.NONE, sorted(group.offsets.items())
-        return ErrorCode.NONE, [(tp, group.offsets.get(tp)) for tp in partitions]
+        return ErrorCode.NONE, select_offsets(group.offsets, partitions)
 
     def delete_offsets(
         self,
@@ -975,14 +962,11 @@ class ConsumerGroupCoordinator:
             respond(error or ErrorCode.GROUP_ID_NOT_FOUND, {})
             return
         results: dict[TopicPartition, int] = {}
-        raw: Records = []
         for tp in partitions:
-            if group.members and group.is_subscribed_to(tp[0]):
-                results[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
-                continue
-            results[tp] = ErrorCode.NONE
-            if group.offsets.pop(tp, None) is not None:
-                raw.append((encode_offset_key(group_id, tp[0], tp[1]), None))
+            subscribed = bool(group.members) and group.is_subscribed_to(tp[0])
+            results[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC if subscribed else ErrorCode.NONE
+        deletable = [tp for tp, code in results.items() if code == ErrorCode.NONE]
+        raw = remove_offsets(group_id, group.offsets, deletable)
 
         def written(code: int) -> None:
             if code:
@@ -1118,10 +1102,7 @@ class ConsumerGroupCoordinator:
                 results[group_id] = error or ErrorCode.NON_EMPTY_GROUP
                 one_done()
                 continue
-            raw: Records = [
-                (encode_offset_key(group_id, t, p), None) for t, p in sorted(group.offsets)
-            ]
-            group.offsets.clear()
+            raw = remove_offsets(group_id, group.offsets)
             records = self._group_tombstones(group)
             for record in records:
                 self._apply(group, record)

@@ -47,7 +47,7 @@ import uuid
 from dataclasses import dataclass
 
 from net.groups.assignors import Assignment
-from net.groups.records import RecordFormatError
+from net.groups.records import RecordFormatError, RecordReader, write_string
 from net.protocol import ProtocolError
 from net.protocol.codec import read_uvarint, write_uvarint
 
@@ -169,12 +169,10 @@ class _Writer:
     def int32(self, value: int) -> None:
         self.out += _I32.pack(value)
 
-    def key_string(self, value: str) -> None:
-        raw = value.encode()
-        self.out += _I16.pack(len(raw))
-        self.out += raw
+    def string(self, value: str) -> None:
+        write_string(self.out, value)
 
-    def string(self, value: str | None) -> None:
+    def compact_string(self, value: str | None) -> None:
         if value is None:
             write_uvarint(self.out, 0)
             return
@@ -205,9 +203,9 @@ class _Writer:
 
 def encode_key(key: ConsumerKey) -> bytes:
     w = _Writer(key.type)
-    w.key_string(key.group)
+    w.string(key.group)
     if key.type in _MEMBER_KEYS:
-        w.key_string(key.member_id)
+        w.string(key.member_id)
     return bytes(w.out)
 
 
@@ -220,21 +218,21 @@ def encode_value(value: ConsumerValue) -> bytes:
         w.count(len(value.topics))
         for t in value.topics:
             w.uuid_(t.topic_id)
-            w.string(t.name)
+            w.compact_string(t.name)
             w.int32(t.partitions)
             w.count(0)  # partition racks: rack-aware assignment is not done here
             w.no_tags()
     elif isinstance(value, MemberMetadataValue):
-        w.string(value.instance_id)
-        w.string(value.rack_id)
-        w.string(value.client_id)
-        w.string(value.client_host)
+        w.compact_string(value.instance_id)
+        w.compact_string(value.rack_id)
+        w.compact_string(value.client_id)
+        w.compact_string(value.client_host)
         w.count(len(value.subscribed_topic_names))
         for name in value.subscribed_topic_names:
-            w.string(name)
-        w.string(value.subscribed_topic_regex)
+            w.compact_string(name)
+        w.compact_string(value.subscribed_topic_regex)
         w.int32(value.rebalance_timeout_ms)
-        w.string(value.server_assignor)
+        w.compact_string(value.server_assignor)
     elif isinstance(value, TargetAssignmentMetadataValue):
         w.int32(value.assignment_epoch)
     elif isinstance(value, TargetAssignmentMemberValue):
@@ -256,31 +254,10 @@ def encode_record(record: ConsumerRecord) -> tuple[bytes, bytes | None]:
 # ------------------------------------------------------------------------------ reading
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class _Reader(RecordReader):
+    """Adds the flexible encoding of the values to the reader of keys."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def _take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise RecordFormatError(f"field of {n} bytes runs past the end at {self.pos}")
-        raw = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return raw
-
-    def int8(self) -> int:
-        value: int = _I8.unpack(self._take(1))[0]
-        return value
-
-    def int16(self) -> int:
-        value: int = _I16.unpack(self._take(2))[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = _I32.unpack(self._take(4))[0]
-        return value
+    __slots__ = ()
 
     def uvarint(self) -> int:
         try:
@@ -289,27 +266,12 @@ class _Reader:
             raise RecordFormatError(f"bad varint at {self.pos}: {e}") from None
         return value
 
-    def _decode(self, raw: bytes) -> str:
-        try:
-            return raw.decode()
-        except UnicodeDecodeError as e:
-            raise RecordFormatError(f"string is not UTF-8: {e}") from None
-
-    def key_string(self) -> str:
-        n = self.int16()
-        if n < 0:
-            raise RecordFormatError(f"null where a key string is required at {self.pos}")
-        return self._decode(self._take(n))
-
-    def nullable_string(self) -> str | None:
+    def compact_nullable_string(self) -> str | None:
         n = self.uvarint()
         return None if n == 0 else self._decode(self._take(n - 1))
 
-    def string(self) -> str:
-        value = self.nullable_string()
-        if value is None:
-            raise RecordFormatError(f"null where a string is required at {self.pos}")
-        return value
+    def compact_string(self) -> str:
+        return self._required(self.compact_nullable_string())
 
     def count(self) -> int:
         n = self.uvarint() - 1
@@ -340,8 +302,8 @@ def decode_consumer_key(data: bytes) -> ConsumerKey | None:
     record_type = r.int16()
     if record_type not in RECORD_TYPES:
         return None
-    group = r.key_string()
-    member_id = r.key_string() if record_type in _MEMBER_KEYS else ""
+    group = r.string()
+    member_id = r.string() if record_type in _MEMBER_KEYS else ""
     return ConsumerKey(record_type, group, member_id)
 
 
@@ -357,28 +319,28 @@ def decode_value(record_type: int, data: bytes) -> ConsumerValue:
         epoch = r.int32()
         topics = []
         for _ in range(r.count()):
-            topic_id, name, partitions = r.uuid_(), r.string(), r.int32()
+            topic_id, name, partitions = r.uuid_(), r.compact_string(), r.int32()
             for _ in range(r.count()):
                 r.int32()
                 for _ in range(r.count()):
-                    r.string()
+                    r.compact_string()
                 r.skip_tags()
             r.skip_tags()
             topics.append(TopicMetadata(topic_id, name, partitions))
         value = PartitionMetadataValue(epoch, tuple(topics))
     elif record_type == MEMBER_METADATA:
-        instance_id, rack_id = r.nullable_string(), r.nullable_string()
-        client_id, client_host = r.string(), r.string()
-        names = tuple(r.string() for _ in range(r.count()))
+        instance_id, rack_id = r.compact_nullable_string(), r.compact_nullable_string()
+        client_id, client_host = r.compact_string(), r.compact_string()
+        names = tuple(r.compact_string() for _ in range(r.count()))
         value = MemberMetadataValue(
             instance_id,
             rack_id,
             client_id,
             client_host,
             names,
-            r.nullable_string(),
+            r.compact_nullable_string(),
             r.int32(),
-            r.nullable_string(),
+            r.compact_nullable_string(),
         )
     elif record_type == TARGET_ASSIGNMENT_METADATA:
         value = TargetAssignmentMetadataValue(r.int32())

@@ -23,15 +23,14 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from net.groups.records import (
     GroupKey,
     GroupValue,
     MemberValue,
     OffsetKey,
-    OffsetValue,
     decode_group_value,
     decode_key,
     decode_offset_value,
@@ -197,6 +196,51 @@ def _offset_store_error(code: int) -> int:
     return code
 
 
+def offset_commit_records(
+    group_id: str,
+    offsets: Mapping[TopicPartition, CommittedOffset],
+    now: int,
+    metadata_max_bytes: int,
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, CommittedOffset], Records]:
+    """What an OffsetCommit writes: (errors, offsets stamped with `now`, their records).
+    Offsets whose metadata exceeds offset.metadata.max.bytes are refused in `errors`."""
+    errors: dict[TopicPartition, int] = {}
+    valid: dict[TopicPartition, CommittedOffset] = {}
+    records: Records = []
+    for tp, o in offsets.items():
+        if len(o.metadata.encode()) > metadata_max_bytes:
+            errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+            continue
+        valid[tp] = stamped = replace(o, commit_timestamp=now)
+        records.append((encode_offset_key(group_id, tp[0], tp[1]), encode_offset_value(stamped)))
+    return errors, valid, records
+
+
+def remove_offsets(
+    group_id: str,
+    offsets: dict[TopicPartition, CommittedOffset],
+    partitions: Iterable[TopicPartition] | None = None,
+) -> Records:
+    """Removes the offsets of `partitions` (None: all) from a group's `offsets`; returns
+    the tombstones that delete from the log those that were committed."""
+    removing = sorted(offsets) if partitions is None else partitions
+    return [
+        (encode_offset_key(group_id, t, p), None)
+        for t, p in removing
+        if offsets.pop((t, p), None) is not None
+    ]
+
+
+def select_offsets(
+    offsets: Mapping[TopicPartition, CommittedOffset], partitions: list[TopicPartition] | None
+) -> list[tuple[TopicPartition, CommittedOffset | None]]:
+    """OffsetFetch's answer from a group's offsets: all of them (sorted) when `partitions`
+    is None, else one per requested partition (None: nothing committed)."""
+    if partitions is None:
+        return sorted(offsets.items())
+    return [(tp, offsets.get(tp)) for tp in partitions]
+
+
 class GroupCoordinator:
     def __init__(
         self,
@@ -262,12 +306,10 @@ class GroupCoordinator:
                     group.offsets.pop(tp, None)
                     self._maybe_forget(group)
                 return
-            o = decode_offset_value(value)
+            offset = decode_offset_value(value)
             if group is None:
                 group = self.groups[parsed.group] = ClassicGroup(parsed.group, partition, now)
-            group.offsets[tp] = CommittedOffset(
-                o.offset, o.leader_epoch, o.metadata, o.commit_timestamp
-            )
+            group.offsets[tp] = offset
         elif isinstance(parsed, GroupKey):
             if value is None:
                 self.groups.pop(parsed.group, None)
@@ -1016,24 +1058,9 @@ class GroupCoordinator:
         offsets: dict[TopicPartition, CommittedOffset],
         respond: Callable[[dict[TopicPartition, int]], None],
     ) -> None:
-        errors: dict[TopicPartition, int] = {}
-        valid: dict[TopicPartition, CommittedOffset] = {}
-        records: Records = []
-        now = self.clock()
-        for tp, o in offsets.items():
-            if len(o.metadata.encode()) > self.config.offset_metadata_max_bytes:
-                errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-                continue
-            stamped = CommittedOffset(o.offset, o.leader_epoch, o.metadata, now)
-            valid[tp] = stamped
-            records.append(
-                (
-                    encode_offset_key(group.group_id, tp[0], tp[1]),
-                    encode_offset_value(
-                        OffsetValue(stamped.offset, stamped.leader_epoch, stamped.metadata, now)
-                    ),
-                )
-            )
+        errors, valid, records = offset_commit_records(
+            group.group_id, offsets, self.clock(), self.config.offset_metadata_max_bytes
+        )
         if not records:
             respond(errors)
             self._maybe_forget(group)
@@ -1069,9 +1096,7 @@ class GroupCoordinator:
         group = self.groups.get(group_id)
         if group is None or group.state is GroupState.DEAD:
             return ErrorCode.NONE, [(tp, None) for tp in partitions or []]
-        if partitions is None:
-            return ErrorCode.NONE, sorted(group.offsets.items())
-        return ErrorCode.NONE, [(tp, group.offsets.get(tp)) for tp in partitions]
+        return ErrorCode.NONE, select_offsets(group.offsets, partitions)
 
     def delete_offsets(
         self,
@@ -1102,11 +1127,8 @@ class GroupCoordinator:
         else:
             respond(ErrorCode.NON_EMPTY_GROUP, {})
             return
-        records: Records = []
-        for tp in eligible:
-            results[tp] = ErrorCode.NONE
-            if group.offsets.pop(tp, None) is not None:
-                records.append((encode_offset_key(group.group_id, tp[0], tp[1]), None))
+        results.update(dict.fromkeys(eligible, ErrorCode.NONE))
+        records = remove_offsets(group.group_id, group.offsets, eligible)
         records += self._maybe_mark_dead(group)
         if not records:
             respond(ErrorCode.NONE, results)
@@ -1186,10 +1208,7 @@ class GroupCoordinator:
             elif group.state is not GroupState.EMPTY:
                 results[group_id] = ErrorCode.NON_EMPTY_GROUP
             else:
-                records: Records = [
-                    (encode_offset_key(group_id, t, p), None) for t, p in sorted(group.offsets)
-                ]
-                group.offsets.clear()
+                records = remove_offsets(group_id, group.offsets)
                 records += self._mark_dead(group)
                 ids, batch = by_partition.setdefault(group.partition, ([], []))
                 ids.append(group_id)

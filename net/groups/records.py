@@ -59,6 +59,7 @@ OFFSET_COMMIT_VALUE_VERSION = 3
 GROUP_METADATA_KEY_VERSION = 2
 GROUP_METADATA_VALUE_VERSION = 3
 
+_I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
@@ -113,7 +114,7 @@ class GroupValue:
 # ------------------------------------------------------------------------------ writing
 
 
-def _string(out: bytearray, value: str | None) -> None:
+def write_string(out: bytearray, value: str | None) -> None:
     if value is None:
         out += _I16.pack(-1)
         return
@@ -129,8 +130,8 @@ def _bytes(out: bytearray, value: bytes) -> None:
 
 def encode_offset_key(group: str, topic: str, partition: int) -> bytes:
     out = bytearray(_I16.pack(OFFSET_COMMIT_KEY_VERSION))
-    _string(out, group)
-    _string(out, topic)
+    write_string(out, group)
+    write_string(out, topic)
     out += _I32.pack(partition)
     return bytes(out)
 
@@ -139,30 +140,30 @@ def encode_offset_value(value: OffsetValue) -> bytes:
     out = bytearray(_I16.pack(OFFSET_COMMIT_VALUE_VERSION))
     out += _I64.pack(value.offset)
     out += _I32.pack(value.leader_epoch)
-    _string(out, value.metadata)
+    write_string(out, value.metadata)
     out += _I64.pack(value.commit_timestamp)
     return bytes(out)
 
 
 def encode_group_key(group: str) -> bytes:
     out = bytearray(_I16.pack(GROUP_METADATA_KEY_VERSION))
-    _string(out, group)
+    write_string(out, group)
     return bytes(out)
 
 
 def encode_group_value(value: GroupValue) -> bytes:
     out = bytearray(_I16.pack(GROUP_METADATA_VALUE_VERSION))
-    _string(out, value.protocol_type)
+    write_string(out, value.protocol_type)
     out += _I32.pack(value.generation)
-    _string(out, value.protocol)
-    _string(out, value.leader)
+    write_string(out, value.protocol)
+    write_string(out, value.leader)
     out += _I64.pack(value.current_state_timestamp)
     out += _I32.pack(len(value.members))
     for m in value.members:
-        _string(out, m.member_id)
-        _string(out, m.group_instance_id)
-        _string(out, m.client_id)
-        _string(out, m.client_host)
+        write_string(out, m.member_id)
+        write_string(out, m.group_instance_id)
+        write_string(out, m.client_id)
+        write_string(out, m.client_host)
         out += _I32.pack(m.rebalance_timeout_ms)
         out += _I32.pack(m.session_timeout_ms)
         _bytes(out, m.subscription)
@@ -173,7 +174,11 @@ def encode_group_value(value: GroupValue) -> bytes:
 # ------------------------------------------------------------------------------ reading
 
 
-class _Reader:
+class RecordReader:
+    """The non-flexible fields of a key or value (big-endian ints, int16-length strings,
+    int32-length bytes); whatever does not parse raises RecordFormatError. The KIP-848
+    records (consumer_records.py) extend it with the flexible encoding."""
+
     __slots__ = ("data", "pos")
 
     def __init__(self, data: bytes) -> None:
@@ -186,6 +191,21 @@ class _Reader:
         raw = self.data[self.pos : self.pos + n]
         self.pos += n
         return raw
+
+    def _decode(self, raw: bytes) -> str:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as e:
+            raise RecordFormatError(f"string is not UTF-8: {e}") from None
+
+    def _required(self, value: str | None) -> str:
+        if value is None:
+            raise RecordFormatError(f"null where a string is required at {self.pos}")
+        return value
+
+    def int8(self) -> int:
+        value: int = _I8.unpack(self._take(1))[0]
+        return value
 
     def int16(self) -> int:
         value: int = _I16.unpack(self._take(2))[0]
@@ -201,18 +221,10 @@ class _Reader:
 
     def nullable_string(self) -> str | None:
         n = self.int16()
-        if n < 0:
-            return None
-        try:
-            return self._take(n).decode()
-        except UnicodeDecodeError as e:
-            raise RecordFormatError(f"string is not UTF-8: {e}") from None
+        return None if n < 0 else self._decode(self._take(n))
 
     def string(self) -> str:
-        value = self.nullable_string()
-        if value is None:
-            raise RecordFormatError(f"null where a string is required at {self.pos}")
-        return value
+        return self._required(self.nullable_string())
 
     def bytes_(self) -> bytes:
         n = self.int32()
@@ -221,7 +233,7 @@ class _Reader:
 
 def decode_key(data: bytes) -> OffsetKey | GroupKey | None:
     """The key of a record; None for key versions that are not classic groups' or offsets'."""
-    r = _Reader(data)
+    r = RecordReader(data)
     version = r.int16()
     if version in (0, 1):
         return OffsetKey(r.string(), r.string(), r.int32())
@@ -231,7 +243,7 @@ def decode_key(data: bytes) -> OffsetKey | GroupKey | None:
 
 
 def decode_offset_value(data: bytes) -> OffsetValue:
-    r = _Reader(data)
+    r = RecordReader(data)
     version = r.int16()
     if not 0 <= version <= 3:
         raise RecordFormatError(f"offset commit value version {version} is not supported")
@@ -245,7 +257,7 @@ def decode_offset_value(data: bytes) -> OffsetValue:
 
 
 def decode_group_value(data: bytes) -> GroupValue:
-    r = _Reader(data)
+    r = RecordReader(data)
     version = r.int16()
     if not 0 <= version <= 3:
         raise RecordFormatError(f"group metadata value version {version} is not supported")

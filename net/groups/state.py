@@ -22,6 +22,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from net.groups.records import OffsetValue
 from net.protocol import ConsumerProtocolSubscription, ErrorCode, ProtocolError, decode_message
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
@@ -79,12 +80,8 @@ JoinCallback = Callable[[JoinResult], None]
 SyncCallback = Callable[[SyncResult], None]
 
 
-@dataclass(frozen=True, slots=True)
-class CommittedOffset:
-    offset: int
-    leader_epoch: int = -1
-    metadata: str = ""
-    commit_timestamp: int = -1
+# A committed offset is held as the value of its record in __consumer_offsets.
+CommittedOffset = OffsetValue
 
 
 @dataclass(slots=True, eq=False)

@@ -35,7 +35,6 @@ import functools
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -56,8 +55,18 @@ from net.protocol import (
     ProduceRequest,
     ProduceResponse,
 )
-from tests.e2e.client_drivers import Ack, ConfluentDriver, Outgoing, ProducerSettings
-from tests.e2e.group_clients import MEMBERS, Consumed, GroupMember
+from tests.e2e import group_clients
+from tests.e2e.client_drivers import ConfluentDriver
+from tests.e2e.group_clients import (
+    MEMBERS,
+    Consumed,
+    GroupMember,
+    assert_once_each,
+    close_all,
+    consumed,
+    figure,
+    settled,
+)
 
 from .conftest import TRANSIENT, Cluster, call, poll_until
 from .test_cluster import leaders
@@ -164,25 +173,14 @@ def committed_offsets(cluster: Cluster, node_id: int, group: str, topic: str) ->
 # ------------------------------------------------------------------------ helpers
 
 
-def figure(name: str, value: float, **labels: str) -> None:
-    tags = " ".join(f"{k}={v}" for k, v in labels.items())
-    print(f"FIGURE {name} {tags} {value * 1000:.0f} ms")
-
-
 def wait_until(
     condition: Callable[[], bool],
     what: str,
     timeout_s: float = WAIT_S,
     explain: Callable[[], str] | None = None,
 ) -> float:
-    """Seconds until `condition()` held; fails after `timeout_s` with `explain()`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            detail = explain() if explain is not None else ""
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{detail}")
-        time.sleep(0.01)
-    return time.monotonic() - start
+    """`group_clients.wait_until` with this module's longer default."""
+    return group_clients.wait_until(condition, what, timeout_s, explain)
 
 
 def create_topic(cluster: Cluster, topic: str) -> None:
@@ -193,14 +191,8 @@ def create_topic(cluster: Cluster, topic: str) -> None:
 
 def produce(cluster: Cluster, topic: str, per_partition: int, tag: str) -> set[tuple[int, int]]:
     """`per_partition` records into every partition with acks=all; their (partition, offset)."""
-    records = [
-        Outgoing(None, f"{tag}-{p}-{i}".encode(), (), 1_700_000_000_000 + i, partition=p)
-        for i in range(per_partition)
-        for p in range(PARTITIONS)
-    ]
-    acks = ConfluentDriver(cluster.bootstrap_servers).produce(topic, records, ProducerSettings())
-    assert all(isinstance(a, Ack) for a in acks), acks
-    return {(a.partition, a.offset) for a in acks if isinstance(a, Ack)}
+    driver = ConfluentDriver(cluster.bootstrap_servers)
+    return group_clients.produce_to_each(driver, topic, PARTITIONS, per_partition, tag)
 
 
 def start_group(
@@ -224,46 +216,9 @@ def start_group(
     ]
 
 
-def close_all(members: Sequence[GroupMember]) -> None:
-    errors = []
-    for m in members:
-        try:
-            m.close()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert errors == []
-
-
 def split(members: Sequence[GroupMember]) -> bool:
-    """Every member owns partitions, no partition twice, all of them owned."""
-    owned = [m.assigned for m in members]
-    return all(owned) and sum(map(len, owned)) == PARTITIONS == len(frozenset().union(*owned))
-
-
-def consumed(members: Sequence[GroupMember]) -> list[Consumed]:
-    return [r for m in members for r in list(m.records)]
-
-
-def settled(members: Sequence[GroupMember], expected: set[tuple[int, int]]) -> Callable[[], bool]:
-    """The records `expected` were all delivered and their offsets committed."""
-
-    def check() -> bool:
-        got = {(r.partition, r.offset) for r in consumed(members)}
-        if not expected <= got:
-            return False
-        done: dict[int, int] = {}
-        for m in members:
-            for p, position in m.committed_positions.items():
-                done[p] = max(done.get(p, 0), position)
-        return all(done.get(p, 0) > o for p, o in expected)
-
-    return check
-
-
-def assert_once_each(records: list[Consumed], expected: set[tuple[int, int]]) -> None:
-    counts = Counter((r.partition, r.offset) for r in records)
-    assert set(counts) == expected
-    assert [k for k, n in counts.items() if n > 1] == []
+    """`group_clients.split` of this module's topics."""
+    return group_clients.split(members, PARTITIONS)
 
 
 def describe(members: Sequence[GroupMember], cluster: Cluster | None = None, note: str = "") -> str:

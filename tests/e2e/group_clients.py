@@ -25,10 +25,13 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from tests.e2e.client_drivers import Ack, ClientDriver, Outgoing, ProducerSettings
 
 T = TypeVar("T")
 
@@ -388,3 +391,86 @@ class ConfluentMember(GroupMember):
 MEMBERS: dict[str, type[GroupMember]] = {
     m.client: m for m in (KafkaPythonMember, AioKafkaMember, ConfluentMember)
 }
+
+
+# ------------------------------------------------------------------ what the tests check
+
+
+def produce_to_each(
+    driver: ClientDriver, topic: str, partitions: int, per_partition: int, tag: str
+) -> set[tuple[int, int]]:
+    """`per_partition` records into each of `partitions` partitions through `driver` (values
+    `tag-partition-i`); their (partition, offset)."""
+    records = [
+        Outgoing(None, f"{tag}-{p}-{i}".encode(), (), 1_700_000_000_000 + i, partition=p)
+        for i in range(per_partition)
+        for p in range(partitions)
+    ]
+    acks = driver.produce(topic, records, ProducerSettings())
+    assert all(isinstance(a, Ack) for a in acks), acks
+    return {(a.partition, a.offset) for a in acks if isinstance(a, Ack)}
+
+
+def split(members: Sequence[GroupMember], partitions: int) -> bool:
+    """Every member owns partitions, no partition twice, all `partitions` of them owned."""
+    owned = [m.assigned for m in members]
+    return all(owned) and sum(map(len, owned)) == partitions == len(frozenset().union(*owned))
+
+
+def consumed(members: Sequence[GroupMember]) -> list[Consumed]:
+    return [r for m in members for r in list(m.records)]
+
+
+def settled(members: Sequence[GroupMember], expected: set[tuple[int, int]]) -> Callable[[], bool]:
+    """The records `expected` were all returned by a poll and their offsets committed."""
+
+    def check() -> bool:
+        got = {(r.partition, r.offset) for r in consumed(members)}
+        if not expected <= got:
+            return False
+        done: dict[int, int] = {}
+        for m in members:
+            for p, position in m.committed_positions.items():
+                done[p] = max(done.get(p, 0), position)
+        return all(done.get(p, 0) > o for p, o in expected)
+
+    return check
+
+
+def assert_once_each(records: list[Consumed], expected: set[tuple[int, int]]) -> None:
+    counts = Counter((r.partition, r.offset) for r in records)
+    assert set(counts) == expected
+    assert [k for k, n in counts.items() if n > 1] == []
+
+
+def close_all(members: Sequence[GroupMember]) -> None:
+    """Close every member, then fail with all the members that failed."""
+    errors = []
+    for m in members:
+        try:
+            m.close()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert errors == []
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout_s: float = 30.0,
+    explain: Callable[[], str] | None = None,
+) -> float:
+    """Seconds until `condition()` held; fails after `timeout_s` with `explain()`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            detail = explain() if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{detail}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def figure(name: str, value: float, **labels: str) -> None:
+    """A `FIGURE` line: a time the test measured (reported, not asserted)."""
+    tags = " ".join(f"{k}={v}" for k, v in labels.items())
+    print(f"FIGURE {name} {tags} {value * 1000:.0f} ms")

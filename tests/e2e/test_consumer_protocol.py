@@ -28,22 +28,26 @@ from net.protocol import (
 )
 from tests.e2e.client_drivers import KafkaPythonDriver
 from tests.e2e.conftest import NodeProcess
-from tests.e2e.group_clients import ConfluentMember, GroupMember, KafkaPythonMember
-from tests.e2e.test_groups import (
-    PARTITIONS,
-    assert_node_log_clean,
+from tests.e2e.group_clients import (
+    ConfluentMember,
+    GroupMember,
+    KafkaPythonMember,
     assert_once_each,
     close_all,
     consumed,
-    create_topic,
     figure,
+    settled,
+    wait_until,
+)
+from tests.e2e.test_groups import (
+    PARTITIONS,
+    assert_node_log_clean,
+    create_topic,
     log_mark,
     owns_all,
     produce,
     request,
-    settled,
     split,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(120)

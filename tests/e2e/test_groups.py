@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,25 @@ from net.protocol import (
     OffsetDeleteRequest,
     OffsetFetchRequest,
 )
-from tests.e2e.client_drivers import Ack, KafkaPythonDriver, Outgoing, ProducerSettings
+from tests.e2e import group_clients
+from tests.e2e.client_drivers import KafkaPythonDriver
 from tests.e2e.conftest import NodeProcess
-from tests.e2e.group_clients import MEMBERS, Consumed, GroupMember
+from tests.e2e.group_clients import (
+    MEMBERS,
+    GroupMember,
+    assert_once_each,
+    close_all,
+    consumed,
+    figure,
+    settled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 PARTITIONS = 6
 # Like test setups of Kafka and `kraft up`: a new group's first rebalance starts at once.
 NODE_CONFIG = {"group.initial.rebalance.delay.ms": "0"}
-WAIT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -102,71 +110,18 @@ def request(node: NodeProcess, message: Message, version: int) -> Any:
     return asyncio.run(send())
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> float:
-    """Seconds until `condition()` held; fails after `timeout_s`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
-
-
-def figure(name: str, value: float, **labels: str) -> None:
-    tags = " ".join(f"{k}={v}" for k, v in labels.items())
-    print(f"FIGURE {name} {tags} {value * 1000:.0f} ms")
-
-
 def create_topic(node: NodeProcess, topic: str) -> None:
     assert KafkaPythonDriver(node.bootstrap).create_topics({topic: PARTITIONS}) == {topic: 0}
 
 
 def produce(node: NodeProcess, topic: str, per_partition: int, tag: str) -> set[tuple[int, int]]:
     """`per_partition` records into every partition; their (partition, offset)."""
-    records = [
-        Outgoing(None, f"{tag}-{p}-{i}".encode(), (), 1_700_000_000_000 + i, partition=p)
-        for i in range(per_partition)
-        for p in range(PARTITIONS)
-    ]
-    acks = KafkaPythonDriver(node.bootstrap).produce(topic, records, ProducerSettings())
-    assert all(isinstance(a, Ack) for a in acks), acks
-    return {(a.partition, a.offset) for a in acks if isinstance(a, Ack)}
-
-
-def split(members: Sequence[GroupMember]) -> bool:
-    """Every member owns partitions, no partition twice, all of them owned."""
-    owned = [m.assigned for m in members]
-    return all(owned) and sum(map(len, owned)) == PARTITIONS == len(frozenset().union(*owned))
+    driver = KafkaPythonDriver(node.bootstrap)
+    return group_clients.produce_to_each(driver, topic, PARTITIONS, per_partition, tag)
 
 
 def owns_all(member: GroupMember) -> Callable[[], bool]:
     return lambda: member.assigned == frozenset(range(PARTITIONS))
-
-
-def consumed(members: Sequence[GroupMember]) -> list[Consumed]:
-    return [r for m in members for r in list(m.records)]
-
-
-def settled(members: Sequence[GroupMember], expected: set[tuple[int, int]]) -> Callable[[], bool]:
-    """The records `expected` were all returned by a poll and their offsets committed."""
-
-    def check() -> bool:
-        got = {(r.partition, r.offset) for r in consumed(members)}
-        if not expected <= got:
-            return False
-        done: dict[int, int] = {}
-        for m in members:
-            for p, position in m.committed_positions.items():
-                done[p] = max(done.get(p, 0), position)
-        return all(done.get(p, 0) > o for p, o in expected)
-
-    return check
-
-
-def assert_once_each(records: list[Consumed], expected: set[tuple[int, int]]) -> None:
-    counts = Counter((r.partition, r.offset) for r in records)
-    assert set(counts) == expected
-    assert [k for k, n in counts.items() if n > 1] == []
 
 
 def log_mark(node: NodeProcess) -> int:
@@ -179,6 +134,11 @@ def assert_node_log_clean(node: NodeProcess, since: int) -> None:
         new = f.read().decode(errors="replace")
     bad = [line for line in new.splitlines() if "closing connection" in line or "ERROR" in line]
     assert bad == [], "\n".join(bad)
+
+
+def split(members: Sequence[GroupMember]) -> bool:
+    """`group_clients.split` of this module's topics."""
+    return group_clients.split(members, PARTITIONS)
 
 
 def start_group(
@@ -194,16 +154,6 @@ def start_group(
         c(node.bootstrap, topic, group, assignor, name=f"{c.client}-{i}").start()
         for i, c in enumerate(classes)
     ]
-
-
-def close_all(members: Sequence[GroupMember]) -> None:
-    errors = []
-    for m in members:
-        try:
-            m.close()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert errors == []
 
 
 # --------------------------------------------------------------------------------- tests

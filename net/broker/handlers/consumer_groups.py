@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from net.groups.consumer_coordinator import HeartbeatRequest, HeartbeatResult
-from net.groups.coordinator import ALL_GROUP_OPERATIONS
 from net.protocol import (
     ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse,
@@ -20,7 +19,7 @@ from net.protocol import (
 )
 from net.server import Connection
 
-from .groups import NO_AUTHORIZED_OPERATIONS, _client_host, _Reply
+from .groups import _authorized_operations, _client_host, _Reply
 
 if TYPE_CHECKING:
     from net.broker.broker import Broker
@@ -83,9 +82,7 @@ def _heartbeat_partitions(
 async def handle_consumer_group_describe(
     broker: Broker, header: RequestHeader, request: ConsumerGroupDescribeRequest, conn: Connection
 ) -> ConsumerGroupDescribeResponse:
-    operations = NO_AUTHORIZED_OPERATIONS
-    if request.include_authorized_operations:
-        operations = ALL_GROUP_OPERATIONS  # no authorizer: everything is allowed
+    operations = _authorized_operations(request.include_authorized_operations)
     out = []
     for group_id in request.group_ids:
         code, message, d = broker.groups.consumer.describe(group_id)

@@ -15,6 +15,7 @@ broker has no transaction coordinator (transactional produce is refused too).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from net.groups.coordinator import (
@@ -74,6 +75,19 @@ class _Reply(Generic[T]):
     def __call__(self, value: T) -> None:
         if not self.future.done():  # a closed connection cancels the wait
             self.future.set_result(value)
+
+
+def _by_topic(items: Iterable[tuple[TopicPartition, T]]) -> dict[str, list[tuple[int, T]]]:
+    """Per-partition results grouped by topic, in the order given (that of the request)."""
+    out: dict[str, list[tuple[int, T]]] = {}
+    for (topic, index), value in items:
+        out.setdefault(topic, []).append((index, value))
+    return out
+
+
+def _authorized_operations(include: bool) -> int:
+    # No authorizer: everything is allowed.
+    return ALL_GROUP_OPERATIONS if include else NO_AUTHORIZED_OPERATIONS
 
 
 def _client_host(conn: Connection) -> str:
@@ -282,17 +296,18 @@ async def handle_offset_commit(
             ),
         )
         results.update(await reply.future)
-    topics: dict[str, list[OffsetCommitResponse.OffsetCommitResponsePartition]] = {}
-    for name, index in order:
-        topics.setdefault(name, []).append(
-            OffsetCommitResponse.OffsetCommitResponsePartition(
-                partition_index=index, error_code=results[(name, index)]
-            )
-        )
     return OffsetCommitResponse(
         topics=[
-            OffsetCommitResponse.OffsetCommitResponseTopic(name=name, partitions=parts)
-            for name, parts in topics.items()
+            OffsetCommitResponse.OffsetCommitResponseTopic(
+                name=name,
+                partitions=[
+                    OffsetCommitResponse.OffsetCommitResponsePartition(
+                        partition_index=index, error_code=error
+                    )
+                    for index, error in parts
+                ],
+            )
+            for name, parts in _by_topic((tp, results[tp]) for tp in order).items()
         ]
     )
 
@@ -310,10 +325,18 @@ def _fetched(
         code, found = consumer.fetch_offsets(group_id, partitions, member_id, member_epoch)
     else:
         code, found = broker.groups.coordinator.fetch_offsets(group_id, partitions)
-    by_topic: dict[str, list[tuple[int, CommittedOffset | None]]] = {}
-    for (topic, index), committed in found:
-        by_topic.setdefault(topic, []).append((index, committed))
-    return code, by_topic
+    return code, _by_topic(found)
+
+
+def _wanted(
+    topics: list[OffsetFetchRequest.OffsetFetchRequestTopic]
+    | list[OffsetFetchRequest.OffsetFetchRequestTopics]
+    | None,
+) -> list[TopicPartition] | None:
+    """The partitions an OffsetFetch asks for; None (v2+): all of the group's."""
+    if topics is None:
+        return None
+    return [(t.name, i) for t in topics for i in t.partition_indexes]
 
 
 async def handle_offset_fetch(
@@ -325,11 +348,7 @@ async def handle_offset_fetch(
     if version >= 8:
         groups = []
         for g in request.groups:
-            wanted = (
-                None
-                if g.topics is None
-                else [(t.name, i) for t in g.topics for i in t.partition_indexes]
-            )
+            wanted = _wanted(g.topics)
             code, by_topic = (
                 _fetched(broker, g.group_id, wanted, g.member_id, g.member_epoch)
                 if version >= 9
@@ -357,19 +376,13 @@ async def handle_offset_fetch(
                 )
             )
         return OffsetFetchResponse(groups=groups)
-    wanted = (
-        None
-        if request.topics is None
-        else [(t.name, i) for t in request.topics for i in t.partition_indexes]
-    )
+    wanted = _wanted(request.topics)
     code, by_topic = _fetched(broker, request.group_id, wanted)
     if code and version >= 2:
         return OffsetFetchResponse(error_code=code)
     if code:
         # v1 has no top-level error: every requested partition carries it.
-        by_topic = {}
-        for name, index in wanted or []:
-            by_topic.setdefault(name, []).append((index, None))
+        by_topic = _by_topic((tp, None) for tp in wanted or [])
     return OffsetFetchResponse(
         error_code=code if version >= 2 else 0,
         topics=[
@@ -416,17 +429,20 @@ async def handle_offset_delete(
     if code:
         return OffsetDeleteResponse(error_code=code)
     results.update(errors)
-    topics: dict[str, list[OffsetDeleteResponse.OffsetDeleteResponsePartition]] = {}
-    for name, index in order:
-        topics.setdefault(name, []).append(
-            OffsetDeleteResponse.OffsetDeleteResponsePartition(
-                partition_index=index, error_code=results.get((name, index), ErrorCode.NONE)
-            )
-        )
     return OffsetDeleteResponse(
         topics=[
-            OffsetDeleteResponse.OffsetDeleteResponseTopic(name=name, partitions=parts)
-            for name, parts in topics.items()
+            OffsetDeleteResponse.OffsetDeleteResponseTopic(
+                name=name,
+                partitions=[
+                    OffsetDeleteResponse.OffsetDeleteResponsePartition(
+                        partition_index=index, error_code=error
+                    )
+                    for index, error in parts
+                ],
+            )
+            for name, parts in _by_topic(
+                (tp, results.get(tp, ErrorCode.NONE)) for tp in order
+            ).items()
         ]
     )
 
@@ -438,9 +454,7 @@ async def handle_describe_groups(
     broker: Broker, header: RequestHeader, request: DescribeGroupsRequest, conn: Connection
 ) -> DescribeGroupsResponse:
     version = header.api_version
-    operations = NO_AUTHORIZED_OPERATIONS
-    if version >= 3 and request.include_authorized_operations:
-        operations = ALL_GROUP_OPERATIONS  # no authorizer: everything is allowed
+    operations = _authorized_operations(version >= 3 and request.include_authorized_operations)
     out = []
     for group_id in request.groups:
         code, d = broker.groups.consumer.describe_group(group_id)  # either kind
