@@ -335,8 +335,7 @@ class ControllerService:
     ) -> Message:
         if not self.is_active():
             return AlterPartitionResponse(error_code=ErrorCode.NOT_CONTROLLER)
-        broker = self.image.brokers.get(request.broker_id)
-        if broker is None or (request.broker_epoch >= 0 and broker.epoch != request.broker_epoch):
+        if stale_broker_epoch(self.image, request):
             return AlterPartitionResponse(error_code=ErrorCode.STALE_BROKER_EPOCH)
         topics = []
         for t in request.topics:
@@ -359,19 +358,7 @@ class ControllerService:
                     )
                 )
                 code = code or result
-                topic = self.image.topics_by_id.get(topic_id)
-                state = topic.partitions.get(p.partition_index) if topic else None
-                parts.append(
-                    AlterPartitionResponse.PartitionData(
-                        partition_index=p.partition_index,
-                        error_code=code,
-                        leader_id=state.leader if state else -1,
-                        leader_epoch=state.leader_epoch if state else -1,
-                        isr=list(state.isr) if state else [],
-                        leader_recovery_state=state.leader_recovery_state if state else 0,
-                        partition_epoch=state.partition_epoch if state else -1,
-                    )
-                )
+                parts.append(alter_partition_data(self.image, topic_id, p.partition_index, code))
             topics.append(
                 AlterPartitionResponse.TopicData(
                     topic_name=t.topic_name, topic_id=topic_id, partitions=parts
@@ -485,3 +472,26 @@ def _alter_command(
         return Result([result.record] if result.record else [], result.error_code)
 
     return command
+
+
+def stale_broker_epoch(image: MetadataImage, request: AlterPartitionRequest) -> bool:
+    """AlterPartition from a broker that is not registered, or not with this epoch."""
+    broker = image.brokers.get(request.broker_id)
+    return broker is None or (request.broker_epoch >= 0 and broker.epoch != request.broker_epoch)
+
+
+def alter_partition_data(
+    image: MetadataImage, topic_id: uuid.UUID, index: int, error_code: int
+) -> AlterPartitionResponse.PartitionData:
+    """One partition of an AlterPartition answer: the error and the partition as it is now."""
+    topic = image.topics_by_id.get(topic_id)
+    state = topic.partitions.get(index) if topic else None
+    return AlterPartitionResponse.PartitionData(
+        partition_index=index,
+        error_code=error_code,
+        leader_id=state.leader if state else -1,
+        leader_epoch=state.leader_epoch if state else -1,
+        isr=list(state.isr) if state else [],
+        leader_recovery_state=state.leader_recovery_state if state else 0,
+        partition_epoch=state.partition_epoch if state else -1,
+    )

@@ -64,6 +64,8 @@ from kraft.controller.service import (
     _alter_command,
     _leaderless_command,
     _preferred_command,
+    alter_partition_data,
+    stale_broker_epoch,
 )
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog
@@ -615,8 +617,7 @@ class SimController:
     def alter_partition(self, data: bytes) -> bytes:
         """ControllerService._alter_partition."""
         request = decode_message(AlterPartitionRequest, data, ALTER_PARTITION_VERSION)
-        broker = self.image.brokers.get(request.broker_id)
-        if broker is None or (request.broker_epoch >= 0 and broker.epoch != request.broker_epoch):
+        if stale_broker_epoch(self.image, request):
             response = AlterPartitionResponse(error_code=ErrorCode.STALE_BROKER_EPOCH)
             return bytes(encode_message(response, ALTER_PARTITION_VERSION))
         topics = []
@@ -636,19 +637,7 @@ class SimController:
                         p.leader_recovery_state,
                     )
                 )
-                topic = self.image.topics_by_id.get(t.topic_id)
-                state = topic.partitions.get(p.partition_index) if topic else None
-                parts.append(
-                    AlterPartitionResponse.PartitionData(
-                        partition_index=p.partition_index,
-                        error_code=code,
-                        leader_id=state.leader if state else -1,
-                        leader_epoch=state.leader_epoch if state else -1,
-                        isr=list(state.isr) if state else [],
-                        leader_recovery_state=state.leader_recovery_state if state else 0,
-                        partition_epoch=state.partition_epoch if state else -1,
-                    )
-                )
+                parts.append(alter_partition_data(self.image, t.topic_id, p.partition_index, code))
             topics.append(
                 AlterPartitionResponse.TopicData(
                     topic_name=t.topic_name, topic_id=t.topic_id, partitions=parts
