@@ -24,9 +24,9 @@ from typing import TypeVar
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import DescribeQuorumRequest, Message, ProtocolError
 from kraft.up import NodeSpec, write_configs
-from net.client import KafkaConnection
-from net.protocol import DescribeQuorumRequest, Message, ProtocolError
 
 T = TypeVar("T")
 

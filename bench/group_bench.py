@@ -52,7 +52,7 @@ from _cluster import NODES
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from net.protocol import FindCoordinatorRequest, FindCoordinatorResponse
+from kraft.net.protocol import FindCoordinatorRequest, FindCoordinatorResponse
 
 T = TypeVar("T")
 

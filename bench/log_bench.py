@@ -41,9 +41,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from log.config import LogConfig
-from log.partition_log import PartitionLog
-from log.records import build_simple_batch
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import build_simple_batch
 
 MIB = 1 << 20
 MB = 1_000_000

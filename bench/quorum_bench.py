@@ -44,9 +44,8 @@ from typing import Any, TypeVar
 
 from _cluster import NODES, TRANSIENT, describe_quorum, node_specs, percentile
 
-from kraft.up import NodeSpec
-from net.client import KafkaConnection
-from net.protocol import (
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import (
     CreateTopicsRequest,
     CreateTopicsResponse,
     DescribeQuorumResponse,
@@ -54,6 +53,7 @@ from net.protocol import (
     MetadataRequest,
     MetadataResponse,
 )
+from kraft.up import NodeSpec
 
 T = TypeVar("T")
 

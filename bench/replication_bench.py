@@ -50,7 +50,7 @@ from _cluster import NODES, describe_quorum, percentile, poll
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
-from net.protocol import (
+from kraft.net.protocol import (
     DescribeQuorumResponse,
     Message,
     MetadataRequest,

@@ -39,11 +39,11 @@ from kraft.metadata.image import MetadataImage  # noqa: E402
 from kraft.metadata.publisher import MetadataPublisher  # noqa: E402
 from kraft.metadata.quorum_log import QuorumMetadataLog  # noqa: E402
 from kraft.metadata.record_log import encode_entry  # noqa: E402
+from kraft.net.protocol import Message  # noqa: E402
+from kraft.net.protocol import _generated as m  # noqa: E402
 from kraft.quorum import Quorum  # noqa: E402
 from kraft.quorum.journal import DurableJournal  # noqa: E402
 from kraft.quorum.snapshots import SnapshotStore, retain  # noqa: E402
-from net.protocol import Message  # noqa: E402
-from net.protocol import _generated as m  # noqa: E402
 
 PARTITIONS = 10
 REGULAR = b"\x00"

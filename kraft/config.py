@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from log.config import LogConfig
+from kraft.log.config import LogConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.controller import Controller, ControllerDefaults
+from kraft.log.cleaner import LogCleaner
+from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher, NotController
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
-from log.cleaner import LogCleaner
-from log.manager import LogManager
-from net.broker.broker import Broker
-from net.broker.controller_channel import ControllerChannel
-from net.broker.lifecycle import BrokerLifecycle
-from net.broker.metadata_follower import MetadataFollower
-from net.protocol import Message
-from net.server import KafkaServer, RequestHandler
+from kraft.net.broker.broker import Broker
+from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.net.broker.lifecycle import BrokerLifecycle
+from kraft.net.broker.metadata_follower import MetadataFollower
+from kraft.net.protocol import Message
+from kraft.net.server import KafkaServer, RequestHandler
 
 if TYPE_CHECKING:
     from kraft.controller.service import ControllerService
@@ -71,7 +71,7 @@ def ensure_meta_properties(config: NodeConfig) -> str:
         cluster_id = cluster_id or other
     if not cluster_id:
         cluster_id = uuid.uuid4().hex[:22]
-    from log.checkpoint import write_atomically
+    from kraft.log.checkpoint import write_atomically
 
     for d in config.log_dirs:
         if d not in found:

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from net.client import KafkaConnection
-from net.protocol import MetadataRequest, MetadataResponse
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import MetadataRequest, MetadataResponse
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Final, NamedTuple
 
 import crc32c as _crc32c
 
-from log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
+from kraft.log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE: Final = HEADER.size  # 61

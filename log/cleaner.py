@@ -26,12 +26,12 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from log.batch import BatchHeader
-from log.checkpoint import fsync_dir
-from log.errors import LogError
-from log.partition_log import Clock, PartitionLog, wall_clock_ms
-from log.records import Record, build_batch, decode_records
-from log.segment import LogSegment
+from kraft.log.batch import BatchHeader
+from kraft.log.checkpoint import fsync_dir
+from kraft.log.errors import LogError
+from kraft.log.partition_log import Clock, PartitionLog, wall_clock_ms
+from kraft.log.records import Record, build_batch, decode_records
+from kraft.log.segment import LogSegment
 
 logger = logging.getLogger(__name__)
 

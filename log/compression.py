@@ -29,7 +29,7 @@ from typing import Final, TypeAlias
 import cramjam
 import lz4.frame
 
-from log.errors import CorruptRecordError
+from kraft.log.errors import CorruptRecordError
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 

@@ -19,9 +19,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 
-from log.checkpoint import OffsetCheckpointFile, fsync_dir, write_atomically
-from log.config import LogConfig
-from log.partition_log import Clock, PartitionLog, parse_dir_name, wall_clock_ms
+from kraft.log.checkpoint import OffsetCheckpointFile, fsync_dir, write_atomically
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import Clock, PartitionLog, parse_dir_name, wall_clock_ms
 
 logger = logging.getLogger(__name__)
 

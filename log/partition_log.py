@@ -22,7 +22,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from log.batch import (
+from kraft.log.batch import (
     CRC_START,
     LOG_OVERHEAD,
     PREFIX,
@@ -33,16 +33,16 @@ from log.batch import (
     parse_header,
     validate_batch,
 )
-from log.checkpoint import LeaderEpochCache
-from log.config import LogConfig
-from log.errors import (
+from kraft.log.checkpoint import LeaderEpochCache
+from kraft.log.config import LogConfig
+from kraft.log.errors import (
     CorruptRecordError,
     InvalidRecordError,
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
 )
-from log.producer_state import OutOfOrderSequenceError, ProducerStateManager
-from log.segment import (
+from kraft.log.producer_state import OutOfOrderSequenceError, ProducerStateManager
+from kraft.log.segment import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
@@ -449,7 +449,7 @@ class PartitionLog:
         return headers
 
     def _check_keys(self, view: memoryview) -> None:
-        from log.records import decode_records  # decoding is off the hot path
+        from kraft.log.records import decode_records  # decoding is off the hot path
 
         pos = 0
         while pos < len(view):
@@ -857,7 +857,7 @@ def _largest_time(segment: LogSegment) -> int:
 def _first_record_at_or_after(
     batch: bytes, header: BatchHeader, timestamp: int, min_offset: int
 ) -> tuple[int, int] | None:
-    from log.records import decode_records  # decoding is off the hot path
+    from kraft.log.records import decode_records  # decoding is off the hot path
 
     if header.timestamp_type == 1:
         # LogAppendTime: every record carries the batch's max timestamp.

@@ -31,9 +31,9 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from log.batch import BatchHeader, crc32c
-from log.checkpoint import write_atomically
-from log.errors import LogError
+from kraft.log.batch import BatchHeader, crc32c
+from kraft.log.checkpoint import write_atomically
+from kraft.log.errors import LogError
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from log.batch import (
+from kraft.log.batch import (
     CONTROL_FLAG,
     CRC_START,
     DELETE_HORIZON_FLAG,
@@ -46,8 +46,8 @@ from log.batch import (
     crc32c,
     parse_header,
 )
-from log.compression import Buffer, CompressionType, compress, decompress
-from log.errors import CorruptRecordError, UnsupportedMagicError
+from kraft.log.compression import Buffer, CompressionType, compress, decompress
+from kraft.log.errors import CorruptRecordError, UnsupportedMagicError
 
 _CRC = struct.Struct(">I")
 _CRC_OFFSET: Final = MAGIC_OFFSET + 1

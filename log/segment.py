@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from log.batch import (
+from kraft.log.batch import (
     HEADER_SIZE,
     LAST_OFFSET_DELTA,
     LAST_OFFSET_DELTA_OFFSET,
@@ -26,8 +26,8 @@ from log.batch import (
     parse_header,
     validate_batch,
 )
-from log.errors import LogError, LogStorageError
-from log.index import IndexCorruptError, OffsetIndex, TimeIndex
+from kraft.log.errors import LogError, LogStorageError
+from kraft.log.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
 

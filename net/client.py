@@ -12,7 +12,7 @@ import logging
 import struct
 from typing import Any
 
-from net.protocol import (
+from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsRequest,
     ApiVersionsResponse,

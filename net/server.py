@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from net.protocol import (
+from kraft.net.protocol import (
     ApiVersionsResponse,
     EncodeError,
     ErrorCode,

@@ -28,11 +28,11 @@ from kraft.controller.replication import (
     usable_brokers,
 )
 from kraft.controller.topic_configs import validate_topic_configs
+from kraft.log.config import ConfigError
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataLog
-from log.config import ConfigError
-from net.protocol import ErrorCode, Message
-from net.protocol import _generated as m
+from kraft.net.protocol import ErrorCode, Message
+from kraft.net.protocol import _generated as m
 
 logger = logging.getLogger(__name__)
 

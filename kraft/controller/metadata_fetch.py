@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.record_log import METADATA_TOPIC, METADATA_TOPIC_ID
 from kraft.metadata.snapshot import encode_snapshot, image_to_records
-from net.protocol import (
+from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
     FetchResponse,

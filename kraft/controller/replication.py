@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kraft.metadata.image import LEADER_UNCHANGED, MetadataImage, PartitionState
-from net.protocol import ErrorCode, Message
-from net.protocol import _generated as m
+from kraft.net.protocol import ErrorCode, Message
+from kraft.net.protocol import _generated as m
 
 NO_LEADER = -1
 RECOVERED = 0

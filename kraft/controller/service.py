@@ -35,8 +35,8 @@ from kraft.controller.replication import (
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from kraft.metadata.record_log import METADATA_TOPIC
-from net.broker.handlers import admin
-from net.protocol import (
+from kraft.net.broker.handlers import admin
+from kraft.net.protocol import (
     API_KEYS,
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
@@ -54,8 +54,8 @@ from net.protocol import (
     Message,
     RequestHeader,
 )
-from net.protocol import _generated as m
-from net.server import CloseConnection, Connection
+from kraft.net.protocol import _generated as m
+from kraft.net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from log.config import TOPIC_CONFIG_KEYS, ConfigError, LogConfig
+from kraft.log.config import TOPIC_CONFIG_KEYS, ConfigError, LogConfig
 
 # Topic configs handled outside the log (replication, producer side).
 _REPLICATION_KEYS: dict[str, tuple[type, str]] = {

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from net.protocol import _generated as m
+from kraft.net.protocol import _generated as m
 
 logger = logging.getLogger(__name__)
 

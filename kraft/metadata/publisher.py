@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from kraft.metadata.image import MetadataImage
-from net.protocol import Message
+from kraft.net.protocol import Message
 
 logger = logging.getLogger(__name__)
 

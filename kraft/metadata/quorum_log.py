@@ -32,8 +32,8 @@ from kraft.metadata.snapshot import (
     image_to_records,
     replace_image,
 )
+from kraft.net.protocol import Message
 from kraft.quorum import CommitTimeout, EntryDiscarded, NotLeader, Quorum
-from net.protocol import Message
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 
+from kraft.log.batch import iter_headers
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import Record, build_batch, decode_records
 from kraft.metadata.publisher import MetadataPublisher
-from log.batch import iter_headers
-from log.config import LogConfig
-from log.partition_log import PartitionLog
-from log.records import Record, build_batch, decode_records
-from net.protocol import Message, decode_metadata_record, encode_metadata_record
+from kraft.net.protocol import Message, decode_metadata_record, encode_metadata_record
 
 METADATA_TOPIC = "__cluster_metadata"
 # Kafka's Uuid.METADATA_TOPIC_ID: the id Fetch v13+ names the metadata partition by.

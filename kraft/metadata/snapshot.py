@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kraft.log.batch import iter_headers
+from kraft.log.records import Record, build_batch, decode_records
 from kraft.metadata.image import MetadataImage
-from log.batch import iter_headers
-from log.records import Record, build_batch, decode_records
-from net.protocol import Message, decode_metadata_record, encode_metadata_record
-from net.protocol import _generated as m
+from kraft.net.protocol import Message, decode_metadata_record, encode_metadata_record
+from kraft.net.protocol import _generated as m
 
 SNAPSHOT_BATCH_RECORDS = 1000
 

@@ -55,7 +55,7 @@ from typing import Any, overload
 
 from pysyncobj.journal import Journal
 
-from log.checkpoint import write_atomically
+from kraft.log.checkpoint import write_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ import threading
 import zlib
 from dataclasses import dataclass
 
+from kraft.log.checkpoint import write_atomically
 from kraft.quorum.journal import DurableJournal, JournalError
-from log.checkpoint import write_atomically
 
 logger = logging.getLogger(__name__)
 

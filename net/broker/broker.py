@@ -16,14 +16,14 @@ from typing import Any
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller, TopicSpec
 from kraft.controller.topic_configs import log_config_for
+from kraft.log.config import LogConfig
+from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
-from log.config import LogConfig
-from log.manager import LogManager
-from net.broker.controller_channel import ControllerChannel
-from net.broker.partition import Partition, monotonic_ms
-from net.broker.replication import ReplicaFetcherManager
-from net.groups.service import GroupCoordinatorService
-from net.protocol import (
+from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.net.broker.partition import Partition, monotonic_ms
+from kraft.net.broker.replication import ReplicaFetcherManager
+from kraft.net.groups.service import GroupCoordinatorService
+from kraft.net.protocol import (
     AllocateProducerIdsRequest,
     AllocateProducerIdsResponse,
     AlterConfigsRequest,
@@ -45,7 +45,7 @@ from net.protocol import (
     Message,
     RequestHeader,
 )
-from net.server import CloseConnection, Connection
+from kraft.net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Broker:
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
         self.fetchers = ReplicaFetcherManager(self.node_id, self.endpoint_of, self.tag)
-        from net.broker.handlers import HANDLERS, supported_versions
+        from kraft.net.broker.handlers import HANDLERS, supported_versions
 
         self._handlers = HANDLERS
         self.supported_versions = supported_versions()

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from net.client import KafkaConnection
-from net.protocol import ErrorCode, Message, ProtocolError
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import ErrorCode, Message, ProtocolError
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 
-from net.broker.controller_channel import ControllerChannel
-from net.protocol import (
+from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.net.protocol import (
     BrokerHeartbeatRequest,
     BrokerHeartbeatResponse,
     BrokerRegistrationRequest,

@@ -24,14 +24,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from kraft.log.batch import validate_batch
+from kraft.log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
+from kraft.log.records import decode_records
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import METADATA_TOPIC, METADATA_TOPIC_ID
 from kraft.metadata.snapshot import decode_snapshot, image_from_records, replace_image
-from log.batch import validate_batch
-from log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
-from log.records import decode_records
-from net.broker.controller_channel import ControllerChannel
-from net.protocol import (
+from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
     FetchResponse,

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from log.partition_log import PartitionLog
+from kraft.log.partition_log import PartitionLog
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 
-from log.errors import LogError
-from log.partition_log import PartitionLog
-from net.broker.partition import Partition
-from net.client import KafkaConnection
-from net.protocol import ErrorCode, FetchRequest, FetchResponse, ProtocolError
+from kraft.log.errors import LogError
+from kraft.log.partition_log import PartitionLog
+from kraft.net.broker.partition import Partition
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import ErrorCode, FetchRequest, FetchResponse, ProtocolError
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from net.groups.assignors import Assignment
-from net.groups.consumer_records import (
+from kraft.net.groups.assignors import Assignment
+from kraft.net.groups.consumer_records import (
     CURRENT_MEMBER_ASSIGNMENT,
     GROUP_METADATA,
     MEMBER_METADATA,
@@ -54,7 +54,7 @@ from net.groups.consumer_records import (
     TargetAssignmentMetadataValue,
     TopicMetadata,
 )
-from net.groups.state import CommittedOffset
+from kraft.net.groups.state import CommittedOffset
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
-from net.groups.consumer import (
+from kraft.net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
+from kraft.net.groups.consumer import (
     LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
     ConsumerGroup,
@@ -50,7 +50,7 @@ from net.groups.consumer import (
     reconcile,
     subscribed_topics,
 )
-from net.groups.consumer_records import (
+from kraft.net.groups.consumer_records import (
     CURRENT_MEMBER_ASSIGNMENT,
     GROUP_METADATA,
     MEMBER_METADATA,
@@ -67,7 +67,7 @@ from net.groups.consumer_records import (
     decode_record,
     encode_record,
 )
-from net.groups.coordinator import (
+from kraft.net.groups.coordinator import (
     CLASSIC_GROUP_TYPE,
     GroupCoordinator,
     GroupDescription,
@@ -82,8 +82,8 @@ from net.groups.coordinator import (
     remove_offsets,
     select_offsets,
 )
-from net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState
-from net.protocol import (
+from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState
+from kraft.net.protocol import (
     ConsumerProtocolAssignment,
     ConsumerProtocolSubscription,
     ErrorCode,

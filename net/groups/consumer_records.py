@@ -46,10 +46,10 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-from net.groups.assignors import Assignment
-from net.groups.records import RecordFormatError, RecordReader, write_string
-from net.protocol import ProtocolError
-from net.protocol.codec import read_uvarint, write_uvarint
+from kraft.net.groups.assignors import Assignment
+from kraft.net.groups.records import RecordFormatError, RecordReader, write_string
+from kraft.net.protocol import ProtocolError
+from kraft.net.protocol.codec import read_uvarint, write_uvarint
 
 GROUP_METADATA = 3
 PARTITION_METADATA = 4

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from net.groups.records import (
+from kraft.net.groups.records import (
     GroupKey,
     GroupValue,
     MemberValue,
@@ -39,7 +39,7 @@ from net.groups.records import (
     encode_offset_key,
     encode_offset_value,
 )
-from net.groups.state import (
+from kraft.net.groups.state import (
     ClassicGroup,
     CommittedOffset,
     GroupState,
@@ -50,8 +50,8 @@ from net.groups.state import (
     SyncCallback,
     SyncResult,
 )
-from net.groups.timer import Timer
-from net.protocol import ErrorCode
+from kraft.net.groups.timer import Timer
+from kraft.net.protocol import ErrorCode
 
 logger = logging.getLogger(__name__)
 

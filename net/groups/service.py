@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from kraft.controller.controller import TopicSpec
-from log.batch import parse_header
-from log.errors import LogError
-from log.partition_log import wall_clock_ms
-from log.records import Record, build_batch, decode_records
-from net.broker.partition import Partition
-from net.groups.consumer_coordinator import ConsumerGroupConfig, ConsumerGroupCoordinator
-from net.groups.consumer_records import TopicMetadata
-from net.groups.coordinator import (
+from kraft.log.batch import parse_header
+from kraft.log.errors import LogError
+from kraft.log.partition_log import wall_clock_ms
+from kraft.log.records import Record, build_batch, decode_records
+from kraft.net.broker.partition import Partition
+from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig, ConsumerGroupCoordinator
+from kraft.net.groups.consumer_records import TopicMetadata
+from kraft.net.groups.coordinator import (
     OFFSETS_TOPIC,
     GroupConfig,
     GroupCoordinator,
@@ -38,12 +38,12 @@ from net.groups.coordinator import (
     Records,
     partition_for,
 )
-from net.groups.records import RecordFormatError
-from net.groups.timer import LoopTimer
-from net.protocol import ErrorCode
+from kraft.net.groups.records import RecordFormatError
+from kraft.net.groups.timer import LoopTimer
+from kraft.net.protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
 

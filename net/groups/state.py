@@ -22,8 +22,13 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from net.groups.records import OffsetValue
-from net.protocol import ConsumerProtocolSubscription, ErrorCode, ProtocolError, decode_message
+from kraft.net.groups.records import OffsetValue
+from kraft.net.protocol import (
+    ConsumerProtocolSubscription,
+    ErrorCode,
+    ProtocolError,
+    decode_message,
+)
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
 

@@ -26,9 +26,8 @@ from typing import TypeVar
 
 import pytest
 
-from kraft.up import NodeSpec, write_configs
-from net.client import KafkaConnection
-from net.protocol import (
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import (
     CreateTopicsRequest,
     CreateTopicsResponse,
     DescribeQuorumRequest,
@@ -37,6 +36,7 @@ from net.protocol import (
     MetadataRequest,
     MetadataResponse,
 )
+from kraft.up import NodeSpec, write_configs
 
 T = TypeVar("T")
 

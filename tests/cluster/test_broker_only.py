@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from net.protocol import CreateTopicsRequest, CreateTopicsResponse
+from kraft.net.protocol import CreateTopicsRequest, CreateTopicsResponse
 
 from .conftest import Cluster, call, poll_until
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from log.records import build_simple_batch
-from net.protocol import (
+from kraft.log.records import build_simple_batch
+from kraft.net.protocol import (
     CreateTopicsResponse,
     ErrorCode,
     MetadataRequest,

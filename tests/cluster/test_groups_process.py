@@ -41,11 +41,11 @@ from typing import Any
 
 import pytest
 
-from log.batch import BatchHeader, iter_headers
-from log.records import build_simple_batch
-from net.client import KafkaConnection
-from net.groups.coordinator import OFFSETS_TOPIC, partition_for
-from net.protocol import (
+from kraft.log.batch import BatchHeader, iter_headers
+from kraft.log.records import build_simple_batch
+from kraft.net.client import KafkaConnection
+from kraft.net.groups.coordinator import OFFSETS_TOPIC, partition_for
+from kraft.net.protocol import (
     ElectLeadersRequest,
     ElectLeadersResponse,
     ErrorCode,

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from log.batch import iter_headers
-from net.protocol import ListOffsetsRequest, ListOffsetsResponse
+from kraft.log.batch import iter_headers
+from kraft.net.protocol import ListOffsetsRequest, ListOffsetsResponse
 
 from ..e2e.client_drivers import ClientDriver, ConfluentDriver, KafkaPythonDriver
 from .conftest import TRANSIENT, Cluster, call, poll_until

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from net.protocol import (
+from kraft.net.protocol import (
     ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse,
     DescribeGroupsRequest,

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from net.client import KafkaConnection
-from net.protocol import (
+from kraft.net.client import KafkaConnection
+from kraft.net.protocol import (
     DeleteGroupsRequest,
     DescribeGroupsRequest,
     ErrorCode,

@@ -26,8 +26,8 @@ from kraft.controller.controller import (
 from kraft.controller.replication import remove_broker, usable_brokers
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
-from net.protocol import ErrorCode, Message, decode_metadata_record, encode_metadata_record
-from net.protocol import _generated as m
+from kraft.net.protocol import ErrorCode, Message, decode_metadata_record, encode_metadata_record
+from kraft.net.protocol import _generated as m
 
 T = TypeVar("T")
 ZERO = uuid.UUID(int=0)

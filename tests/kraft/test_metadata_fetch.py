@@ -20,13 +20,13 @@ from kraft.controller.metadata_fetch import (
     CommittedEntries,
     MetadataFetch,
 )
+from kraft.log.batch import iter_headers
+from kraft.log.records import decode_records
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import encode_entry
 from kraft.metadata.snapshot import decode_snapshot, image_from_records
-from log.batch import iter_headers
-from log.records import decode_records
-from net.protocol import (
+from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
     FetchResponse,
@@ -38,7 +38,7 @@ from net.protocol import (
     decode_response,
     encode_response,
 )
-from net.protocol import _generated as m
+from kraft.net.protocol import _generated as m
 
 CLUSTER = "test-cluster-id"
 

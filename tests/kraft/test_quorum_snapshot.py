@@ -23,12 +23,12 @@ from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.quorum_log import QuorumMetadataLog, decode_quorum_snapshot
 from kraft.metadata.record_log import encode_entry
+from kraft.net.protocol import _generated as m
 from kraft.quorum import Quorum, QuorumError, codec
 from kraft.quorum.journal import LOG_FILE, DurableJournal, JournalError
 from kraft.quorum.raft import _parse_ack, _parse_chunk
 from kraft.quorum.snapshots import SnapshotId, SnapshotStore, install, recover, retain
 from kraft.quorum.transport import ProtocolError
-from net.protocol import _generated as m
 from tests.kraft.test_quorum_processes import (
     SNAPSHOT_ENV,
     Child,

@@ -18,8 +18,8 @@ from kraft.controller.replication import (
     usable_brokers,
 )
 from kraft.metadata.image import MetadataImage
-from net.protocol import ErrorCode, Message
-from net.protocol import _generated as m
+from kraft.net.protocol import ErrorCode, Message
+from kraft.net.protocol import _generated as m
 
 TOPIC_ID = uuid.UUID(int=7)
 

@@ -37,8 +37,8 @@ from kraft.metadata.snapshot import (
     image_to_records,
     replace_image,
 )
-from net.protocol import Message, decode_metadata_record, encode_metadata_record
-from net.protocol import _generated as m
+from kraft.net.protocol import Message, decode_metadata_record, encode_metadata_record
+from kraft.net.protocol import _generated as m
 
 
 class ListLog:

@@ -5,8 +5,8 @@ from collections.abc import Callable
 
 import pytest
 
-from log.config import LogConfig
-from log.partition_log import PartitionLog
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog
 
 
 class FakeClock:

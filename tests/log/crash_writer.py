@@ -28,10 +28,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from log.compression import CompressionType
-from log.config import LogConfig
-from log.manager import LogManager
-from log.records import build_simple_batch
+from kraft.log.compression import CompressionType
+from kraft.log.config import LogConfig
+from kraft.log.manager import LogManager
+from kraft.log.records import build_simple_batch
 
 TOPIC = "crash"
 PARTITION = 0

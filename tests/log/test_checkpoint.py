@@ -6,8 +6,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from log.checkpoint import LeaderEpochCache, OffsetCheckpointFile
-from log.index import IndexCorruptError, OffsetIndex, TimeIndex
+from kraft.log.checkpoint import LeaderEpochCache, OffsetCheckpointFile
+from kraft.log.index import IndexCorruptError, OffsetIndex, TimeIndex
 
 tp_offsets = st.dictionaries(
     st.tuples(st.from_regex(r"[a-zA-Z0-9._-]{1,20}", fullmatch=True), st.integers(0, 1000)),

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from log.batch import iter_headers, validate_batch
-from log.cleaner import LogCleaner
-from log.compression import CompressionType
-from log.config import LogConfig
-from log.partition_log import PartitionLog
-from log.records import Record, build_batch, build_simple_batch, decode_absolute
+from kraft.log.batch import iter_headers, validate_batch
+from kraft.log.cleaner import LogCleaner
+from kraft.log.compression import CompressionType
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import Record, build_batch, build_simple_batch, decode_absolute
 
 from .conftest import FakeClock
 

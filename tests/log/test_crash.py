@@ -46,13 +46,13 @@ from pathlib import Path
 
 import pytest
 
-from log.batch import BatchHeader, validate_batch
-from log.compression import CompressionType
-from log.config import LogConfig
-from log.errors import LogError
-from log.manager import LogManager
-from log.partition_log import PartitionLog
-from log.records import build_simple_batch
+from kraft.log.batch import BatchHeader, validate_batch
+from kraft.log.compression import CompressionType
+from kraft.log.config import LogConfig
+from kraft.log.errors import LogError
+from kraft.log.manager import LogManager
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import build_simple_batch
 
 from .crash_writer import (
     FIRST_PRODUCER_ID,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from log.config import ConfigError, LogConfig
-from log.manager import CLEAN_SHUTDOWN_FILE, LogManager
-from log.records import build_simple_batch
+from kraft.log.config import ConfigError, LogConfig
+from kraft.log.manager import CLEAN_SHUTDOWN_FILE, LogManager
+from kraft.log.records import build_simple_batch
 
 
 def test_logs_spread_over_dirs_and_survive_restart(tmp_path: Path) -> None:

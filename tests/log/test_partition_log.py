@@ -7,22 +7,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from log.batch import CRC_START, iter_headers, parse_header, validate_batch
-from log.config import LogConfig
-from log.errors import (
+from kraft.log.batch import CRC_START, iter_headers, parse_header, validate_batch
+from kraft.log.config import LogConfig
+from kraft.log.errors import (
     CorruptRecordError,
     InvalidRecordError,
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
     UnsupportedMagicError,
 )
-from log.partition_log import (
+from kraft.log.partition_log import (
     EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
     MAX_TIMESTAMP,
     PartitionLog,
 )
-from log.records import build_simple_batch, decode_absolute
+from kraft.log.records import build_simple_batch, decode_absolute
 
 from .conftest import FakeClock
 
@@ -98,7 +98,7 @@ def test_bad_batches_are_refused_and_nothing_is_written(open_log: OpenLog) -> No
 
 
 def test_record_count_must_match_offset_delta(open_log: OpenLog) -> None:
-    from log.records import Record, build_batch
+    from kraft.log.records import Record, build_batch
 
     log = open_log()
     data = build_batch([Record(0, 0, None, b"a"), Record(3, 0, None, b"b")], base_timestamp=1)
@@ -198,7 +198,7 @@ def test_timestamp_lookup(open_log: OpenLog) -> None:
 
 
 def test_timestamp_lookup_finds_the_record_inside_a_batch(open_log: OpenLog) -> None:
-    from log.records import Record, build_batch
+    from kraft.log.records import Record, build_batch
 
     log = open_log()
     recs = [Record(i, i * 10, None, b"v") for i in range(5)]

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import pytest
 
-from log.partition_log import PartitionLog
-from log.producer_state import InvalidProducerEpochError, OutOfOrderSequenceError
-from log.records import build_simple_batch
+from kraft.log.partition_log import PartitionLog
+from kraft.log.producer_state import InvalidProducerEpochError, OutOfOrderSequenceError
+from kraft.log.records import build_simple_batch
 
 OpenLog = Callable[..., PartitionLog]
 
@@ -54,7 +54,7 @@ def test_only_the_last_five_batches_are_remembered(open_log: OpenLog) -> None:
 
 
 def test_state_survives_restart_clean_or_not(open_log: OpenLog) -> None:
-    from log.config import LogConfig
+    from kraft.log.config import LogConfig
 
     cfg = LogConfig(segment_bytes=200)
     log = open_log(cfg)

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch as KafkaBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaBuilder
 
-from log.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, validate_batch
-from log.compression import CompressionType, compress, decompress
-from log.errors import CorruptRecordError, LogError, UnsupportedMagicError
-from log.records import (
+from kraft.log.batch import HEADER, HEADER_SIZE, LOG_OVERHEAD, validate_batch
+from kraft.log.compression import CompressionType, compress, decompress
+from kraft.log.errors import CorruptRecordError, LogError, UnsupportedMagicError
+from kraft.log.records import (
     AbsoluteRecord,
     Record,
     build_batch,

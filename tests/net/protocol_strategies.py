@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from net.protocol import ZERO_UUID, FieldSpec, MessageSpec, StructSpec
+from kraft.net.protocol import ZERO_UUID, FieldSpec, MessageSpec, StructSpec
 
 _INT_RANGES = {
     "int8": (-(1 << 7), (1 << 7) - 1),

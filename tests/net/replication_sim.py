@@ -67,19 +67,19 @@ from kraft.controller.service import (
     alter_partition_data,
     stale_broker_epoch,
 )
+from kraft.log.batch import CRC_START, parse_header
+from kraft.log.config import LogConfig
+from kraft.log.manager import LogManager
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import build_simple_batch
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog
-from log.batch import CRC_START, parse_header
-from log.config import LogConfig
-from log.manager import LogManager
-from log.partition_log import PartitionLog
-from log.records import build_simple_batch
-from net.broker.broker import ISR_WAKE_COALESCE_S, Broker
-from net.broker.handlers import supported_versions
-from net.broker.handlers.fetch import read_fetch
-from net.broker.handlers.produce import _append
-from net.broker.partition import Partition
-from net.broker.replication import (
+from kraft.net.broker.broker import ISR_WAKE_COALESCE_S, Broker
+from kraft.net.broker.handlers import supported_versions
+from kraft.net.broker.handlers.fetch import read_fetch
+from kraft.net.broker.handlers.produce import _append
+from kraft.net.broker.partition import Partition
+from kraft.net.broker.replication import (
     FETCH_MAX_WAIT_MS,
     RETRY_BACKOFF_S,
     ReplicaFetcher,
@@ -87,7 +87,7 @@ from net.broker.replication import (
     apply_fetch_response,
     build_fetch_request,
 )
-from net.protocol import (
+from kraft.net.protocol import (
     AlterPartitionRequest,
     AlterPartitionResponse,
     ErrorCode,

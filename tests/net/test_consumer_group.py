@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from net.groups.assignors import MemberSubscription, RangeAssignor, TopicInfo, UniformAssignor
-from net.groups.consumer import ConsumerGroup, ConsumerGroupState, MemberState
-from net.groups.consumer_coordinator import (
+from kraft.net.groups.assignors import MemberSubscription, RangeAssignor, TopicInfo, UniformAssignor
+from kraft.net.groups.consumer import ConsumerGroup, ConsumerGroupState, MemberState
+from kraft.net.groups.consumer_coordinator import (
     ConsumerGroupConfig,
     ConsumerGroupCoordinator,
     HeartbeatRequest,
     HeartbeatResult,
 )
-from net.groups.consumer_records import (
+from kraft.net.groups.consumer_records import (
     CURRENT_MEMBER_ASSIGNMENT,
     GROUP_METADATA,
     MEMBER_METADATA,
@@ -41,7 +41,7 @@ from net.groups.consumer_records import (
     encode_record,
     encode_value,
 )
-from net.groups.coordinator import (
+from kraft.net.groups.coordinator import (
     CommittedOffset,
     GroupConfig,
     GroupCoordinator,
@@ -50,10 +50,10 @@ from net.groups.coordinator import (
     Records,
     partition_for,
 )
-from net.groups.records import encode_offset_key
-from net.groups.state import GroupState
-from net.groups.timer import ManualTimer
-from net.protocol import ErrorCode
+from kraft.net.groups.records import encode_offset_key
+from kraft.net.groups.state import GroupState
+from kraft.net.groups.timer import ManualTimer
+from kraft.net.protocol import ErrorCode
 
 PARTITIONS = 50
 SESSION = 45_000

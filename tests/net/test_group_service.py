@@ -12,16 +12,16 @@ import uuid
 from pathlib import Path
 
 from kraft.config import NodeConfig
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog, wall_clock_ms
+from kraft.log.records import Record, build_batch
 from kraft.metadata.image import MetadataImage
-from log.config import LogConfig
-from log.partition_log import PartitionLog, wall_clock_ms
-from log.records import Record, build_batch
-from net.broker.partition import Partition
-from net.groups.coordinator import OFFSETS_TOPIC, PartitionStatus, partition_for
-from net.groups.records import OffsetValue, encode_offset_key, encode_offset_value
-from net.groups.service import GroupCoordinatorService
-from net.groups.state import CommittedOffset
-from net.protocol import ErrorCode
+from kraft.net.broker.partition import Partition
+from kraft.net.groups.coordinator import OFFSETS_TOPIC, PartitionStatus, partition_for
+from kraft.net.groups.records import OffsetValue, encode_offset_key, encode_offset_value
+from kraft.net.groups.service import GroupCoordinatorService
+from kraft.net.groups.state import CommittedOffset
+from kraft.net.protocol import ErrorCode
 
 GROUP = "g"
 TP = ("t", 0)

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import pytest
 
-from net.groups.coordinator import (
+from kraft.net.groups.coordinator import (
     CommittedOffset,
     GroupConfig,
     GroupCoordinator,
@@ -30,7 +30,7 @@ from net.groups.coordinator import (
     java_string_hash,
     partition_for,
 )
-from net.groups.records import (
+from kraft.net.groups.records import (
     GroupKey,
     GroupValue,
     MemberValue,
@@ -44,9 +44,9 @@ from net.groups.records import (
     encode_offset_key,
     encode_offset_value,
 )
-from net.groups.state import parse_subscription
-from net.groups.timer import ManualTimer
-from net.protocol import ConsumerProtocolSubscription, ErrorCode, encode_message
+from kraft.net.groups.state import parse_subscription
+from kraft.net.groups.timer import ManualTimer
+from kraft.net.protocol import ConsumerProtocolSubscription, ErrorCode, encode_message
 
 T = TypeVar("T")
 PARTITIONS = 50

@@ -17,16 +17,16 @@ from kraft.controller.metadata_fetch import CommittedEntries, MetadataFetch
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import encode_entry
-from net.broker.controller_channel import ControllerChannel
-from net.broker.metadata_follower import MetadataFollower
-from net.protocol import (
+from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.net.broker.metadata_follower import MetadataFollower
+from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsResponse,
     Message,
     RequestHeader,
 )
-from net.protocol import _generated as m
-from net.server import CloseConnection, Connection, KafkaServer
+from kraft.net.protocol import _generated as m
+from kraft.net.server import CloseConnection, Connection, KafkaServer
 
 CLUSTER = "follower-test"
 

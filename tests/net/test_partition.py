@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import net.broker.partition as partition_module
-from log.config import LogConfig
-from log.partition_log import PartitionLog
-from log.records import build_simple_batch
-from net.broker.partition import Partition
+import kraft.net.broker.partition as partition_module
+from kraft.log.config import LogConfig
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import build_simple_batch
+from kraft.net.broker.partition import Partition
 
 
 class Clock:

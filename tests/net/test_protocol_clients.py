@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from net.protocol import (
+from kraft.net.protocol import (
     API_KEYS,
     ApiKey,
     ApiVersionsRequest,

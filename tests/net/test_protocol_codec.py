@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from net.protocol import (
+from kraft.net.protocol import (
     API_KEYS,
     METADATA_RECORDS,
     ZERO_UUID,
@@ -461,7 +461,7 @@ def test_frame_reader_compacts() -> None:
 
 
 def test_responses_drop_fields_their_version_lacks_unless_strict() -> None:
-    from net.protocol import ListOffsetsResponse, decode_response
+    from kraft.net.protocol import ListOffsetsResponse, decode_response
 
     part = ListOffsetsResponse.ListOffsetsPartitionResponse(
         partition_index=0, offset=7, leader_epoch=5

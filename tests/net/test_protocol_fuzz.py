@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from net.protocol import (
+from kraft.net.protocol import (
     API_KEYS,
     MESSAGES,
     FieldSpec,

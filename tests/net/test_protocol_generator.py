@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from net.protocol import generator, schema
+from kraft.net.protocol import generator, schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFS = generator.default_defs_dir()
@@ -20,13 +20,13 @@ needs_defs = pytest.mark.skipif(
 
 @needs_defs
 def test_generated_module_is_current() -> None:
-    assert generator.main(["--check"]) == 0, "run: python -m net.protocol.generator"
+    assert generator.main(["--check"]) == 0, "run: python -m kraft.net.protocol.generator"
 
 
 @needs_defs
 def test_check_cli() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "net.protocol.generator", "--check"],
+        [sys.executable, "-m", "kraft.net.protocol.generator", "--check"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

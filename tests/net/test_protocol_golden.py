@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from net.protocol import (
+from kraft.net.protocol import (
     ApiVersionsRequest,
     ApiVersionsResponse,
     CreateTopicsRequest,

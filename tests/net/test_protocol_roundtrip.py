@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from net.protocol import (
+from kraft.net.protocol import (
     MESSAGES,
     ErrorCode,
     decode_message,

@@ -10,21 +10,21 @@ from typing import cast
 
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller
+from kraft.log.config import LogConfig
+from kraft.log.manager import LogManager
+from kraft.log.partition_log import PartitionLog
+from kraft.log.records import build_simple_batch
 from kraft.metadata.image import MetadataImage
-from log.config import LogConfig
-from log.manager import LogManager
-from log.partition_log import PartitionLog
-from log.records import build_simple_batch
-from net.broker.broker import Broker
-from net.broker.handlers.fetch import _read_partition
-from net.broker.partition import Partition
-from net.broker.replication import (
+from kraft.net.broker.broker import Broker
+from kraft.net.broker.handlers.fetch import _read_partition
+from kraft.net.broker.partition import Partition
+from kraft.net.broker.replication import (
     apply_partition_fetch,
     divergence_truncation_offset,
     fetch_partition_request,
 )
-from net.protocol import AlterPartitionResponse, FetchResponse
-from net.protocol import _generated as m
+from kraft.net.protocol import AlterPartitionResponse, FetchResponse
+from kraft.net.protocol import _generated as m
 
 TOPIC_ID = uuid.UUID(int=5)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from log.partition_log import PartitionLog
-from net.broker.partition import Partition
+from kraft.log.partition_log import PartitionLog
+from kraft.net.broker.partition import Partition
 from tests.net.replication_sim import Plan, SimulationFailure, run_simulation
 
 if "KRAFT_SIM_SEED" in os.environ:

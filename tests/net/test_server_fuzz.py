@@ -39,12 +39,11 @@ from typing import Any
 import pytest
 
 from kraft.config import build_config
-from kraft.node import Node
-from log.batch import CRC_START, HEADER, HEADER_SIZE, LOG_OVERHEAD, validate_batch
-from log.compression import CompressionType
-from log.errors import LogError
-from log.records import build_simple_batch, crc32c
-from net.protocol import (
+from kraft.log.batch import CRC_START, HEADER, HEADER_SIZE, LOG_OVERHEAD, validate_batch
+from kraft.log.compression import CompressionType
+from kraft.log.errors import LogError
+from kraft.log.records import build_simple_batch, crc32c
+from kraft.net.protocol import (
     API_KEYS,
     ZERO_UUID,
     ApiVersionsRequest,
@@ -69,6 +68,7 @@ from net.protocol import (
     request_header_version,
     spec_of,
 )
+from kraft.node import Node
 from tests.net.test_protocol_fuzz import sample_struct
 
 HOST = "127.0.0.1"
@@ -565,7 +565,7 @@ async def test_every_api_survives_truncated_random_and_hostile_frames(
     warned = {
         m.group(1)
         for r in caplog.records
-        if r.levelno == logging.WARNING and r.name == "net.server"
+        if r.levelno == logging.WARNING and r.name == "kraft.net.server"
         for m in [_PEER.search(r.getMessage())]
         if m
     }
@@ -581,7 +581,7 @@ async def test_every_api_survives_truncated_random_and_hostile_frames(
 async def test_huge_frame_is_refused_before_its_body_is_read(
     node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="net.server")
+    caplog.set_level(logging.WARNING, logger="kraft.net.server")
     before = rss_bytes()
     reader, writer = await asyncio.open_connection(HOST, port_of(node))
     local = writer.get_extra_info("sockname")
@@ -970,7 +970,7 @@ async def test_memory_stays_flat_under_bad_frames(node: Node) -> None:
     whatever --log-level the run uses."""
     port = port_of(node)
     await create_topic(port, "memory", 1)
-    server_log = logging.getLogger("net.server")
+    server_log = logging.getLogger("kraft.net.server")
     counter = _CountAndDrop()
     server_log.addFilter(counter)
     logging.disable(logging.INFO)

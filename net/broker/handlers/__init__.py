@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from net.protocol import API_KEYS
+from kraft.net.protocol import API_KEYS
 
 from . import admin, consumer_groups, fetch, groups, metadata, produce
 from .api_versions import handle_api_versions

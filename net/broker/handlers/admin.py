@@ -15,7 +15,7 @@ from kraft.controller.controller import Result, TopicSpec
 from kraft.controller.topic_configs import BROKER_SYNONYMS, broker_topic_defaults
 from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
-from net.protocol import (
+from kraft.net.protocol import (
     AlterConfigsRequest,
     AlterConfigsResponse,
     CreatePartitionsRequest,
@@ -33,10 +33,10 @@ from net.protocol import (
     IncrementalAlterConfigsResponse,
     RequestHeader,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

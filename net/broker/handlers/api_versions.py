@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from net.protocol import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
-from net.server import Connection
+from kraft.net.protocol import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 
 async def handle_api_versions(

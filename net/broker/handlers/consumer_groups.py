@@ -9,20 +9,20 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from net.groups.consumer_coordinator import HeartbeatRequest, HeartbeatResult
-from net.protocol import (
+from kraft.net.groups.consumer_coordinator import HeartbeatRequest, HeartbeatResult
+from kraft.net.protocol import (
     ConsumerGroupDescribeRequest,
     ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
     RequestHeader,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 from .groups import _authorized_operations, _client_host, _Reply
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 
 async def handle_consumer_group_heartbeat(

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from log.errors import LogError
-from log.partition_log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
-from net.broker.partition import Partition
-from net.protocol import (
+from kraft.log.errors import LogError
+from kraft.log.partition_log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
+from kraft.net.broker.partition import Partition
+from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
     FetchResponse,
@@ -19,10 +19,10 @@ from net.protocol import (
     OffsetForLeaderEpochResponse,
     RequestHeader,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
 

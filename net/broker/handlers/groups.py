@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from net.groups.coordinator import (
+from kraft.net.groups.coordinator import (
     ALL_GROUP_OPERATIONS,
     CommittedOffset,
     JoinRequest,
@@ -26,8 +26,8 @@ from net.groups.coordinator import (
     SyncRequest,
     TopicPartition,
 )
-from net.groups.state import JoinResult, SyncResult
-from net.protocol import (
+from kraft.net.groups.state import JoinResult, SyncResult
+from kraft.net.protocol import (
     DeleteGroupsRequest,
     DeleteGroupsResponse,
     DescribeGroupsRequest,
@@ -53,10 +53,10 @@ from net.protocol import (
     SyncGroupRequest,
     SyncGroupResponse,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 T = TypeVar("T")
 

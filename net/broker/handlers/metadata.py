@@ -12,7 +12,7 @@ from kraft.controller.controller import (
     validate_topic_name,
 )
 from kraft.metadata.image import TopicImage
-from net.protocol import (
+from kraft.net.protocol import (
     DescribeClusterRequest,
     DescribeClusterResponse,
     DescribeQuorumRequest,
@@ -22,10 +22,10 @@ from net.protocol import (
     MetadataResponse,
     RequestHeader,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from kraft.controller.controller import INTERNAL_TOPICS
-from log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, OFFSET_LENGTH
-from log.errors import LogError
-from net.broker.partition import Partition
-from net.protocol import (
+from kraft.log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, OFFSET_LENGTH
+from kraft.log.errors import LogError
+from kraft.net.broker.partition import Partition
+from kraft.net.protocol import (
     ErrorCode,
     InitProducerIdRequest,
     InitProducerIdResponse,
@@ -18,10 +18,10 @@ from net.protocol import (
     ProduceResponse,
     RequestHeader,
 )
-from net.server import Connection
+from kraft.net.server import Connection
 
 if TYPE_CHECKING:
-    from net.broker.broker import Broker
+    from kraft.net.broker.broker import Broker
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Chaos suite: toxiproxy-compatible server, faults, workloads, checker (issue 13)."""
