@@ -81,7 +81,6 @@ def test_checker_catches_a_leader_that_commits_without_its_followers(tmp_path: P
         if not self.is_leader or self.log.high_watermark >= self.log.log_end_offset:
             return False
         self.log.set_high_watermark(self.log.log_end_offset)
-        self.notify()
         return True
 
     with patched(Partition, "maybe_advance_high_watermark", advance_alone):
