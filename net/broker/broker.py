@@ -332,7 +332,7 @@ class Broker:
         alive = set(self.image.unfenced_brokers())
         topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
         ids: dict[str, uuid.UUID] = {}
-        for (topic, index), p in list(self.partitions.items()):
+        for (topic, index), p in list(self.replica_manager.partitions.items()):
             new_isr = p.isr_change(now_ms, lag, alive)
             if new_isr is None and self._recovering(topic, index, p):
                 # Elected by an unclean election: there is nothing to recover here (no
@@ -399,7 +399,7 @@ class Broker:
         for answer in response.topics:
             name = answer.topic_name or names.get(answer.topic_id, "")
             for data in answer.partitions:
-                partition = self.partitions.get((name, data.partition_index))
+                partition = self.replica_manager.get_partition((name, data.partition_index))
                 sent = asked.get((name, data.partition_index))
                 if (
                     partition is not None

@@ -106,7 +106,7 @@ class GroupCoordinatorService:
         and the groups in memory would be stale."""
         led: dict[int, Partition] = {
             index: p
-            for (topic, index), p in self.broker.partitions.items()
+            for (topic, index), p in self.broker.replica_manager.partitions.items()
             if topic == OFFSETS_TOPIC and p.is_leader
         }
         for index in list(self.coordinator.partitions):
