@@ -343,7 +343,8 @@ class ReplicaManager:
                 log_start_offset=partition.log.log_start_offset,
             )
             results[key] = result
-            if required_acks == -1:
+            # Already committed (a single replica in sync): nothing to wait for.
+            if required_acks == -1 and partition.high_watermark <= appended.last_offset:
                 awaited[key] = _AwaitedAppend(
                     partition, partition.leader_epoch, appended.last_offset + 1, result
                 )
