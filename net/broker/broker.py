@@ -1,4 +1,5 @@
-"""The broker: request dispatch, partitions hosted here, and reaction to metadata changes.
+"""The broker: request dispatch, and reaction to metadata changes (the partitions hosted here
+are its replica manager's).
 
 Handlers live in `net.broker.handlers`, one module per API family; each is
 `async (broker, header, request, conn) -> response | None` and answers errors with Kafka
@@ -21,7 +22,8 @@ from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
 from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.partition import Partition, monotonic_ms
-from kraft.net.broker.replication import ReplicaFetcherManager
+from kraft.net.broker.replica_manager import ReplicaManager
+from kraft.net.broker.replication import FetchSettings, ReplicaFetcherManager
 from kraft.net.groups.service import GroupCoordinatorService
 from kraft.net.protocol import (
     AllocateProducerIdsRequest,
@@ -145,7 +147,6 @@ class Broker:
         self.cluster_id = cluster_id
         self.broker_epoch = broker_epoch_getter
         self.clock = clock  # milliseconds, for replica lag; a simulation injects its own
-        self.partitions: dict[tuple[str, int], Partition] = {}
         self._isr_wake = asyncio.Event()
         self.producer_ids = ProducerIdBlock()
         # In a cluster: the way to the active controller, and whether it is this node.
@@ -156,12 +157,37 @@ class Broker:
         self.is_active_controller: Callable[[], bool] = lambda: True
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
-        self.fetchers = ReplicaFetcherManager(self.node_id, self.endpoint_of, self.tag)
+        self.replica_manager = ReplicaManager(
+            self.node_id,
+            log_manager,
+            lambda: self.image,
+            ReplicaFetcherManager(
+                self.node_id,
+                self.endpoint_of,
+                self.tag,
+                settings=FetchSettings(
+                    max_wait_ms=config.replica_fetch_wait_max_ms,
+                    partition_max_bytes=config.replica_fetch_max_bytes,
+                ),
+            ),
+            clock=clock,
+            # Through a lambda: a simulation replaces the event after construction.
+            on_follower_caught_up=lambda: self._isr_wake.set(),
+            tag=self.tag,
+        )
         from kraft.net.broker.handlers import HANDLERS, supported_versions
 
         self._handlers = HANDLERS
         self.supported_versions = supported_versions()
         self.groups = GroupCoordinatorService(self)
+
+    @property
+    def partitions(self) -> dict[tuple[str, int], Partition]:
+        return self.replica_manager.partitions
+
+    @property
+    def fetchers(self) -> ReplicaFetcherManager:
+        return self.replica_manager.fetchers
 
     # ---------------------------------------------------------------- dispatch
 
@@ -217,34 +243,21 @@ class Broker:
             return
         wanted: set[tuple[str, int]] = set()
         configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
+        replicas = self.replica_manager
         for topic in self.image.topics.values():
             overrides = self.image.topic_config(topic.name)
             cached = self._topic_configs.get(topic.name)
             if cached is None or cached[0] != overrides:
                 cached = (overrides, self.log_config(topic.name))
             configs[topic.name] = cached
-            log_config = cached[1]
             min_isr = self.min_insync_replicas(topic.name)
             for index, state in topic.partitions.items():
                 if self.node_id not in state.replicas:
                     continue
-                key = (topic.name, index)
-                wanted.add(key)
-                partition = self.partitions.get(key)
-                if partition is None or partition.topic_id != topic.topic_id:
-                    log = self.log_manager.get_or_create_log(topic.name, index, log_config)
-                    partition = Partition(
-                        topic.name,
-                        index,
-                        topic.topic_id,
-                        log,
-                        self.node_id,
-                        clock=self.clock,
-                        on_follower_caught_up=self._isr_wake.set,
-                    )
-                    self.partitions[key] = partition
-                elif partition.log.config != log_config:
-                    partition.log.update_config(log_config)
+                wanted.add((topic.name, index))
+                partition = replicas.get_or_create_partition(
+                    topic.name, index, topic.topic_id, cached[1]
+                )
                 partition.min_insync_replicas = min_isr
                 if (
                     partition.partition_epoch == state.partition_epoch
@@ -252,26 +265,26 @@ class Broker:
                 ):
                     continue  # every change of leader, replicas or ISR bumps an epoch
                 if state.leader == self.node_id:
-                    self.fetchers.unfollow(key)
-                    partition.become_leader(
-                        state.leader_epoch, state.partition_epoch, state.replicas, state.isr
+                    replicas.become_leader(
+                        partition,
+                        state.leader_epoch,
+                        state.partition_epoch,
+                        state.replicas,
+                        state.isr,
                     )
                 else:
-                    partition.become_follower(
+                    replicas.become_follower(
+                        partition,
                         state.leader,
                         state.leader_epoch,
                         state.partition_epoch,
                         state.replicas,
                         state.isr,
                     )
-                    self.fetchers.follow(partition)
         self._topic_configs = configs
-        for key in list(self.partitions):
+        for key in list(replicas.partitions):
             if key not in wanted:
-                self.fetchers.unfollow(key)
-                partition = self.partitions.pop(key)
-                partition.leader = -1
-                partition.notify()
+                replicas.stop_replica(key)
         # Logs on disk for partitions the image does not know (deleted now or while down).
         for key in list(self.log_manager.all_logs()):
             if key not in wanted:
@@ -319,7 +332,7 @@ class Broker:
         alive = set(self.image.unfenced_brokers())
         topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
         ids: dict[str, uuid.UUID] = {}
-        for (topic, index), p in list(self.partitions.items()):
+        for (topic, index), p in list(self.replica_manager.partitions.items()):
             new_isr = p.isr_change(now_ms, lag, alive)
             if new_isr is None and self._recovering(topic, index, p):
                 # Elected by an unclean election: there is nothing to recover here (no
@@ -386,7 +399,7 @@ class Broker:
         for answer in response.topics:
             name = answer.topic_name or names.get(answer.topic_id, "")
             for data in answer.partitions:
-                partition = self.partitions.get((name, data.partition_index))
+                partition = self.replica_manager.get_partition((name, data.partition_index))
                 sent = asked.get((name, data.partition_index))
                 if (
                     partition is not None
