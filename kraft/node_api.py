@@ -338,7 +338,7 @@ class NodeApi:
 
     def _local_log(self, topic: str, index: int, state: PartitionState) -> _LocalLog | None:
         broker = self._node.broker
-        hosted = broker.partitions.get((topic, index)) if broker is not None else None
+        hosted = broker.replica_manager.get_partition((topic, index)) if broker else None
         if hosted is None:
             return None
         log = hosted.log
