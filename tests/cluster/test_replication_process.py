@@ -106,6 +106,9 @@ class Workload(ABC):
 
 class ConfluentWorkload(Workload):
     name = "confluent-kafka"
+    # How long a produce request may go unanswered before it is retried (after a metadata
+    # refresh): a test of a hung broker lowers it, so the client's own wait is not measured.
+    request_timeout_ms = 5_000
 
     def _run(self) -> None:
         from confluent_kafka import Producer
@@ -118,7 +121,7 @@ class ConfluentWorkload(Workload):
                 "linger.ms": 5,
                 # Outlasts every failover of the test: no acknowledged-or-not doubt.
                 "message.timeout.ms": 60_000,
-                "request.timeout.ms": 5_000,
+                "request.timeout.ms": self.request_timeout_ms,
                 "retry.backoff.ms": 50,
                 "retry.backoff.max.ms": 500,
                 "reconnect.backoff.ms": 50,
