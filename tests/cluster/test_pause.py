@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kraft.net.protocol import CreateTopicsRequest, CreateTopicsResponse
 
@@ -41,10 +42,15 @@ SETTINGS = {
 
 
 class HungLeaderWorkload(ConfluentWorkload):
-    # librdkafka keeps a partition's requests in order: it sends to a new leader only once
-    # those in flight to the hung one have timed out, so its request timeout adds to the
-    # failover time measured here. Kept well under the session timeout.
-    request_timeout_ms = 1_500
+    # librdkafka keeps an idempotent partition's requests in order: it sends to a new leader
+    # only once those in flight to the hung one have timed out, then bumps its epoch with
+    # InitProducerId at any broker it holds a connection to — the hung one too, waited for
+    # socket.timeout.ms (60 s by default). Both are the client's waits, not the cluster's
+    # failover, so they are kept well under the session timeout here.
+    overrides: ClassVar[dict[str, object]] = {
+        "request.timeout.ms": 1_500,
+        "socket.timeout.ms": 1_500,
+    }
 
 
 @dataclass

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -106,9 +106,8 @@ class Workload(ABC):
 
 class ConfluentWorkload(Workload):
     name = "confluent-kafka"
-    # How long a produce request may go unanswered before it is retried (after a metadata
-    # refresh): a test of a hung broker lowers it, so the client's own wait is not measured.
-    request_timeout_ms = 5_000
+    # librdkafka settings a test changes (e.g. its timeouts, for a hung broker).
+    overrides: ClassVar[dict[str, object]] = {}
 
     def _run(self) -> None:
         from confluent_kafka import Producer
@@ -121,11 +120,12 @@ class ConfluentWorkload(Workload):
                 "linger.ms": 5,
                 # Outlasts every failover of the test: no acknowledged-or-not doubt.
                 "message.timeout.ms": 60_000,
-                "request.timeout.ms": self.request_timeout_ms,
+                "request.timeout.ms": 5_000,
                 "retry.backoff.ms": 50,
                 "retry.backoff.max.ms": 500,
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 500,
+                **self.overrides,
             }
         )
 
