@@ -117,12 +117,15 @@ class ControllerClient:
         self.tag = tag
         self.client_id = client_id
         self.clock = clock
-        # The endpoint believed to be the active controller (an index), and what it was
-        # learnt to be: controller id → endpoint index, from DescribeQuorum answers.
+        # The endpoint believed to be the active controller (an index), and which controller
+        # each endpoint was learnt to be (id → endpoint index, from DescribeQuorum answers:
+        # an endpoint stays the same controller, whether it leads or not).
         self.active: int | None = None
         self.endpoint_of_id: dict[int, int] = {}
         # Endpoints that hung or refused recently: asked last, until this clock time.
         self._suspect_until: dict[int, float] = {}
+        # A leader id the local view named whose endpoint said it does not lead.
+        self._refused_hint: int | None = None
         self._idle: dict[int, list[KafkaConnection]] = {}
         self._busy: set[KafkaConnection] = set()
         self._closed = False
@@ -156,8 +159,10 @@ class ControllerClient:
                     await asyncio.sleep(RETRY_BACKOFF_S)
                     continue
                 index = self.active
+                hinted = False
                 if index is None:
                     index = self._hinted()
+                    hinted = index is not None
                 if index is None:
                     index = await self.discover()
                 if index is None:
@@ -166,6 +171,9 @@ class ControllerClient:
                 found = await self._attempt(index, request, version, attempt_s)
                 if found is not None:
                     return found
+                if hinted:
+                    # The local view is behind (a new election): ask who leads instead.
+                    self._refused_hint = self.leader_hint()
                 await asyncio.sleep(RETRY_BACKOFF_S)
 
     async def _attempt(
@@ -222,14 +230,13 @@ class ControllerClient:
             self.active = None
         if suspect_s > 0:
             self._suspect_until[index] = self.clock() + suspect_s
-        for controller_id, known in list(self.endpoint_of_id.items()):
-            if known == index:
-                del self.endpoint_of_id[controller_id]
 
     def _hinted(self) -> int | None:
         """The endpoint of the leader the local quorum names, if it was learnt before."""
         leader = self.leader_hint()
-        if leader is None:
+        if leader != self._refused_hint:
+            self._refused_hint = None
+        if leader is None or leader == self._refused_hint:
             return None
         index = self.endpoint_of_id.get(leader)
         if index is None or self._is_suspect(index):
