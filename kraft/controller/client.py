@@ -32,6 +32,7 @@ from typing import Protocol
 
 from kraft.net.client import KafkaConnection
 from kraft.net.protocol import (
+    API_KEYS,
     DescribeQuorumRequest,
     DescribeQuorumResponse,
     ErrorCode,
@@ -128,6 +129,8 @@ class ControllerClient:
         self._refused_hint: int | None = None
         self._idle: dict[int, list[KafkaConnection]] = {}
         self._busy: set[KafkaConnection] = set()
+        self._discovery: asyncio.Task[int | None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # ------------------------------------------------------------------ sending
@@ -251,7 +254,13 @@ class ControllerClient:
     async def discover(self) -> int | None:
         """Ask every controller endpoint at once who leads; the endpoint that answers as the
         active controller (None if none does within one attempt timeout). Endpoints that
-        hung recently are asked only when no other is left."""
+        hung recently are asked only when no other is left. Callers looking at the same time
+        share one round of questions."""
+        if self._discovery is None or self._discovery.done():
+            self._discovery = asyncio.get_running_loop().create_task(self._discover())
+        return await asyncio.shield(self._discovery)
+
+    async def _discover(self) -> int | None:
         candidates = [i for i in range(len(self.endpoints)) if not self._is_suspect(i)]
         if not candidates:
             candidates = list(range(len(self.endpoints)))
@@ -327,7 +336,9 @@ class ControllerClient:
         self._busy.discard(conn)
         idle = self._idle.setdefault(index, [])
         if self._closed or not conn.connected or len(idle) >= MAX_IDLE_CONNECTIONS:
-            asyncio.get_running_loop().create_task(conn.close())
+            task = asyncio.get_running_loop().create_task(conn.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         else:
             idle.append(conn)
 
@@ -338,6 +349,10 @@ class ControllerClient:
 
     async def close(self) -> None:
         self._closed = True
+        if self._discovery is not None:
+            self._discovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery
         connections = [c for idle in self._idle.values() for c in idle] + list(self._busy)
         self._idle.clear()
         self._busy.clear()
@@ -347,6 +362,4 @@ class ControllerClient:
 
 
 def _max_version(api_key: int) -> int:
-    from kraft.net.protocol import API_KEYS
-
     return API_KEYS[api_key].max_version
