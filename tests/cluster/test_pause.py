@@ -45,11 +45,13 @@ class HungLeaderWorkload(ConfluentWorkload):
     # librdkafka keeps an idempotent partition's requests in order: it sends to a new leader
     # only once those in flight to the hung one have timed out, then bumps its epoch with
     # InitProducerId at any broker it holds a connection to — the hung one too, waited for
-    # socket.timeout.ms (60 s by default). Both are the client's waits, not the cluster's
-    # failover, so they are kept well under the session timeout here.
+    # socket.timeout.ms (60 s by default); and it hears of the new leader at its next
+    # metadata refresh. These are the client's waits, not the cluster's failover, so they are
+    # kept to about a second here.
     overrides: ClassVar[dict[str, object]] = {
-        "request.timeout.ms": 1_500,
-        "socket.timeout.ms": 1_500,
+        "request.timeout.ms": 1_000,
+        "socket.timeout.ms": 1_000,
+        "topic.metadata.refresh.interval.ms": 1_000,
     }
 
 
