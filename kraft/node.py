@@ -307,6 +307,8 @@ class Node:
                 ),
                 publisher,
                 broker_epoch=lambda: epoch["value"],
+                # A long poll plus one heartbeat interval before the controller counts as hung.
+                request_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
             )
             self.follower.start()
         lifecycle = BrokerLifecycle(
