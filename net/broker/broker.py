@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kraft.config import NodeConfig
+from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, TopicSpec
 from kraft.controller.topic_configs import log_config_for
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.partition import Partition, monotonic_ms
 from kraft.net.broker.replica_manager import ReplicaManager
 from kraft.net.broker.replication import FetchSettings, ReplicaFetcherManager
@@ -51,8 +51,7 @@ from kraft.net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
 
-# Admin requests that change metadata: answered by the active controller.
-FORWARDED = frozenset({19, 20, 33, 37, 43, 44, 55})
+# Requests forwarded to the active controller without a timeout of their own.
 FORWARD_TIMEOUT_S = 30.0
 # After a follower catching up wakes the ISR task: its next fetches (which wake it again)
 # coalesce, and an expansion in flight is not asked for twice before its metadata arrives.
@@ -149,12 +148,12 @@ class Broker:
         self.clock = clock  # milliseconds, for replica lag; a simulation injects its own
         self._isr_wake = asyncio.Event()
         self.producer_ids = ProducerIdBlock()
-        # In a cluster: the way to the active controller, and whether it is this node.
         self.metadata_ready = False
         # Topic → (its config overrides, the LogConfig built from them): rebuilt on change.
         self._topic_configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
-        self.channel: ControllerChannel | None = None
-        self.is_active_controller: Callable[[], bool] = lambda: True
+        # The way to the active controller, this node's own when it is the active one (set
+        # by the node before it serves; None only in tests that need no controller).
+        self.controller_client: ControllerClient | None = None
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
         self.replica_manager = ReplicaManager(
@@ -205,17 +204,20 @@ class Broker:
                 f"version {header.api_version} of api key {header.api_key} is outside the "
                 f"advertised range {versions[0]}-{versions[1]}"
             )
-        if header.api_key in FORWARDED and self.channel is not None:
-            if header.api_key == 55 or not self.is_active_controller():
-                # Like Kafka's forwarding: the active controller answers, we relay. Bounded
-                # by the request's own timeout when it has one.
-                timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
-                try:
-                    async with asyncio.timeout(timeout_ms / 1000):
-                        return await self.channel.send(request, header.api_version)
-                except TimeoutError:
-                    return timed_out_response(request)
         return await handler(self, header, request, conn)
+
+    async def forward(self, request: Message, version: int | None = None) -> Message:
+        """Like Kafka's forwarding: the active controller answers (this node's own when it is
+        the active one), the broker relays. Bounded by the request's own timeout when it has
+        one: REQUEST_TIMED_OUT for every item after it."""
+        assert self.controller_client is not None
+        timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
+        try:
+            return await self.controller_client.send(
+                request, version=version, timeout_s=timeout_ms / 1000
+            )
+        except TimeoutError:
+            return timed_out_response(request)
 
     def api_versions_range(self) -> tuple[int, int]:
         return self.supported_versions[18]
@@ -309,14 +311,13 @@ class Broker:
             except TimeoutError:
                 pass
             self._isr_wake.clear()
-            if self.channel is None:
+            if self.controller_client is None:
                 continue
             request = self.isr_changes(self.clock())
             if request is None:
                 continue
             try:
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    response = await self.channel.send(request)
+                response = await self.controller_client.send(request, timeout_s=FORWARD_TIMEOUT_S)
             except TimeoutError:
                 logger.warning("%sAlterPartition got no answer", self.tag)
                 continue
@@ -442,15 +443,11 @@ class Broker:
             return pid
 
     async def _allocate_producer_ids(self) -> tuple[int, int]:
-        if self.channel is None or self.is_active_controller():
-            block: tuple[int, int] = await self.controller.run(
-                self.controller.allocate_producer_ids(self.node_id, self.broker_epoch())
-            )
-            return block
-        async with asyncio.timeout(FORWARD_TIMEOUT_S):
-            response = await self.channel.send(
-                AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch())
-            )
+        assert self.controller_client is not None
+        response = await self.controller_client.send(
+            AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch()),
+            timeout_s=FORWARD_TIMEOUT_S,
+        )
         assert isinstance(response, AllocateProducerIdsResponse)
         if response.error_code:
             raise RuntimeError(f"producer id allocation failed: error {response.error_code}")
@@ -458,9 +455,6 @@ class Broker:
 
     async def create_topics(self, specs: list[TopicSpec]) -> list[tuple[str, int]]:
         """Create topics through the active controller: (name, error code) per topic."""
-        if self.channel is None or self.is_active_controller():
-            results = await self.controller.run(self.controller.create_topics(specs, False))
-            return [(r.name, r.error_code) for r in results]
         request = CreateTopicsRequest(
             topics=[
                 CreateTopicsRequest.CreatableTopic(
@@ -473,9 +467,9 @@ class Broker:
                     ],
                 )
                 for s in specs
-            ]
+            ],
+            timeout_ms=int(FORWARD_TIMEOUT_S * 1000),
         )
-        async with asyncio.timeout(FORWARD_TIMEOUT_S):
-            response = await self.channel.send(request)
+        response = await self.forward(request)
         assert isinstance(response, CreateTopicsResponse)
         return [(t.name, t.error_code) for t in response.topics]

@@ -222,6 +222,16 @@ class ClusterNode:
             pass
         return f"---- node {self.node_id} threads\n" + "\n".join(waits) + "\n" + self.log_tail(80)
 
+    def pause(self) -> None:
+        """SIGSTOP: every thread of the node freezes (a hung process, not a dead one)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """kill -9, and reap it."""
         if self.proc is not None:
@@ -307,6 +317,12 @@ class Cluster:
 
     def kill(self, node_id: int) -> None:
         self.nodes[node_id].kill()
+
+    def pause(self, node_id: int) -> None:
+        self.nodes[node_id].pause()
+
+    def resume(self, node_id: int) -> None:
+        self.nodes[node_id].resume()
 
     def kill_all(self) -> None:
         for node in self.nodes.values():

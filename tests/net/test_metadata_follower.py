@@ -13,15 +13,17 @@ import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 
+from kraft.controller.client import ControllerClient
 from kraft.controller.metadata_fetch import CommittedEntries, MetadataFetch
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import encode_entry
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsResponse,
+    DescribeQuorumResponse,
+    ErrorCode,
     Message,
     RequestHeader,
 )
@@ -34,6 +36,7 @@ CLUSTER = "follower-test"
 class FakeController:
     def __init__(self, node_id: int, quorum: Quorum, window: int) -> None:
         self.node_id = node_id
+        self.quorum = quorum
         self.image = MetadataImage()
         self.publisher = MetadataPublisher(self.image)
         self.fetch = MetadataFetch(
@@ -57,7 +60,23 @@ class FakeController:
                     ApiVersionsResponse.ApiVersion(
                         api_key=k, min_version=0, max_version=API_KEYS[k].max_version
                     )
-                    for k in (1, 18, 59)
+                    for k in (1, 18, 55, 59)
+                ]
+            )
+        if header.api_key == 55:
+            # How the follower's ControllerClient finds the active controller.
+            if self.quorum.leader != self.node_id:
+                return DescribeQuorumResponse(error_code=ErrorCode.NOT_LEADER_OR_FOLLOWER)
+            return DescribeQuorumResponse(
+                topics=[
+                    DescribeQuorumResponse.TopicData(
+                        topic_name="__cluster_metadata",
+                        partitions=[
+                            DescribeQuorumResponse.PartitionData(
+                                partition_index=0, leader_id=self.node_id
+                            )
+                        ],
+                    )
                 ]
             )
         if header.api_key == 1:
@@ -145,7 +164,11 @@ class CheckingPublisher(MetadataPublisher):
 async def following(quorum: Quorum) -> tuple[MetadataFollower, CheckingPublisher]:
     publisher = CheckingPublisher(MetadataImage())
     follower = MetadataFollower(
-        9, CLUSTER, ControllerChannel(quorum.endpoints), publisher, request_timeout_s=2.0
+        9,
+        CLUSTER,
+        ControllerClient(quorum.endpoints, attempt_timeout_s=2.0),
+        publisher,
+        request_timeout_s=2.0,
     )
     follower.start()
     return follower, publisher
