@@ -17,14 +17,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kraft.cluster_groups import ClusterGroups, GroupDetail, GroupList, TopicPartition, error_name
+from kraft.controller.config_describe import (
+    ConfigEntry,
+    describe_broker_configs,
+    describe_topic_configs,
+)
 from kraft.controller.controller import INTERNAL_TOPICS
 from kraft.metadata.image import MetadataImage, PartitionState
+from kraft.net.protocol import (
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+    Message,
+)
 
 if TYPE_CHECKING:
     from kraft.net.broker.partition import Partition
     from kraft.node import Node
 
 OFFLINE = -1
+TOPIC_RESOURCE = 2
+SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
+PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
+WRITE_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +167,29 @@ class Health:
     under_replicated_partitions: int
 
 
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What the controller (or coordinator) answered for one item of a write."""
+
+    name: str
+    error: str | None = None  # Kafka's error name (e.g. TOPIC_ALREADY_EXISTS); None = done
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _result(name: str, code: int, message: str | None = None) -> WriteResult:
+    return WriteResult(name, error_name(code), message if code else None)
+
+
 class NodeApi:
     """Reads and writes on one running node (see the module docstring)."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
+        self.groups = ClusterGroups(self._image, self._endpoint_of)
 
     # -------------------------------------------------------------- helpers
 
@@ -163,13 +204,25 @@ class NodeApi:
         controller = self._node.controller
         return controller.image if controller is not None else None
 
+    def _endpoint_of(self, broker_id: int) -> tuple[str, int] | None:
+        broker = self._node.broker
+        return broker.endpoint_of(broker_id) if broker is not None else None
+
     def _min_isr(self, image: MetadataImage, topic: str) -> int:
         value = image.topic_config(topic).get("min.insync.replicas")
         return int(value) if value is not None else self._node.config.min_insync_replicas
 
     def _controller_id(self) -> int | None:
-        quorum = self._node.quorum
-        return quorum.leader_id if quorum is not None else None
+        node = self._node
+        if not node.config.is_cluster:
+            return node.config.node_id  # a single node is its own controller
+        if node.quorum is not None:
+            return node.quorum.leader_id
+        # A broker-only node: the controller its client last found active.
+        client = node.controller_client
+        if client is None or client.active is None:
+            return None
+        return next((c for c, i in client.endpoint_of_id.items() if i == client.active), None)
 
     # ---------------------------------------------------------------- reads
 
@@ -295,6 +348,145 @@ class NodeApi:
             offline_partitions=info.offline_partitions,
             under_replicated_partitions=info.under_replicated_partitions,
         )
+
+    def topic_configs(self, topic: str) -> list[ConfigEntry] | None:
+        """Every config of a topic with its value and source (None: unknown topic)."""
+        image = self._image()
+        if image is None:
+            return None
+        return describe_topic_configs(self._node.config, image, topic)
+
+    def broker_configs(self) -> list[ConfigEntry]:
+        return describe_broker_configs(self._node.config)
+
+    # ----------------------------------------------------------------- groups
+
+    async def list_groups(self) -> GroupList:
+        return await self.groups.list_groups()
+
+    async def group(self, group_id: str) -> GroupDetail | None:
+        return await self.groups.describe_group(group_id)
+
+    async def alter_group_offsets(
+        self, group_id: str, offsets: dict[TopicPartition, int]
+    ) -> list[WriteResult]:
+        errors = await self.groups.alter_offsets(group_id, offsets)
+        return [WriteResult(f"{t}-{p}", e) for (t, p), e in sorted(errors.items())]
+
+    async def delete_group(self, group_id: str) -> WriteResult:
+        return WriteResult(group_id, await self.groups.delete_group(group_id))
+
+    # ----------------------------------------------------------------- writes
+    # Through the controller client, like the same admin request from a Kafka client: the
+    # active controller decides, wherever it runs.
+
+    async def _forward(self, request: Message, version: int) -> Message:
+        broker = self._node.broker
+        if broker is None:
+            raise RuntimeError("writes go through a broker; this node is controller-only")
+        return await broker.forward(request, version)
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = -1,
+        replication_factor: int = -1,
+        configs: dict[str, str] | None = None,
+        validate_only: bool = False,
+    ) -> WriteResult:
+        """-1 takes the broker's num.partitions / default.replication.factor."""
+        request = CreateTopicsRequest(
+            topics=[
+                CreateTopicsRequest.CreatableTopic(
+                    name=name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    assignments=[],
+                    configs=[
+                        CreateTopicsRequest.CreatableTopicConfig(name=k, value=v)
+                        for k, v in sorted((configs or {}).items())
+                    ],
+                )
+            ],
+            timeout_ms=WRITE_TIMEOUT_MS,
+            validate_only=validate_only,
+        )
+        response = await self._forward(request, 7)
+        assert isinstance(response, CreateTopicsResponse)
+        t = response.topics[0]
+        return _result(t.name, t.error_code, t.error_message)
+
+    async def delete_topic(self, name: str) -> WriteResult:
+        request = DeleteTopicsRequest(topic_names=[name], timeout_ms=WRITE_TIMEOUT_MS)
+        response = await self._forward(request, 5)
+        assert isinstance(response, DeleteTopicsResponse)
+        r = response.responses[0]
+        return _result(r.name or name, r.error_code, r.error_message)
+
+    async def create_partitions(self, topic: str, count: int) -> WriteResult:
+        """Grow `topic` to `count` partitions in all."""
+        request = CreatePartitionsRequest(
+            topics=[
+                CreatePartitionsRequest.CreatePartitionsTopic(
+                    name=topic, count=count, assignments=None
+                )
+            ],
+            timeout_ms=WRITE_TIMEOUT_MS,
+            validate_only=False,
+        )
+        response = await self._forward(request, 3)
+        assert isinstance(response, CreatePartitionsResponse)
+        r = response.results[0]
+        return _result(r.name, r.error_code, r.error_message)
+
+    async def alter_topic_configs(
+        self, topic: str, set_: dict[str, str] | None = None, delete: list[str] | None = None
+    ) -> WriteResult:
+        """Set and remove a topic's config overrides (incrementally: others stay)."""
+        Config = IncrementalAlterConfigsRequest.AlterableConfig
+        changes = [Config(name=k, config_operation=SET, value=v) for k, v in (set_ or {}).items()]
+        changes += [Config(name=k, config_operation=DELETE, value=None) for k in delete or []]
+        request = IncrementalAlterConfigsRequest(
+            resources=[
+                IncrementalAlterConfigsRequest.AlterConfigsResource(
+                    resource_type=TOPIC_RESOURCE, resource_name=topic, configs=changes
+                )
+            ],
+            validate_only=False,
+        )
+        response = await self._forward(request, 1)
+        assert isinstance(response, IncrementalAlterConfigsResponse)
+        r = response.responses[0]
+        return _result(r.resource_name, r.error_code, r.error_message)
+
+    async def elect_leaders(
+        self, partitions: list[TopicPartition] | None = None, unclean: bool = False
+    ) -> list[WriteResult]:
+        """Preferred (or unclean) leader election for `partitions`, or all of them."""
+        by_topic: dict[str, list[int]] = {}
+        for topic, index in partitions or []:
+            by_topic.setdefault(topic, []).append(index)
+        request = ElectLeadersRequest(
+            election_type=UNCLEAN if unclean else PREFERRED,
+            topic_partitions=(
+                None
+                if partitions is None
+                else [
+                    ElectLeadersRequest.TopicPartitions(topic=t, partitions=sorted(ps))
+                    for t, ps in sorted(by_topic.items())
+                ]
+            ),
+            timeout_ms=WRITE_TIMEOUT_MS,
+        )
+        response = await self._forward(request, 2)
+        assert isinstance(response, ElectLeadersResponse)
+        if response.error_code:
+            return [_result("", response.error_code)]
+        return [
+            _result(f"{t.topic}-{p.partition_id}", p.error_code, p.error_message)
+            for t in response.replica_election_results
+            for p in t.partition_result
+        ]
 
     # ------------------------------------------------------------ builders
 

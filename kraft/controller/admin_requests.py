@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kraft.config import NodeConfig
+from kraft.controller.config_describe import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, topic_defaults
 from kraft.controller.controller import Controller, Result, TopicSpec
-from kraft.controller.topic_configs import broker_topic_defaults
 from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from kraft.net.protocol import (
@@ -41,19 +41,10 @@ from kraft.net.protocol import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DYNAMIC_TOPIC_CONFIG = 1
-DEFAULT_CONFIG = 5
 # Configs whose values are lists (IncrementalAlterConfigs APPEND / SUBTRACT apply to them).
 LIST_CONFIGS = frozenset({"cleanup.policy"})
 
 AdminHandler = Callable[[Any, int], Awaitable[Message]]
-
-
-def topic_defaults(config: NodeConfig) -> dict[str, str]:
-    """Every topic config key with the value a topic without an override has."""
-    return broker_topic_defaults(
-        config.log_config, config.min_insync_replicas, config.unclean_leader_election_enable
-    )
 
 
 class AdminRequests:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kraft.controller.admin_requests import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, topic_defaults
-from kraft.controller.topic_configs import BROKER_SYNONYMS
+from kraft.controller.config_describe import (
+    ConfigEntry,
+    describe_broker_configs,
+    describe_topic_configs,
+)
 from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE
 from kraft.net.protocol import (
     DescribeConfigsRequest,
@@ -21,20 +24,6 @@ from kraft.net.server import Connection
 
 if TYPE_CHECKING:
     from kraft.net.broker.broker import Broker
-
-STATIC_BROKER_CONFIG = 4
-# DescribeConfigs v3 config_type: 1 bool, 2 string, 3 int, 5 long, 6 double, 7 list.
-_CONFIG_TYPES = {
-    "cleanup.policy": 7,
-    "compression.type": 2,
-    "message.timestamp.type": 2,
-    "unclean.leader.election.enable": 1,
-    "min.cleanable.dirty.ratio": 6,
-    "min.insync.replicas": 3,
-    "max.message.bytes": 3,
-    "segment.bytes": 3,
-    "index.interval.bytes": 3,
-}
 
 
 async def handle_forwarded(
@@ -49,89 +38,26 @@ async def handle_forwarded(
 # ----------------------------------------------------------------------- configs
 
 
-def _broker_configs(broker: Broker) -> dict[str, str]:
-    cfg = broker.config
-    out = {
-        "node.id": str(cfg.node_id),
-        "broker.id": str(cfg.node_id),
-        "process.roles": ",".join(cfg.process_roles),
-        "listeners": ",".join(str(e) for e in cfg.listeners),
-        "advertised.listeners": ",".join(str(e) for e in cfg.advertised_listeners),
-        "log.dirs": ",".join(cfg.log_dirs),
-        "num.partitions": str(cfg.num_partitions),
-        "default.replication.factor": str(cfg.default_replication_factor),
-        "auto.create.topics.enable": str(cfg.auto_create_topics_enable).lower(),
-        "delete.topic.enable": str(cfg.delete_topic_enable).lower(),
-        "broker.session.timeout.ms": str(cfg.broker_session_timeout_ms),
-        "socket.request.max.bytes": str(cfg.socket_request_max_bytes),
-    }
-    for topic_key, value in topic_defaults(broker.config).items():
-        out[BROKER_SYNONYMS.get(topic_key, "log." + topic_key)] = value
-    if cfg.broker_rack:
-        out["broker.rack"] = cfg.broker_rack
-    return out
-
-
 async def handle_describe_configs(
     broker: Broker, header: RequestHeader, request: DescribeConfigsRequest, conn: Connection
 ) -> DescribeConfigsResponse:
+    """Answered from this node's image and config (`kraft.controller.config_describe`)."""
     results = []
-    Entry = DescribeConfigsResponse.DescribeConfigsResourceResult
-    Synonym = DescribeConfigsResponse.DescribeConfigsSynonym
     for resource in request.resources:
         keys = set(resource.configuration_keys) if resource.configuration_keys else None
-        entries: list[DescribeConfigsResponse.DescribeConfigsResourceResult] = []
+        described: list[ConfigEntry] | None = []
         code, message = 0, None
         if resource.resource_type == TOPIC_RESOURCE:
-            if resource.resource_name not in broker.image.topics:
+            described = describe_topic_configs(
+                broker.config, broker.image, resource.resource_name, keys
+            )
+            if described is None:
                 code, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"
-            else:
-                overrides = broker.image.topic_config(resource.resource_name)
-                for key, default in sorted(topic_defaults(broker.config).items()):
-                    if keys is not None and key not in keys:
-                        continue
-                    dynamic = key in overrides
-                    synonyms = []
-                    if request.include_synonyms:
-                        if dynamic:
-                            synonyms.append(
-                                Synonym(name=key, value=overrides[key], source=DYNAMIC_TOPIC_CONFIG)
-                            )
-                        synonyms.append(
-                            Synonym(
-                                name=BROKER_SYNONYMS.get(key, "log." + key),
-                                value=default,
-                                source=DEFAULT_CONFIG,
-                            )
-                        )
-                    entries.append(
-                        Entry(
-                            name=key,
-                            value=overrides.get(key, default),
-                            read_only=False,
-                            is_default=not dynamic,
-                            config_source=DYNAMIC_TOPIC_CONFIG if dynamic else DEFAULT_CONFIG,
-                            synonyms=synonyms,
-                            config_type=_CONFIG_TYPES.get(key, 5),
-                            documentation=None,
-                        )
-                    )
         elif resource.resource_type == BROKER_RESOURCE:
             if resource.resource_name not in ("", str(broker.node_id)):
                 code, message = ErrorCode.INVALID_REQUEST, "configs of other brokers live there"
             else:
-                for key, value in sorted(_broker_configs(broker).items()):
-                    if keys is None or key in keys:
-                        entries.append(
-                            Entry(
-                                name=key,
-                                value=value,
-                                read_only=True,
-                                config_source=STATIC_BROKER_CONFIG,
-                                config_type=2,
-                                documentation=None,
-                            )
-                        )
+                described = describe_broker_configs(broker.config, keys)
         else:
             code = ErrorCode.INVALID_REQUEST
             message = f"resource type {resource.resource_type} has no configs here"
@@ -141,7 +67,27 @@ async def handle_describe_configs(
                 error_message=message,
                 resource_type=resource.resource_type,
                 resource_name=resource.resource_name,
-                configs=entries,
+                configs=[_entry(e, request.include_synonyms) for e in described or [] if not code],
             )
         )
     return DescribeConfigsResponse(results=results)
+
+
+_SYNONYM = DescribeConfigsResponse.DescribeConfigsSynonym
+
+
+def _entry(
+    entry: ConfigEntry, include_synonyms: bool
+) -> DescribeConfigsResponse.DescribeConfigsResourceResult:
+    return DescribeConfigsResponse.DescribeConfigsResourceResult(
+        name=entry.name,
+        value=entry.value,
+        read_only=entry.read_only,
+        is_default=entry.is_default,
+        config_source=entry.source,
+        synonyms=[_SYNONYM(name=s.name, value=s.value, source=s.source) for s in entry.synonyms]
+        if include_synonyms
+        else [],
+        config_type=entry.config_type,
+        documentation=None,
+    )
