@@ -74,15 +74,14 @@ from kraft.net.groups.coordinator import (
     ListedGroup,
     MemberDescription,
     PartitionStatus,
-    Records,
-    TopicPartition,
     _group_store_error,
-    _offset_store_error,
-    offset_commit_records,
-    remove_offsets,
-    select_offsets,
 )
-from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState
+from kraft.net.groups.offsets import (
+    ConsumerGroupOffsets,
+    Records,
+    remove_offsets,
+)
+from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState
 from kraft.net.protocol import (
     ConsumerProtocolAssignment,
     ConsumerProtocolSubscription,
@@ -210,7 +209,7 @@ class _PartitionWrites:
             fn()
 
 
-class ConsumerGroupCoordinator:
+class ConsumerGroupCoordinator(ConsumerGroupOffsets):
     def __init__(
         self,
         classic: GroupCoordinator,
@@ -230,6 +229,7 @@ class ConsumerGroupCoordinator:
         self.tag = tag
         self.groups: dict[str, ConsumerGroup] = {}
         self._writes: dict[int, _PartitionWrites] = {}
+        self._expiry_scheduled = False
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -276,6 +276,7 @@ class ConsumerGroupCoordinator:
                     self._schedule_revocation(group, member)
         loaded = [g for g in loaded if self.classic.groups.get(g.group_id) is g]
         self._refresh_metadata(mine)
+        self._schedule_offset_expiry()
         return loaded + mine
 
     def unload(self, partition: int) -> int:
@@ -875,107 +876,6 @@ class ConsumerGroupCoordinator:
                 writes.complete(seq)
 
         self.classic.writer(partition, raw, written)
-
-    # ========================================================= offsets
-
-    def commit_offsets(
-        self,
-        group_id: str,
-        member_epoch: int,
-        member_id: str,
-        group_instance_id: str | None,
-        offsets: dict[TopicPartition, CommittedOffset],
-        respond: Callable[[dict[TopicPartition, int]], None],
-        *,
-        api_version: int = 9,
-    ) -> None:
-        """OffsetCommit for a consumer group: from a member at its current epoch (v9+: the
-        generation field carries the member epoch), or, with epoch -1, from outside the
-        group (admin tools) while it has no members."""
-
-        def all_(code: int) -> None:
-            respond(dict.fromkeys(offsets, code))
-
-        error = self.classic.check_group(group_id, require_id=False)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            all_(error or ErrorCode.GROUP_ID_NOT_FOUND)
-            return
-        if not (member_epoch < 0 and not group.members):
-            member = group.members.get(member_id)
-            if member is None:
-                all_(ErrorCode.UNKNOWN_MEMBER_ID)
-                return
-            if api_version < 9:
-                all_(ErrorCode.UNSUPPORTED_VERSION)
-                return
-            if member_epoch != member.member_epoch:
-                all_(ErrorCode.STALE_MEMBER_EPOCH)
-                return
-        errors, valid, raw = offset_commit_records(
-            group_id, offsets, self.clock(), self.config.offset_metadata_max_bytes
-        )
-        if not raw:
-            respond(errors)
-            return
-
-        def stored(code: int) -> None:
-            if code == ErrorCode.NONE and self.groups.get(group_id) is group:
-                group.offsets.update(valid)  # visible once replicated, as in Kafka
-            errors.update(dict.fromkeys(valid, _offset_store_error(code)))
-            respond(errors)
-
-        self._write(group.partition, raw, stored)
-
-    def fetch_offsets(
-        self,
-        group_id: str,
-        partitions: list[TopicPartition] | None,
-        member_id: str | None = None,
-        member_epoch: int = -1,
-    ) -> tuple[int, list[tuple[TopicPartition, CommittedOffset | None]]]:
-        """OffsetFetch for a consumer group: members (v9+) give their id and epoch and must
-        be at their current epoch; without them (admin tools) anyone may read."""
-        error = self.classic.check_group(group_id, require_id=False)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            return error or ErrorCode.GROUP_ID_NOT_FOUND, []
-        if member_id or member_epoch >= 0:
-            member = group.members.get(member_id or "")
-            if member is None:
-                return ErrorCode.UNKNOWN_MEMBER_ID, []
-            if member_epoch != member.member_epoch:
-                return ErrorCode.STALE_MEMBER_EPOCH, []
-        return ErrorCode.NONE, select_offsets(group.offsets, partitions)
-
-    def delete_offsets(
-        self,
-        group_id: str,
-        partitions: list[TopicPartition],
-        respond: Callable[[int, dict[TopicPartition, int]], None],
-    ) -> None:
-        """OffsetDelete: offsets of topics the group does not subscribe to (any, when it
-        has no members)."""
-        error = self.classic.check_group(group_id)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            respond(error or ErrorCode.GROUP_ID_NOT_FOUND, {})
-            return
-        results: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            subscribed = bool(group.members) and group.is_subscribed_to(tp[0])
-            results[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC if subscribed else ErrorCode.NONE
-        deletable = [tp for tp, code in results.items() if code == ErrorCode.NONE]
-        raw = remove_offsets(group_id, group.offsets, deletable)
-
-        def written(code: int) -> None:
-            if code:
-                for tp, result in results.items():
-                    if result == ErrorCode.NONE:
-                        results[tp] = _offset_store_error(code)
-            respond(ErrorCode.NONE, results)
-
-        self._write(group.partition, raw, written)
 
     # ================================================ describe, list, delete
 

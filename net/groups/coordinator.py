@@ -1,4 +1,6 @@
-"""The group coordinator of one broker: classic groups and committed offsets.
+"""The group coordinator of one broker: classic groups (JoinGroup, SyncGroup, Heartbeat,
+LeaveGroup, describe, list, delete) and their loading; committed offsets are the mixin
+`ClassicGroupOffsets` of `kraft.net.groups.offsets`.
 
 A broker coordinates the groups whose `__consumer_offsets` partition it leads (partition =
 Java hashCode of the group id, made non-negative, mod the partition count). Taking the lead
@@ -23,9 +25,17 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from kraft.net.groups.offsets import (
+    ClassicGroupOffsets,
+    Clock,
+    Records,
+    TopicPartition,
+    Writer,
+    remove_offsets,
+)
 from kraft.net.groups.records import (
     GroupKey,
     GroupValue,
@@ -36,8 +46,6 @@ from kraft.net.groups.records import (
     decode_offset_value,
     encode_group_key,
     encode_group_value,
-    encode_offset_key,
-    encode_offset_value,
 )
 from kraft.net.groups.state import (
     ClassicGroup,
@@ -56,13 +64,6 @@ from kraft.net.protocol import ErrorCode
 logger = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
-TopicPartition = tuple[str, int]
-# (key, value) records for one partition; a None value is a tombstone.
-Records = list[tuple[bytes, bytes | None]]
-# Append records to a partition of __consumer_offsets; call back with a Kafka error code
-# once they are replicated (0) or failed.
-Writer = Callable[[int, Records, Callable[[int], None]], None]
-Clock = Callable[[], int]
 
 # KIP-394 and Kafka: a member that joined but whose join never completed is dropped after
 # this long (it cannot heartbeat while its JoinGroup waits).
@@ -81,6 +82,8 @@ class GroupConfig:
     max_size: int = 2**31 - 1  # group.max.size
     offset_metadata_max_bytes: int = 4096  # offset.metadata.max.bytes
     new_member_join_timeout_ms: int = NEW_MEMBER_JOIN_TIMEOUT_MS
+    offsets_retention_ms: int = 7 * 24 * 3600_000  # offsets.retention.minutes = 10080
+    offsets_retention_check_interval_ms: int = 600_000  # offsets.retention.check.interval.ms
 
 
 @dataclass(slots=True)
@@ -177,71 +180,7 @@ def _group_store_error(code: int) -> int:
     return ErrorCode.UNKNOWN_SERVER_ERROR if code else ErrorCode.NONE
 
 
-def _offset_store_error(code: int) -> int:
-    """Kafka's mapping of a failed offset commit write."""
-    if code in (
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.NOT_ENOUGH_REPLICAS,
-        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    ):
-        return ErrorCode.COORDINATOR_NOT_AVAILABLE
-    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
-        return ErrorCode.NOT_COORDINATOR
-    if code in (
-        ErrorCode.MESSAGE_TOO_LARGE,
-        ErrorCode.RECORD_LIST_TOO_LARGE,
-        ErrorCode.INVALID_FETCH_SIZE,
-    ):
-        return ErrorCode.INVALID_COMMIT_OFFSET_SIZE
-    return code
-
-
-def offset_commit_records(
-    group_id: str,
-    offsets: Mapping[TopicPartition, CommittedOffset],
-    now: int,
-    metadata_max_bytes: int,
-) -> tuple[dict[TopicPartition, int], dict[TopicPartition, CommittedOffset], Records]:
-    """What an OffsetCommit writes: (errors, offsets stamped with `now`, their records).
-    Offsets whose metadata exceeds offset.metadata.max.bytes are refused in `errors`."""
-    errors: dict[TopicPartition, int] = {}
-    valid: dict[TopicPartition, CommittedOffset] = {}
-    records: Records = []
-    for tp, o in offsets.items():
-        if len(o.metadata.encode()) > metadata_max_bytes:
-            errors[tp] = ErrorCode.OFFSET_METADATA_TOO_LARGE
-            continue
-        valid[tp] = stamped = replace(o, commit_timestamp=now)
-        records.append((encode_offset_key(group_id, tp[0], tp[1]), encode_offset_value(stamped)))
-    return errors, valid, records
-
-
-def remove_offsets(
-    group_id: str,
-    offsets: dict[TopicPartition, CommittedOffset],
-    partitions: Iterable[TopicPartition] | None = None,
-) -> Records:
-    """Removes the offsets of `partitions` (None: all) from a group's `offsets`; returns
-    the tombstones that delete from the log those that were committed."""
-    removing = sorted(offsets) if partitions is None else partitions
-    return [
-        (encode_offset_key(group_id, t, p), None)
-        for t, p in removing
-        if offsets.pop((t, p), None) is not None
-    ]
-
-
-def select_offsets(
-    offsets: Mapping[TopicPartition, CommittedOffset], partitions: list[TopicPartition] | None
-) -> list[tuple[TopicPartition, CommittedOffset | None]]:
-    """OffsetFetch's answer from a group's offsets: all of them (sorted) when `partitions`
-    is None, else one per requested partition (None: nothing committed)."""
-    if partitions is None:
-        return sorted(offsets.items())
-    return [(tp, offsets.get(tp)) for tp in partitions]
-
-
-class GroupCoordinator:
+class GroupCoordinator(ClassicGroupOffsets):
     def __init__(
         self,
         config: GroupConfig,
@@ -281,6 +220,10 @@ class GroupCoordinator:
         if status is PartitionStatus.LOADING:
             return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
         return ErrorCode.NONE
+
+    def active_partitions(self) -> list[int]:
+        """The partitions whose groups this coordinator serves now (loaded)."""
+        return sorted(p for p, s in self.partitions.items() if s is PartitionStatus.ACTIVE)
 
     @property
     def is_loading(self) -> bool:
@@ -983,166 +926,6 @@ class GroupCoordinator:
         elif group.state is GroupState.PREPARING_REBALANCE:
             self._try_complete_join(group)
 
-    # ============================================================== offsets
-
-    def commit_offsets(
-        self,
-        group_id: str,
-        generation_id: int,
-        member_id: str,
-        group_instance_id: str | None,
-        offsets: dict[TopicPartition, CommittedOffset],
-        respond: Callable[[dict[TopicPartition, int]], None],
-        *,
-        missing_group_error: int = ErrorCode.ILLEGAL_GENERATION,
-    ) -> None:
-        """Store offsets for a group: as a member of its current generation, or, with
-        generation -1 and no member id, for a group without members ("simple" consumers
-        that assign partitions themselves). Answers once replicated."""
-
-        def all_(code: int) -> None:
-            respond(dict.fromkeys(offsets, code))
-
-        error = self.check_group(group_id, require_id=False)
-        if error:
-            all_(error)
-            return
-        group = self.groups.get(group_id)
-        if group is None:
-            if generation_id >= 0:
-                # Not a group this coordinator knows: a member of a generation long gone.
-                all_(missing_group_error)
-                return
-            group = self.groups[group_id] = ClassicGroup(
-                group_id, self.partition_of(group_id), self.clock()
-            )
-        error = self._validate_offset_commit(group, generation_id, member_id, group_instance_id)
-        if error:
-            all_(error)
-            self._maybe_forget(group)
-            return
-        if group.state is GroupState.COMPLETING_REBALANCE:
-            # A member of the new generation that has not synced yet.
-            all_(ErrorCode.REBALANCE_IN_PROGRESS)
-            return
-        member = group.members.get(member_id)
-        if member is not None:
-            self._schedule_heartbeat(group, member_id, member.session_timeout_ms)
-        self._store_offsets(group, offsets, respond)
-
-    def _validate_offset_commit(
-        self,
-        group: ClassicGroup,
-        generation_id: int,
-        member_id: str,
-        group_instance_id: str | None,
-    ) -> int:
-        if group.state is GroupState.DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
-        if generation_id >= 0 or member_id or group_instance_id is not None:
-            if group.is_static_member_fenced(group_instance_id, member_id):
-                return ErrorCode.FENCED_INSTANCE_ID
-            if member_id not in group.members:
-                return ErrorCode.UNKNOWN_MEMBER_ID
-            if generation_id != group.generation_id:
-                return ErrorCode.ILLEGAL_GENERATION
-            return ErrorCode.NONE
-        if group.state is not GroupState.EMPTY:
-            # Only members may commit for a group that has some.
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        return ErrorCode.NONE
-
-    def _store_offsets(
-        self,
-        group: ClassicGroup,
-        offsets: dict[TopicPartition, CommittedOffset],
-        respond: Callable[[dict[TopicPartition, int]], None],
-    ) -> None:
-        errors, valid, records = offset_commit_records(
-            group.group_id, offsets, self.clock(), self.config.offset_metadata_max_bytes
-        )
-        if not records:
-            respond(errors)
-            self._maybe_forget(group)
-            return
-
-        def stored(code: int) -> None:
-            if code == ErrorCode.NONE:
-                # Visible to fetches only once replicated, as in Kafka.
-                if self.groups.get(group.group_id) is group:
-                    group.offsets.update(valid)
-            else:
-                logger.info(
-                    "%sgroup %s: offset commit failed with error %d",
-                    self.tag,
-                    group.group_id,
-                    code,
-                )
-            errors.update(dict.fromkeys(valid, _offset_store_error(code)))
-            respond(errors)
-            self._maybe_forget(group)
-
-        self.writer(group.partition, records, stored)
-
-    def fetch_offsets(
-        self, group_id: str, partitions: list[TopicPartition] | None
-    ) -> tuple[int, list[tuple[TopicPartition, CommittedOffset | None]]]:
-        """(group error, offsets): every committed offset when `partitions` is None, else one
-        entry per requested partition (None: nothing committed). Offsets are only those
-        already replicated, so `require_stable` needs nothing more until transactions."""
-        error = self.check_group(group_id, require_id=False)
-        if error:
-            return error, []
-        group = self.groups.get(group_id)
-        if group is None or group.state is GroupState.DEAD:
-            return ErrorCode.NONE, [(tp, None) for tp in partitions or []]
-        return ErrorCode.NONE, select_offsets(group.offsets, partitions)
-
-    def delete_offsets(
-        self,
-        group_id: str,
-        partitions: list[TopicPartition],
-        respond: Callable[[int, dict[TopicPartition, int]], None],
-    ) -> None:
-        """OffsetDelete: allowed for an empty group, and for the topics a consumer group
-        does not subscribe to."""
-        error = self.check_group(group_id)
-        if error:
-            respond(error, {})
-            return
-        group = self.groups.get(group_id)
-        if group is None or group.state is GroupState.DEAD:
-            respond(ErrorCode.GROUP_ID_NOT_FOUND, {})
-            return
-        results: dict[TopicPartition, int] = {}
-        if group.state is GroupState.EMPTY:
-            eligible = list(partitions)
-        elif group.is_consumer_group:
-            eligible = []
-            for tp in partitions:
-                if group.is_subscribed_to(tp[0]):
-                    results[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
-                else:
-                    eligible.append(tp)
-        else:
-            respond(ErrorCode.NON_EMPTY_GROUP, {})
-            return
-        results.update(dict.fromkeys(eligible, ErrorCode.NONE))
-        records = remove_offsets(group.group_id, group.offsets, eligible)
-        records += self._maybe_mark_dead(group)
-        if not records:
-            respond(ErrorCode.NONE, results)
-            return
-
-        def written(code: int) -> None:
-            if code:
-                mapped = _offset_store_error(code)
-                for tp in eligible:
-                    results[tp] = mapped
-            respond(ErrorCode.NONE, results)
-
-        self.writer(group.partition, records, written)
-
     # ======================================================== describe, list, delete
 
     def describe_group(self, group_id: str) -> tuple[int, GroupDescription]:
@@ -1321,6 +1104,7 @@ class GroupCoordinator:
 __all__ = [
     "OFFSETS_TOPIC",
     "ClassicGroup",
+    "Clock",
     "CommittedOffset",
     "GroupConfig",
     "GroupCoordinator",
@@ -1333,8 +1117,11 @@ __all__ = [
     "ListedGroup",
     "MemberDescription",
     "PartitionStatus",
+    "Records",
     "SyncRequest",
     "SyncResult",
+    "TopicPartition",
+    "Writer",
     "java_string_hash",
     "partition_for",
 ]
