@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from kraft.log.batch import (
     CRC_START,
     LOG_OVERHEAD,
+    MAX_TIMESTAMP_OFFSET,
     PREFIX,
     PREFIX_SIZE,
     TIMESTAMP_TYPE_MASK,
@@ -33,6 +34,7 @@ from kraft.log.batch import (
     parse_header,
     validate_batch,
 )
+from kraft.log.batch import MAX_TIMESTAMP as MAX_TIMESTAMP_FIELD
 from kraft.log.checkpoint import LeaderEpochCache
 from kraft.log.config import LogConfig
 from kraft.log.errors import (
@@ -472,7 +474,7 @@ class PartitionLog:
         PREFIX.pack_into(buf, 0, base_offset, header.batch_length, leader_epoch, 2)
         attributes = header.attributes | TIMESTAMP_TYPE_MASK
         buf[21:23] = attributes.to_bytes(2, "big", signed=True)
-        buf[35:43] = now.to_bytes(8, "big", signed=True)
+        MAX_TIMESTAMP_FIELD.pack_into(buf, MAX_TIMESTAMP_OFFSET, now)
         buf[17:21] = crc32c(memoryview(buf)[CRC_START:]).to_bytes(4, "big")
         return bytes(buf)
 

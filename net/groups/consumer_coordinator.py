@@ -183,13 +183,6 @@ def _member_removal_records(group_id: str, member_id: str) -> list[ConsumerRecor
     ]
 
 
-def _member_records(group_id: str, member: ConsumerMember) -> tuple[ConsumerRecord, ...]:
-    return (
-        _record(MEMBER_METADATA, group_id, member.member_id, member.metadata_value()),
-        _record(CURRENT_MEMBER_ASSIGNMENT, group_id, member.member_id, member.assignment_value()),
-    )
-
-
 class _PartitionWrites:
     """Writes of one offsets partition not yet reported, and who waits for them."""
 
