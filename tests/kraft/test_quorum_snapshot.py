@@ -638,6 +638,7 @@ async def test_metadata_quorum_log_snapshots_round_trip() -> None:
 # -- processes, kill -9 ---------------------------------------------------------------------------
 
 
+@pytest.mark.process  # voter processes, killed -9
 async def test_kill_9_with_snapshots_loses_nothing(tmp_path: Any) -> None:
     """Voters that snapshot every 50 entries, killed -9 at random moments (during snapshot
     writes, installs and journal rewrites too); one round keeps a voter down long enough to

@@ -69,7 +69,7 @@ from kraft.net.protocol import (
     spec_of,
 )
 from kraft.node import Node
-from tests.net.test_protocol_fuzz import sample_struct
+from tests.net.protocol.test_protocol_fuzz import sample_struct
 from tests.wait import wait_until_async
 
 HOST = "127.0.0.1"
