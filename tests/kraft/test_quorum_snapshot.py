@@ -26,7 +26,8 @@ from kraft.metadata.record_log import encode_entry
 from kraft.net.protocol import _generated as m
 from kraft.quorum import Quorum, QuorumError, codec
 from kraft.quorum.journal import LOG_FILE, DurableJournal, JournalError
-from kraft.quorum.raft import _parse_ack, _parse_chunk
+from kraft.quorum.snapshot_transfer import parse_ack as _parse_ack
+from kraft.quorum.snapshot_transfer import parse_chunk as _parse_chunk
 from kraft.quorum.snapshots import SnapshotId, SnapshotStore, install, recover, retain
 from kraft.quorum.transport import ProtocolError
 from tests.kraft.test_quorum_processes import (
@@ -740,7 +741,8 @@ def test_follower_side_of_a_transfer(tmp_path: Any) -> None:
     answers and when it installs, driven message by message."""
     import zlib
 
-    from kraft.quorum.raft import SNAPSHOT_ACK, SNAPSHOT_CHUNK, RaftNode, RaftTimeouts
+    from kraft.quorum.raft import RaftNode, RaftTimeouts
+    from kraft.quorum.snapshot_transfer import SNAPSHOT_ACK, SNAPSHOT_CHUNK
 
     journal = DurableJournal(str(tmp_path))
     store = SnapshotStore(str(tmp_path))
