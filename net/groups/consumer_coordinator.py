@@ -35,7 +35,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kraft.net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
 from kraft.net.groups.consumer import (
@@ -202,6 +202,19 @@ class _PartitionWrites:
             fn()
 
 
+@dataclass(slots=True)
+class _Join:
+    """What one join or heartbeat works on, step by step (see `_join_or_heartbeat`)."""
+
+    group: ConsumerGroup
+    member_id: str
+    targets: dict[str, Assignment]  # the target assignment, as this request changes it
+    member: ConsumerMember | None = None  # as it was (None: a new member)
+    replaced: ConsumerMember | None = None  # a static member's previous incarnation
+    updated: ConsumerMember | None = None  # with the request's changes
+    records: list[ConsumerRecord] = field(default_factory=list)
+
+
 class ConsumerGroupCoordinator(ConsumerGroupOffsets):
     def __init__(
         self,
@@ -362,88 +375,118 @@ class ConsumerGroupCoordinator(ConsumerGroupOffsets):
     def _join_or_heartbeat(
         self, req: HeartbeatRequest
     ) -> tuple[ConsumerGroup, list[ConsumerRecord], HeartbeatResult]:
+        """A join (epoch 0) or heartbeat, in Kafka's steps: find the group; find and fence
+        the member; update its subscription; compute the target assignment (a new group epoch
+        if the members or their subscriptions changed); reconcile the member towards its
+        target; answer. Records describe every change; state changes only as they are
+        replayed (`_commit`)."""
+        group = self._group_to_join(req)
+        join = _Join(group, req.member_id or self.new_id(), dict(group.target))
+        self._find_member(join, req)
+        join.updated = self._updated_member(join, req)
+        subscription_changed = self._record_member_metadata(join)
+        members = dict(group.members)
+        if join.replaced is not None:
+            del members[join.replaced.member_id]
+        members[join.member_id] = join.updated
+        group_epoch, target_epoch, target_records, join.targets = self._maybe_new_epoch(
+            group, members, join.targets, force=subscription_changed
+        )
+        join.records += target_records
+        reconciled = self._reconcile(join, target_epoch, req.owned)
+        self._log_member_changes(join, reconciled, group_epoch)
+        result = self._heartbeat_result(join, reconciled, req)
+        self._schedule_member_timers(join, reconciled)
+        return group, join.records, result
+
+    def _group_to_join(self, req: HeartbeatRequest) -> ConsumerGroup:
+        """The group, or a new one for a join; an empty classic group of the same id is
+        converted (see the module docstring), one with members refused."""
         group_id = req.group_id
         group = self.groups.get(group_id)
-        if group is None:
-            if req.member_epoch != 0:
-                raise GroupError(
-                    ErrorCode.UNKNOWN_MEMBER_ID,
-                    f"Member {req.member_id} is not a member of group {group_id}.",
-                )
-            classic = self.classic.groups.get(group_id)
-            if classic is not None and not _is_empty_classic(classic):
-                raise GroupError(
-                    ErrorCode.GROUP_ID_NOT_FOUND,
-                    f"Group {group_id} is not a consumer group: it is a classic group with "
-                    "members.",
-                )
-            group = ConsumerGroup(group_id, self.classic.partition_of(group_id))
-        records: list[ConsumerRecord] = []
-        member_id = req.member_id or self.new_id()
-        epoch = req.member_epoch
-        replaced: ConsumerMember | None = None
-        targets: dict[str, Assignment] = dict(group.target)
+        if group is not None:
+            return group
+        if req.member_epoch != 0:
+            raise GroupError(
+                ErrorCode.UNKNOWN_MEMBER_ID,
+                f"Member {req.member_id} is not a member of group {group_id}.",
+            )
+        classic = self.classic.groups.get(group_id)
+        if classic is not None and not _is_empty_classic(classic):
+            raise GroupError(
+                ErrorCode.GROUP_ID_NOT_FOUND,
+                f"Group {group_id} is not a consumer group: it is a classic group with members.",
+            )
+        return ConsumerGroup(group_id, self.classic.partition_of(group_id))
+
+    def _find_member(self, join: _Join, req: HeartbeatRequest) -> None:
+        """Sets `join.member` (None: a new member) and, for a static member rejoining under
+        a new id, `join.replaced`; refuses unknown, fenced or epoch-mismatched members and
+        joins beyond group.consumer.max.size."""
+        group, member_id, epoch = join.group, join.member_id, req.member_epoch
         if req.instance_id is None:
-            member = group.members.get(member_id)
-            if member is None and epoch != 0:
+            join.member = group.members.get(member_id)
+            if join.member is None and epoch != 0:
                 raise GroupError(
                     ErrorCode.UNKNOWN_MEMBER_ID,
-                    f"Member {member_id} is not a member of group {group_id}.",
+                    f"Member {member_id} is not a member of group {group.group_id}.",
                 )
+        elif epoch == 0:
+            self._find_static_member_joining(join, req.instance_id)
         else:
             existing = group.static_member(req.instance_id)
-            if epoch == 0:
-                if existing is None or existing.member_id == member_id:
-                    member = existing
-                elif existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-                    raise GroupError(
-                        ErrorCode.UNRELEASED_INSTANCE_ID,
-                        f"Static member {member_id} with instance id {req.instance_id} cannot "
-                        f"join the group because the instance id is owned by member "
-                        f"{existing.member_id}.",
-                    )
-                else:
-                    # The static member comes back under a new member id: it takes over the
-                    # old member's assignment, without a new group epoch.
-                    replaced = existing
-                    member = replace(existing, member_id=member_id)
-                    records += _member_removal_records(group_id, existing.member_id)
-                    target = targets.pop(existing.member_id, {})
-                    targets[member_id] = target
-                    records.append(
-                        _record(
-                            TARGET_ASSIGNMENT_MEMBER,
-                            group_id,
-                            member_id,
-                            TargetAssignmentMemberValue(target),
-                        )
-                    )
-            else:
-                if existing is None:
-                    raise GroupError(
-                        ErrorCode.UNKNOWN_MEMBER_ID,
-                        f"Instance id {req.instance_id} is unknown in group {group_id}.",
-                    )
-                if existing.member_id != member_id:
-                    raise GroupError(
-                        ErrorCode.FENCED_INSTANCE_ID,
-                        f"Static member {member_id} with instance id {req.instance_id} was "
-                        f"fenced by member {existing.member_id}.",
-                    )
-                member = existing
-        is_new = member is None
-        if member is None:
+            if existing is None:
+                raise GroupError(
+                    ErrorCode.UNKNOWN_MEMBER_ID,
+                    f"Instance id {req.instance_id} is unknown in group {group.group_id}.",
+                )
+            if existing.member_id != member_id:
+                raise GroupError(
+                    ErrorCode.FENCED_INSTANCE_ID,
+                    f"Static member {member_id} with instance id {req.instance_id} was "
+                    f"fenced by member {existing.member_id}.",
+                )
+            join.member = existing
+        if join.member is None:
             if len(group.members) >= self.config.max_size:
                 raise GroupError(
                     ErrorCode.GROUP_MAX_SIZE_REACHED,
                     f"The consumer group has reached its maximum capacity of "
                     f"{self.config.max_size} members.",
                 )
-            member = ConsumerMember(member_id)
         elif epoch != 0:
-            _check_member_epoch(member, epoch, req.owned)
+            _check_member_epoch(join.member, epoch, req.owned)
 
-        updated = replace(
+    def _find_static_member_joining(self, join: _Join, instance_id: str) -> None:
+        group_id, member_id = join.group.group_id, join.member_id
+        existing = join.group.static_member(instance_id)
+        if existing is None or existing.member_id == member_id:
+            join.member = existing
+            return
+        if existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            raise GroupError(
+                ErrorCode.UNRELEASED_INSTANCE_ID,
+                f"Static member {member_id} with instance id {instance_id} cannot join the "
+                f"group because the instance id is owned by member {existing.member_id}.",
+            )
+        # The static member comes back under a new member id: it takes over the old
+        # member's assignment, without a new group epoch.
+        join.replaced = existing
+        join.member = replace(existing, member_id=member_id)
+        join.records += _member_removal_records(group_id, existing.member_id)
+        target = join.targets.pop(existing.member_id, {})
+        join.targets[member_id] = target
+        join.records.append(
+            _record(
+                TARGET_ASSIGNMENT_MEMBER, group_id, member_id, TargetAssignmentMemberValue(target)
+            )
+        )
+
+    @staticmethod
+    def _updated_member(join: _Join, req: HeartbeatRequest) -> ConsumerMember:
+        """The member with what the request changes (fields it leaves out are unchanged)."""
+        member = join.member if join.member is not None else ConsumerMember(join.member_id)
+        return replace(
             member,
             instance_id=req.instance_id if req.instance_id is not None else member.instance_id,
             rack_id=req.rack_id if req.rack_id is not None else member.rack_id,
@@ -468,60 +511,85 @@ class ConsumerGroupCoordinator(ConsumerGroupOffsets):
                 else member.subscribed_topic_regex
             ),
         )
-        if is_new or replaced is not None or updated.metadata_value() != member.metadata_value():
-            records.append(_record(MEMBER_METADATA, group_id, member_id, updated.metadata_value()))
-        subscription_changed = is_new or (
+
+    @staticmethod
+    def _record_member_metadata(join: _Join) -> bool:
+        """Records the member's metadata if it changed; whether its subscription did (which
+        forces a new group epoch)."""
+        member, updated = join.member, join.updated
+        assert updated is not None
+        if (
+            member is None
+            or join.replaced is not None
+            or (updated.metadata_value() != member.metadata_value())
+        ):
+            join.records.append(
+                _record(
+                    MEMBER_METADATA, join.group.group_id, join.member_id, updated.metadata_value()
+                )
+            )
+        return member is None or (
             updated.subscribed_topic_names,
             updated.subscribed_topic_regex,
             updated.server_assignor,
         ) != (member.subscribed_topic_names, member.subscribed_topic_regex, member.server_assignor)
 
-        members = dict(group.members)
-        if replaced is not None:
-            del members[replaced.member_id]
-        members[member_id] = updated
-        group_epoch, target_epoch, target_records, targets = self._maybe_new_epoch(
-            group, members, targets, force=subscription_changed
-        )
-        records += target_records
-
+    @staticmethod
+    def _reconcile(join: _Join, target_epoch: int, owned: Assignment | None) -> ConsumerMember:
+        """The member's next state towards its target; records its assignment if changed."""
+        updated, member = join.updated, join.member
+        assert updated is not None
         reconciled = updated
         if (
             updated.state is not MemberState.STABLE
             or updated.member_epoch != target_epoch
-            or req.owned is not None
+            or owned is not None
         ):
             reconciled = reconcile(
-                updated, target_epoch, targets.get(member_id, {}), group.owner_of, req.owned
+                updated,
+                target_epoch,
+                join.targets.get(join.member_id, {}),
+                join.group.owner_of,
+                owned,
             )
         if (
-            is_new
-            or replaced is not None
+            member is None
+            or join.replaced is not None
             or reconciled.assignment_value() != member.assignment_value()
         ):
-            records.append(
+            join.records.append(
                 _record(
-                    CURRENT_MEMBER_ASSIGNMENT, group_id, member_id, reconciled.assignment_value()
+                    CURRENT_MEMBER_ASSIGNMENT,
+                    join.group.group_id,
+                    join.member_id,
+                    reconciled.assignment_value(),
                 )
             )
-        if is_new:
+        return reconciled
+
+    def _log_member_changes(
+        self, join: _Join, reconciled: ConsumerMember, group_epoch: int
+    ) -> None:
+        group_id, member_id, member = join.group.group_id, join.member_id, join.member
+        if member is None:
             logger.info(
                 "%sconsumer group %s: member %s joins (instance %s, epoch %d)",
                 self.tag,
                 group_id,
                 member_id,
-                updated.instance_id,
+                reconciled.instance_id,
                 group_epoch,
             )
-        elif replaced is not None:
+        elif join.replaced is not None:
             logger.info(
                 "%sconsumer group %s: static member %s rejoins as %s",
                 self.tag,
                 group_id,
-                updated.instance_id,
+                reconciled.instance_id,
                 member_id,
             )
-        if reconciled.member_epoch != member.member_epoch or reconciled.state != member.state:
+        before = member if member is not None else ConsumerMember(member_id)
+        if reconciled.member_epoch != before.member_epoch or reconciled.state != before.state:
             logger.info(
                 "%sconsumer group %s: member %s at epoch %d, %s",
                 self.tag,
@@ -531,31 +599,41 @@ class ConsumerGroupCoordinator(ConsumerGroupOffsets):
                 reconciled.state.name,
             )
 
-        full = epoch == 0 or (
+    def _heartbeat_result(
+        self, join: _Join, reconciled: ConsumerMember, req: HeartbeatRequest
+    ) -> HeartbeatResult:
+        """The answer: the assignment in full on a join or a full request (KIP-848: one
+        carrying every field), else only when it changed."""
+        before = join.member if join.member is not None else ConsumerMember(join.member_id)
+        full = req.member_epoch == 0 or (
             req.rebalance_timeout_ms != -1
             and req.subscribed_topic_names is not None
             and req.owned is not None
         )
-        result = HeartbeatResult(
+        return HeartbeatResult(
             ErrorCode.NONE,
-            member_id=member_id,
+            member_id=join.member_id,
             member_epoch=reconciled.member_epoch,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             assignment=(
-                reconciled.assigned if full or reconciled.assigned != member.assigned else None
+                reconciled.assigned if full or reconciled.assigned != before.assigned else None
             ),
         )
-        if self.groups.get(group_id) is not group:
+
+    def _schedule_member_timers(self, join: _Join, reconciled: ConsumerMember) -> None:
+        """Register a new group; restart the member's session; watch a revocation."""
+        group, member_id = join.group, join.member_id
+        before = join.member if join.member is not None else ConsumerMember(member_id)
+        if self.groups.get(group.group_id) is not group:
             self._register(group)
-        if replaced is not None:
-            self._cancel_member_timers(group, replaced.member_id)
+        if join.replaced is not None:
+            self._cancel_member_timers(group, join.replaced.member_id)
         self._schedule_session(group, member_id)
-        if reconciled.assignment_value() != member.assignment_value() or replaced is not None:
+        if reconciled.assignment_value() != before.assignment_value() or join.replaced is not None:
             if reconciled.state is MemberState.UNREVOKED_PARTITIONS:
                 self._schedule_revocation(group, reconciled)
             else:
-                self.classic.timer.cancel(("consumer-revocation", group_id, member_id))
-        return group, records, result
+                self.classic.timer.cancel(("consumer-revocation", group.group_id, member_id))
 
     def _maybe_new_epoch(
         self,
