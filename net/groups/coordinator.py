@@ -166,7 +166,7 @@ def partition_for(group_id: str, partitions: int) -> int:
     return (0 if h == -(1 << 31) else abs(h)) % partitions
 
 
-def _group_store_error(code: int) -> int:
+def group_store_error(code: int) -> int:
     """Kafka's mapping of a failed group metadata write to what the client sees."""
     if code in (
         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
@@ -1009,7 +1009,7 @@ class GroupCoordinator(ClassicGroupOffsets):
             def written(code: int, partition: int = partition, ids: list[str] = ids) -> None:
                 if code:
                     for group_id in ids:
-                        results[group_id] = _group_store_error(code)
+                        results[group_id] = group_store_error(code)
                 waiting.discard(partition)
                 if not waiting:
                     respond(results)
@@ -1086,7 +1086,7 @@ class GroupCoordinator(ClassicGroupOffsets):
                     group.generation_id,
                     code,
                 )
-            done(_group_store_error(code))
+            done(group_store_error(code))
 
         self.writer(
             group.partition,
