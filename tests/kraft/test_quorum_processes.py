@@ -33,11 +33,13 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from kraft.quorum import Quorum, QuorumError, codec
 from tests.wait import wait_until_async
 
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 SECRET_ENV = "KRAFT_QUORUM_TEST_SECRET"
 SNAPSHOT_ENV = "KRAFT_QUORUM_TEST_SNAPSHOT_ENTRIES"
 SECRET = "process test secret"
@@ -138,6 +140,8 @@ class Child:
 
     async def start(self) -> None:
         env = dict(os.environ, **{SECRET_ENV: SECRET}, **self.env)
+        # Run as a script, the child imports this repository's kraft and tests packages.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
         voters = json.dumps({str(k): list(v) for k, v in self.voters.items()})
         with open_log(self.log_path) as log:
             self.proc = await asyncio.create_subprocess_exec(
