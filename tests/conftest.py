@@ -32,7 +32,7 @@ _SIMULATION_FILES = frozenset(
 
 
 def kind_of(path: Path) -> str:
-    relative = path.resolve().relative_to(_TESTS)
+    relative = path.resolve().relative_to(_TESTS)  # this conftest sees only tests/
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"
     if relative.as_posix() in _SIMULATION_FILES:
