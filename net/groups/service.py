@@ -64,6 +64,8 @@ class GroupCoordinatorService:
                 max_session_timeout_ms=cfg.group_max_session_timeout_ms,
                 max_size=cfg.group_max_size,
                 offset_metadata_max_bytes=cfg.offset_metadata_max_bytes,
+                offsets_retention_ms=cfg.offsets_retention_minutes * 60_000,
+                offsets_retention_check_interval_ms=cfg.offsets_retention_check_interval_ms,
             ),
             wall_clock_ms,
             self.timer,

@@ -29,6 +29,7 @@ from kraft.net.protocol import (
 )
 from kraft.net.protocol import _generated as m
 from kraft.net.server import CloseConnection, Connection, KafkaServer
+from tests.wait import wait_until_async
 
 CLUSTER = "follower-test"
 
@@ -50,6 +51,7 @@ class FakeController:
         self.server = KafkaServer(self, "127.0.0.1", 0, listener="CONTROLLER")
         self.before_snapshot: Callable[[], None] | None = None
         self.fetches = 0
+        self.fetches_in_flight = 0  # with nothing new to send, a fetch in flight is parked
 
     async def handle(
         self, header: RequestHeader, request: Message, conn: Connection
@@ -81,7 +83,11 @@ class FakeController:
             )
         if header.api_key == 1:
             self.fetches += 1
-            return await self.fetch.fetch(header, request)  # type: ignore[arg-type]
+            self.fetches_in_flight += 1
+            try:
+                return await self.fetch.fetch(header, request)  # type: ignore[arg-type]
+            finally:
+                self.fetches_in_flight -= 1
         if header.api_key == 59:
             if self.before_snapshot is not None:
                 self.before_snapshot()
@@ -208,7 +214,10 @@ async def test_a_commit_reaches_a_parked_follower_at_once() -> None:
     follower, _ = await following(quorum)
     try:
         await caught_up(follower, quorum)
-        await asyncio.sleep(0.05)  # parked in a long poll now
+        leader = quorum.controllers[quorum.leader]
+        await wait_until_async(
+            lambda: leader.fetches_in_flight > 0, "the caught-up follower's fetch to park", 5
+        )
         loop = asyncio.get_running_loop()
         started = loop.time()
         quorum.topics(1, prefix="new")

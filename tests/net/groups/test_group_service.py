@@ -25,6 +25,7 @@ from kraft.net.groups.records import OffsetValue, encode_offset_key, encode_offs
 from kraft.net.groups.service import GroupCoordinatorService
 from kraft.net.groups.state import CommittedOffset
 from kraft.net.protocol import ErrorCode
+from tests.wait import wait_until_async
 
 GROUP = "g"
 TP = ("t", 0)
@@ -135,8 +136,9 @@ async def test_a_write_pending_across_a_leader_epoch_change_fails(tmp_path: Path
     service = GroupCoordinatorService(broker)  # type: ignore[arg-type]
     service.on_metadata_change()
     await loaded(service, broker.index)
+    end = p.log.log_end_offset
     pending = asyncio.ensure_future(commit(service, 5))  # waits for follower 2
-    await asyncio.sleep(0)
+    await wait_until_async(lambda: p.log.log_end_offset > end, "the commit to be appended", 5)
     assert not pending.done()
 
     p.become_leader(leader_epoch=3, partition_epoch=4, replicas=[1, 2], isr=[1, 2])
