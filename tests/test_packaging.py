@@ -27,7 +27,7 @@ SHADOWS = ("log", "net", "admin", "chaos")
 STEP_TIMEOUT_S = 600
 READY_TIMEOUT_S = 60.0
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.process]
 
 
 def _run(args: list[str], cwd: Path | None = None) -> str:
