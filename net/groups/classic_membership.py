@@ -35,8 +35,7 @@ from kraft.net.groups.state import (
 from kraft.net.protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from kraft.net.groups.coordinator import GroupConfig
-    from kraft.net.groups.offsets import Clock
+    from kraft.net.groups.common import Clock, GroupConfig
     from kraft.net.groups.timer import Timer
 
 logger = logging.getLogger(__name__)

@@ -42,6 +42,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from kraft.net.groups.assignors import ASSIGNORS, Assignment
+from kraft.net.groups.common import (
+    ConsumerGroupConfig,
+    PartitionStatus,
+    Records,
+    group_store_error,
+)
 from kraft.net.groups.consumer import (
     ConsumerGroup,
     ConsumerGroupState,
@@ -73,14 +79,8 @@ from kraft.net.groups.coordinator import (
     GroupDescription,
     ListedGroup,
     MemberDescription,
-    PartitionStatus,
-    group_store_error,
 )
-from kraft.net.groups.offsets import (
-    ConsumerGroupOffsets,
-    Records,
-    remove_offsets,
-)
+from kraft.net.groups.offsets import ConsumerGroupOffsets, remove_offsets
 from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState
 from kraft.net.protocol import (
     ConsumerProtocolAssignment,
@@ -97,17 +97,6 @@ CONSUMER_GROUP_TYPE = "consumer"
 def _kafka_style_id() -> str:
     """A random id shaped like Kafka's Uuid.toString (22 characters of URL-safe base64)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerGroupConfig:
-    """Kafka's broker configs of KIP-848 consumer groups."""
-
-    session_timeout_ms: int = 45_000  # group.consumer.session.timeout.ms
-    heartbeat_interval_ms: int = 5_000  # group.consumer.heartbeat.interval.ms
-    max_size: int = 2**31 - 1  # group.consumer.max.size
-    assignors: tuple[str, ...] = ("uniform", "range")  # group.consumer.assignors (1st: default)
-    offset_metadata_max_bytes: int = 4096  # offset.metadata.max.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +136,8 @@ class _PartitionWrites:
 
 
 class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
+    classic: GroupCoordinator  # the parts see it as `ClassicGroups`
+
     def __init__(
         self,
         classic: GroupCoordinator,

@@ -23,9 +23,9 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from kraft.net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
+from kraft.net.groups.common import ClassicGroups, ConsumerGroupConfig, group_store_error
 from kraft.net.groups.consumer import (
     LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
@@ -51,13 +51,8 @@ from kraft.net.groups.consumer_records import (
     TargetAssignmentMetadataValue,
     TopicMetadata,
 )
-from kraft.net.groups.coordinator import group_store_error
 from kraft.net.groups.state import ClassicGroup, GroupState
 from kraft.net.protocol import ErrorCode
-
-if TYPE_CHECKING:
-    from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig
-    from kraft.net.groups.coordinator import GroupCoordinator
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +131,7 @@ class ConsumerGroupHeartbeats:
     """ConsumerGroupHeartbeat: the member protocol half of `ConsumerGroupCoordinator`, which
     provides the state and hooks below."""
 
-    classic: GroupCoordinator
+    classic: ClassicGroups
     config: ConsumerGroupConfig
     topics: TopicsFn
     new_id: Callable[[], str]
