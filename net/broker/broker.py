@@ -21,6 +21,7 @@ from kraft.controller.topic_configs import log_config_for
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
+from kraft.net.broker.coordinator_partitions import CoordinatorPartitionWriter
 from kraft.net.broker.partition import Partition, monotonic_ms
 from kraft.net.broker.replica_manager import ReplicaManager
 from kraft.net.broker.replication import FetchSettings, ReplicaFetcherManager
@@ -178,7 +179,13 @@ class Broker:
 
         self._handlers = HANDLERS
         self.supported_versions = supported_versions()
-        self.groups = GroupCoordinatorService(self)
+        self.groups = GroupCoordinatorService(
+            config,
+            lambda: self.image,
+            CoordinatorPartitionWriter(self.replica_manager),
+            self.create_topics,
+            tag=self.tag,
+        )
 
     @property
     def partitions(self) -> dict[tuple[str, int], Partition]:
