@@ -52,19 +52,16 @@ from kraft.net.groups.consumer import (
     ConsumerGroup,
     ConsumerGroupState,
     ConsumerMember,
-    MemberState,
-    subscribed_topics,
-)
-from kraft.net.groups.consumer_heartbeat import (
-    ConsumerGroupHeartbeats,
     GroupError,
     HeartbeatRequest,
     HeartbeatResult,
-    TopicsFn,
-    _is_empty_classic,
-    _member_removal_records,
-    _record,
+    MemberState,
+    group_record,
+    is_empty_classic,
+    member_removal_records,
+    subscribed_topics,
 )
+from kraft.net.groups.consumer_heartbeat import ConsumerGroupHeartbeats, TopicsFn
 from kraft.net.groups.consumer_records import (
     GROUP_METADATA,
     PARTITION_METADATA,
@@ -255,7 +252,7 @@ class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
         classic = self.classic.groups.get(group.group_id)
         if classic is None:
             return
-        if not _is_empty_classic(classic):
+        if not is_empty_classic(classic):
             # Both in one log can only come from a log of another broker: the consumer
             # group's records are the newer ones (the classic group could not have members
             # while they were live), so it wins.
@@ -466,11 +463,11 @@ class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
     def _group_tombstones(self, group: ConsumerGroup) -> list[ConsumerRecord]:
         records: list[ConsumerRecord] = []
         for member_id in group.members:
-            records += _member_removal_records(group.group_id, member_id)
+            records += member_removal_records(group.group_id, member_id)
         records += [
-            _record(TARGET_ASSIGNMENT_METADATA, group.group_id),
-            _record(PARTITION_METADATA, group.group_id),
-            _record(GROUP_METADATA, group.group_id),
+            group_record(TARGET_ASSIGNMENT_METADATA, group.group_id),
+            group_record(PARTITION_METADATA, group.group_id),
+            group_record(GROUP_METADATA, group.group_id),
         ]
         return records
 
