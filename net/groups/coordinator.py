@@ -28,12 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kraft.net.groups.classic_membership import (
-    ClassicGroupMembership,
-    JoinRequest,
-    LeavingMember,
-    SyncRequest,
-)
+from kraft.net.groups.classic_membership import ClassicGroupMembership
 from kraft.net.groups.common import (
     Clock,
     GroupConfig,
@@ -61,8 +56,11 @@ from kraft.net.groups.state import (
     CommittedOffset,
     GroupState,
     JoinedMember,
+    JoinRequest,
     JoinResult,
+    LeavingMember,
     Member,
+    SyncRequest,
     SyncResult,
 )
 from kraft.net.groups.timer import Timer
