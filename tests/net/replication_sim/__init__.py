@@ -17,15 +17,16 @@ controlled shutdown, elections, ELR, AlterPartition checks, preferred leaders) �
 `MetadataImage`; brokers build their own images from the encoded records they fetch.
 Requests and responses cross the network encoded with the real codec.
 
-What is simulated: time (one clock in milliseconds, injected everywhere), the event loop,
-the network (per-link delay, loss and cuts, either direction; each link delivers in order,
-like the TCP connection it stands for), the broker lifecycle (register, heartbeat, unfence
-once caught up, controlled shutdown — `BrokerLifecycle` without sockets), the controller's
-request plumbing (`ControllerService` without sockets; one controller that never fails) and
-the purgatories' timer (`ReplicaManager.wake_at`, on the simulated clock). A crash drops a
-broker's memory (its files stay as a killed process leaves them: written, not necessarily
-flushed) and the restart recovers the logs from disk; a clean restart shuts the logs down
-first.
+What is simulated, on the shared simulation kernel (`tests.sim`): time (one clock, injected
+everywhere in milliseconds), the event loop (the kernel's event heap), the network (the
+kernel's directed links: per-link delay, loss, slowness and cuts, either direction; each
+link delivers in order, like the TCP connection it stands for), the broker lifecycle
+(register, heartbeat, unfence once caught up, controlled shutdown — `BrokerLifecycle`
+without sockets), the controller's request plumbing (`ControllerService` without sockets;
+one controller that never fails) and the purgatories' timer (`ReplicaManager.wake_at`, on
+the simulated clock). A crash drops a broker's memory (its files stay as a killed process
+leaves them: written, not necessarily flushed) and the restart recovers the logs from disk;
+a clean restart shuts the logs down first.
 
 A run: warm-up, then faults (crashes, clean restarts, isolated nodes, brokers that stop
 hearing the controller, cut, lossy and slow links; each seed weighs them differently and
@@ -39,6 +40,10 @@ then every fault healed and time to recover. After every event the checker asser
 After healing: the ISR is all three replicas again, every replica's log equals the leader's
 byte for byte, all of it below the high watermark, and holds every committed batch and every
 acknowledged produce.
+
+Modules: `model` (the cluster's shape, Kafka's timers scaled down, the run's plan), `world`
+(the kernel, the network, the faults, the run), `controller`, `brokers` (brokers, their
+fetchers and the producing client), `checker` (the invariants).
 
 Seeds: `KRAFT_SIM_SEEDS=N` runs N seeds instead of the default, `KRAFT_SIM_SEED=S` one (see
 tests/net/test_replication_sim.py); a failure names the seed and the step, with the state
