@@ -71,10 +71,6 @@ class Timer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    @property
-    def pending(self) -> bool:
-        return not self.cancelled
-
 
 class Kernel:
     """The event heap of one run, on its `clock`.
