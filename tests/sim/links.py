@@ -84,6 +84,7 @@ class Network(Generic[P]):
         self.profile = profile
         self.deliver = deliver
         self.links: dict[LinkId, Link[P]] = {}
+        self.cut: set[LinkId] = set()  # the blocked links, for quick lookups
         self.sent = self.delivered = self.lost = self.duplicated = 0
 
     def link(self, src: int, dst: int) -> Link[P]:
@@ -142,8 +143,7 @@ class Network(Generic[P]):
     # -- faults --------------------------------------------------------------------------------
 
     def blocked(self, src: int, dst: int) -> bool:
-        link = self.links.get((src, dst))
-        return link is not None and link.blocked
+        return (src, dst) in self.cut
 
     def block(self, links: Iterable[LinkId]) -> list[LinkId]:
         """Cut these directed links; returns those that were not cut already."""
@@ -152,6 +152,7 @@ class Network(Generic[P]):
             link = self.link(src, dst)
             if not link.blocked:
                 link.blocked = True
+                self.cut.add((src, dst))
                 fresh.append((src, dst))
         return fresh
 
@@ -160,6 +161,7 @@ class Network(Generic[P]):
         for src, dst in links:
             link = self.link(src, dst)
             link.blocked = False
+            self.cut.discard((src, dst))
             while link.held and not link.blocked:
                 self._hand_over(link.held.popleft())
 
@@ -196,7 +198,7 @@ class Network(Generic[P]):
         """The links with each kind of fault, for failure messages."""
         links = sorted(self.links.items())
         return {
-            "cut": [k for k, link in links if link.blocked],
+            "cut": sorted(self.cut),
             "loss": [k for k, link in links if link.loss],
             "slow": [k for k, link in links if link.slow],
         }

@@ -157,8 +157,8 @@ class SimNetwork:
         return True
 
     def reachable(self, a: int, b: int) -> bool:
-        links = self.links
-        return self.alive(b) and not links.blocked(a, b) and not links.blocked(b, a)
+        cut = self.links.cut
+        return (a, b) not in cut and (b, a) not in cut and self.alive(b)
 
     def update_links(self) -> None:
         """Connect and disconnect as the authenticated transport would, given who is up and
