@@ -193,7 +193,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
     Lives on one thread (the quorum's); `on_apply(index, term, payload)` is called there for
     every committed entry in order, `payload` being None for pysyncobj's own no-op entries.
 
-    `transport_factory` is for the seeded simulation (tests/kraft/quorum_sim.py) only: a
+    `transport_factory` is for the seeded simulation (tests/kraft/quorum_sim/) only: a
     pysyncobj `transportClass` (called with the SyncObj, its own `Node` and the other nodes)
     used instead of the authenticated transport; it must also answer `is_connected(peer)` and
     `last_heard(peer)` like `AuthenticatedTransport`. Left None, `secret` and `listen` apply.

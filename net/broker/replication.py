@@ -10,7 +10,7 @@ log end.
 
 The protocol itself is free of I/O (`build_fetch_request`, `apply_fetch_response`,
 `divergence_truncation_offset`): the fetcher below moves the bytes, and the replication
-simulation (tests/net/replication_sim.py) drives the same functions over a simulated network.
+simulation (tests/net/replication_sim/) drives the same functions over a simulated network.
 """
 
 from __future__ import annotations

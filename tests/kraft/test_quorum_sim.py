@@ -1,4 +1,4 @@
-"""The Raft metadata quorum under a seeded simulation (harness and model: quorum_sim.py).
+"""The Raft metadata quorum under a seeded simulation (harness and model: quorum_sim/).
 
 By default each (network profile, number of voters) runs a fixed set of seeds, 120
 simulated seconds of faults each (the whole file takes ~20 s on 2 cores); the environment

@@ -1,4 +1,4 @@
-"""Seeded runs of the replication simulation (tests/net/replication_sim.py): one partition on
+"""Seeded runs of the replication simulation (tests/net/replication_sim/): one partition on
 three brokers, a controller and a faulty network, checked after every step.
 
 `KRAFT_SIM_SEEDS=N` runs seeds 0..N-1 (default 40, about 15 s of CPU); `KRAFT_SIM_SEED=S`
