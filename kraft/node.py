@@ -176,6 +176,7 @@ class Node:
         self.cleaner.start(lambda: self.log_manager.all_logs().values() if self.log_manager else [])
         self._every(cfg.log_retention_check_interval_ms / 1000, self._retention)
         self._every(CHECKPOINT_INTERVAL_S, self._checkpoint)
+        self._every(cfg.producer_id_expiration_check_interval_ms / 1000, self._expire_producers)
         if cfg.log_flush_scheduler_interval_ms < 2**62:
             self._every(cfg.log_flush_scheduler_interval_ms / 1000, self._flush)
         logger.info(
@@ -320,6 +321,18 @@ class Node:
     async def _retention(self) -> None:
         if self.log_manager is not None:
             self.log_manager.run_retention()
+
+    async def _expire_producers(self) -> None:
+        """`producer.id.expiration.ms`: forget idle producers in every partition."""
+        if self.log_manager is None:
+            return
+        for tp, log in self.log_manager.all_logs().items():
+            with log.lock:
+                expired = log.producer_state.remove_expired_producers(
+                    log.clock(), self.config.producer_id_expiration_ms
+                )
+            if expired:
+                logger.debug("%s%s: producer ids %s expired", self.tag, tp, expired)
 
     async def _checkpoint(self) -> None:
         if self.log_manager is not None:
