@@ -207,13 +207,17 @@ class Node:
         from kraft.quorum import Quorum
 
         cfg = self.config
-        for voter in cfg.controller_quorum_voters:
+        for voter_id, (host, port) in cfg.raft_voters().items():
             try:
-                socket.getaddrinfo(voter.host, voter.port)
+                socket.getaddrinfo(host, port)
             except OSError as e:
+                key = (
+                    f"kraft.peer.raft.{voter_id}.address"
+                    if cfg.peer_address("raft", voter_id)
+                    else "controller.quorum.voters"
+                )
                 raise ConfigError(
-                    f"controller.quorum.voters: cannot resolve {voter.host} of voter "
-                    f"{voter.node_id}: {e}"
+                    f"{key}: cannot resolve {host} of voter {voter_id}: {e}"
                 ) from None
         qlog = QuorumMetadataLog(publisher)
         self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
@@ -241,9 +245,10 @@ class Node:
                 service.on_became_active()
             service.metadata_fetch.on_leader_change()
 
+        own = next(v for v in cfg.controller_quorum_voters if v.node_id == cfg.node_id)
         quorum = Quorum(
             cfg.node_id,
-            {v.node_id: (v.host, v.port) for v in cfg.controller_quorum_voters},
+            cfg.raft_voters(),  # the peers as this node dials them (kraft.peer.raft.<id>)
             os.path.join(cfg.log_dirs[0], QUORUM_DIR),
             cfg.cluster_secret or self.cluster_id,
             on_commit=on_commit,
@@ -252,6 +257,7 @@ class Node:
             on_snapshot=qlog.load_snapshot,
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
+            listen=(own.host, own.port),
         )
         qlog.quorum = quorum
         self.quorum = quorum
@@ -274,7 +280,7 @@ class Node:
         """Broker role of a cluster: register with the active controller, heartbeat, and wait
         until unfenced (caught up with the metadata up to its own registration)."""
         cfg = self.config
-        channel = ControllerChannel(cfg.controller_quorum_bootstrap_servers, self.tag)
+        channel = ControllerChannel(cfg.controller_endpoints(), self.tag)
         qlog = self.quorum_log
         if qlog is None:
             # Broker-only: follow the metadata log from the active controller, on a channel of
@@ -282,7 +288,7 @@ class Node:
             self.follower = MetadataFollower(
                 cfg.node_id,
                 self.cluster_id,
-                ControllerChannel(cfg.controller_quorum_bootstrap_servers, self.tag),
+                ControllerChannel(cfg.controller_endpoints(), self.tag),
                 publisher,
                 broker_epoch=lambda: epoch["value"],
             )
