@@ -41,8 +41,10 @@ def run_up(nodes: int, data_dir: str, base_port: int, brokers: int = 0) -> int:
     starting = True
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal starting
         stop.set()
-        if starting:
+        if starting:  # once: the start's own clean stop must not be interrupted again
+            starting = False
             raise _Interrupted
 
     for sig in (signal.SIGINT, signal.SIGTERM):
