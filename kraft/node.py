@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, Endpoint, NodeConfig
+from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, ControllerDefaults
 from kraft.log.cleaner import LogCleaner
 from kraft.log.manager import LogManager
@@ -19,7 +20,6 @@ from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher, NotController
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
 from kraft.net.broker.broker import Broker
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.lifecycle import BrokerLifecycle
 from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
@@ -107,6 +107,7 @@ class Node:
         self.controller_service: ControllerService | None = None
         self.lifecycle: BrokerLifecycle | None = None
         self.follower: MetadataFollower | None = None
+        self.controller_client: ControllerClient | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -164,6 +165,7 @@ class Node:
             broker.metadata_ready = True
             broker.on_metadata_change()
         else:
+            broker.controller_client = self._single_node_client(image, controller)
             broker.metadata_ready = True  # the local log was replayed in full
             broker.on_metadata_change()
             epoch["value"] = await controller.run(
@@ -221,15 +223,22 @@ class Node:
                 ) from None
         qlog = QuorumMetadataLog(publisher)
         self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
+        # Decisions are taken only while the quorum's thread confirms this node leads, in
+        # the term the loop knows, heard by a majority (a frozen leader wakes believing it
+        # still leads).
+        confirm_within_s = cfg.controller_quorum_fetch_timeout_ms / 1000
         service = ControllerService(
             cfg,
             self.cluster_id,
             image,
             self.controller,
-            is_active=lambda: qlog.leader_term is not None,
+            is_active=lambda: (
+                qlog.leader_term is not None and quorum.leadership_confirmed(confirm_within_s)
+            ),
             quorum_status=lambda: quorum.status(),
             last_offset=lambda: qlog.last_offset,
         )
+        previous = {"leader": -1}
 
         def on_commit(index: int, entry: bytes) -> None:
             first = qlog.next_offset
@@ -242,7 +251,9 @@ class Node:
             qlog.on_leader_change(leader_id, term, cfg.node_id)
             logger.info("%squorum leader %s at term %d", self.tag, leader_id, term)
             if qlog.leader_term is not None and not was_active:
-                service.on_became_active()
+                service.on_became_active(self._silent_ms(previous["leader"]))
+            if leader_id is not None and leader_id != cfg.node_id:
+                previous["leader"] = leader_id
             service.metadata_fetch.on_leader_change()
 
         own = next(v for v in cfg.controller_quorum_voters if v.node_id == cfg.node_id)
@@ -280,23 +291,37 @@ class Node:
         """Broker role of a cluster: register with the active controller, heartbeat, and wait
         until unfenced (caught up with the metadata up to its own registration)."""
         cfg = self.config
-        channel = ControllerChannel(cfg.controller_endpoints(), self.tag)
+        quorum = self.quorum
+        client = ControllerClient(
+            cfg.controller_endpoints(),
+            attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
+            local=self.controller_service,
+            leader_hint=(lambda: quorum.leader_id) if quorum is not None else lambda: None,
+            tag=self.tag,
+        )
+        self.controller_client = client
         qlog = self.quorum_log
         if qlog is None:
-            # Broker-only: follow the metadata log from the active controller, on a channel of
-            # its own (a parked long poll must not hold up heartbeats).
+            # Broker-only: follow the metadata log from the active controller, on a client of
+            # its own (its long polls wait longer than a heartbeat interval).
             self.follower = MetadataFollower(
                 cfg.node_id,
                 self.cluster_id,
-                ControllerChannel(cfg.controller_endpoints(), self.tag),
+                ControllerClient(
+                    cfg.controller_endpoints(),
+                    attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
+                    tag=self.tag,
+                ),
                 publisher,
                 broker_epoch=lambda: epoch["value"],
+                # A long poll plus one heartbeat interval before the controller counts as hung.
+                request_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
             )
             self.follower.start()
         lifecycle = BrokerLifecycle(
             cfg.node_id,
             self.cluster_id,
-            channel,
+            client,
             endpoints,
             cfg.broker_rack,
             applied_offset=lambda: qlog.last_offset if qlog else publisher.image.last_offset,
@@ -305,13 +330,36 @@ class Node:
                 self.log_manager.previous_broker_epoch if self.log_manager else -1
             ),
         )
-        broker.channel = channel
-        broker.is_active_controller = lambda: qlog is not None and qlog.leader_term is not None
+        broker.controller_client = client
         self.lifecycle = lifecycle
         self._tasks.append(asyncio.create_task(broker.maintain_isr()))
         epoch["value"] = await lifecycle.register()
         lifecycle.start()
         await lifecycle.unfenced.wait()
+
+    def _single_node_client(self, image: MetadataImage, controller: Controller) -> ControllerClient:
+        """A single node is its own active controller: every request is answered locally."""
+        from kraft.controller.service import ControllerService
+
+        service = ControllerService(
+            self.config,
+            self.cluster_id,
+            image,
+            controller,
+            is_active=lambda: True,
+            quorum_status=lambda: None,
+            last_offset=lambda: image.last_offset,
+        )
+        return ControllerClient([], attempt_timeout_s=1.0, local=service, tag=self.tag)
+
+    def _silent_ms(self, voter: int) -> int | None:
+        """How long ago the quorum last heard from `voter` (None: unknown)."""
+        if self.quorum is None:
+            return None
+        for v in self.quorum.status().voters:
+            if v.node_id == voter:
+                return v.last_heard_ms
+        return None
 
     def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         async def loop() -> None:
@@ -357,6 +405,8 @@ class Node:
             await self.lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
         if self.follower is not None:
             await self.follower.stop()
+        if self.controller_client is not None:
+            await self.controller_client.close()
         if self.broker is not None:
             await self.broker.fetchers.stop()
         for server in self.servers:

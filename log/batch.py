@@ -53,10 +53,6 @@ TRANSACTIONAL_FLAG: Final = 0x10
 CONTROL_FLAG: Final = 0x20
 DELETE_HORIZON_FLAG: Final = 0x40
 
-NO_PRODUCER_ID: Final = -1
-NO_TIMESTAMP: Final = -1
-NO_PARTITION_LEADER_EPOCH: Final = -1
-
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
     return _crc32c.crc32c(data)

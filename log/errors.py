@@ -38,12 +38,6 @@ class RecordBatchTooLargeError(LogError):
     error_code = 10
 
 
-class InvalidTimestampError(LogError):
-    """A timestamp outside `message.timestamp.*.ms` bounds: INVALID_TIMESTAMP."""
-
-    error_code = 32
-
-
 class OffsetOutOfRangeError(LogError):
     """A read or truncation outside [log start, log end]: OFFSET_OUT_OF_RANGE."""
 

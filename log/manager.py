@@ -180,11 +180,6 @@ class LogManager:
         logger.info("deleted log for partition %s-%d", topic, partition)
         return True
 
-    def update_topic_config(self, topic: str, config: LogConfig) -> None:
-        for (t, _), log in list(self._logs.items()):
-            if t == topic:
-                log.update_config(config)
-
     # -------------------------------------------------------- housekeeping
 
     def checkpoint(self) -> None:

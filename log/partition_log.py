@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from kraft.log.batch import (
     CRC_START,
     LOG_OVERHEAD,
+    MAX_TIMESTAMP_OFFSET,
     PREFIX,
     PREFIX_SIZE,
     TIMESTAMP_TYPE_MASK,
@@ -33,6 +34,7 @@ from kraft.log.batch import (
     parse_header,
     validate_batch,
 )
+from kraft.log.batch import MAX_TIMESTAMP as MAX_TIMESTAMP_FIELD
 from kraft.log.checkpoint import LeaderEpochCache
 from kraft.log.config import LogConfig
 from kraft.log.errors import (
@@ -41,6 +43,7 @@ from kraft.log.errors import (
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
 )
+from kraft.log.loader import load_log, rebuild_producer_state
 from kraft.log.producer_state import OutOfOrderSequenceError, ProducerStateManager
 from kraft.log.segment import (
     INDEX_SUFFIX,
@@ -135,113 +138,36 @@ class PartitionLog:
         self._load(recovery_point, log_start_offset, clean_shutdown)
         self.high_watermark = min(max(high_watermark, self.log_start_offset), self.log_end_offset)
 
-    # ------------------------------------------------------------------ load
+    # ------------------------------------------------------------------ load (log.loader)
 
     def _load(self, recovery_point: int, log_start_offset: int, clean_shutdown: bool) -> None:
-        self._complete_interrupted_swaps()
-        bases = sorted(
-            int(name[: -len(LOG_SUFFIX)])
-            for name in os.listdir(self.directory)
-            if name.endswith(LOG_SUFFIX) and name[: -len(LOG_SUFFIX)].isdigit()
+        loaded = load_log(
+            self.directory,
+            self.config,
+            self.clock(),
+            self._preallocate_bytes(),
+            self.leader_epoch_cache,
+            self._new_segment,
+            recovery_point=recovery_point,
+            log_start_offset=log_start_offset,
+            clean_shutdown=clean_shutdown,
         )
-        self._remove_orphan_indexes(set(bases))
-        now = self.clock()
-        segments = [
-            LogSegment(
-                self.directory,
-                base,
-                self.config.index_interval_bytes,
-                now,
-                self._preallocate_bytes(),
-            )
-            for base in bases
-        ]
-        # Segments from the one holding the recovery point on are scanned batch by batch
-        # after an unclean shutdown; earlier ones only get their indexes checked.
-        recover_from = len(segments)
-        if not clean_shutdown:
-            recover_from = 0
-            for i, seg in enumerate(segments):
-                if seg.base_offset <= recovery_point:
-                    recover_from = i
-        expected = segments[0].base_offset if segments else 0
-        kept: list[LogSegment] = []
-        max_batch = max(self.config.max_message_bytes, 1 << 20) * 64
-        # Recovered batches may carry epochs whose cache entry a crash lost (Kafka does this
-        # too): the cache is rebuilt from them.
-        assign_epoch = self._assign_recovered_epoch
-        if recover_from == 0 and segments:
-            # Every batch is about to be read: the cache is rebuilt from them alone.
-            self.leader_epoch_cache.clear()
-        for i, seg in enumerate(segments):
-            if i < recover_from and seg.load(check_indexes=not clean_shutdown):
-                kept.append(seg)
-                expected = seg.next_offset
-                continue
-            result = seg.recover(expected, max_batch, assign_epoch)
-            kept.append(seg)
-            expected = seg.next_offset
-            if result.truncated_bytes:
-                for later in segments[i + 1 :]:
-                    logger.warning(
-                        "%s: deleting segment %s after a truncated one",
-                        self.directory,
-                        later.log_path,
-                    )
-                    later.delete()
-                break
-        self.segments = kept
-        if not self.segments:
-            self.segments = [self._new_segment(log_start_offset)]
+        self.segments = loaded.segments
         self._bases = [s.base_offset for s in self.segments]
-        self.log_start_offset = min(
-            max(log_start_offset, self.segments[0].base_offset), self.log_end_offset
-        )
+        self.log_start_offset = loaded.log_start_offset
         # After a clean shutdown everything was flushed; after recovery everything left was
         # validated and fsynced.
         self.recovery_point = self.log_end_offset
-        self.leader_epoch_cache.truncate_from_end(self.log_end_offset)
-        self.leader_epoch_cache.truncate_from_start(self.log_start_offset)
         self._rebuild_producer_state()
 
     def _rebuild_producer_state(self) -> None:
-        """Newest snapshot at or below the log end, then the batch headers after it."""
-        state = self.producer_state
-        start = state.load_snapshot(self.log_end_offset)
-        start = max(start, self.log_start_offset)
-        i = max(bisect_right(self._bases, start) - 1, 0)
-        for segment in self.segments[i:]:
-            found = segment.find_batch(start)
-            if found is None:
-                continue
-            state.replay([h for _, h in segment.batch_headers(found[0]) if h.base_offset >= start])
-
-    def _assign_recovered_epoch(self, header: BatchHeader) -> None:
-        if header.partition_leader_epoch > self.leader_epoch_cache.latest_epoch:
-            self.leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
-
-    def _complete_interrupted_swaps(self) -> None:
-        """Finish or undo a compaction swap that a crash interrupted (see log.cleaner)."""
-        for name in os.listdir(self.directory):
-            path = os.path.join(self.directory, name)
-            if name.endswith((".cleaned", ".deleted", ".tmp")):
-                os.unlink(path)
-            elif name.endswith(LOG_SUFFIX + ".swap"):
-                # The .swap file was complete and fsynced before it got this name.
-                target = path[: -len(".swap")]
-                base = target[: -len(LOG_SUFFIX)]
-                for suffix in (INDEX_SUFFIX, TIMEINDEX_SUFFIX):
-                    if os.path.exists(base + suffix):
-                        os.unlink(base + suffix)
-                os.replace(path, target)
-                logger.info("%s: completed an interrupted compaction swap", target)
-
-    def _remove_orphan_indexes(self, bases: set[int]) -> None:
-        for name in os.listdir(self.directory):
-            for suffix in (INDEX_SUFFIX, TIMEINDEX_SUFFIX):
-                stem = name[: -len(suffix)]
-                if name.endswith(suffix) and stem.isdigit() and int(stem) not in bases:
-                    os.unlink(os.path.join(self.directory, name))
+        rebuild_producer_state(
+            self.producer_state,
+            self.segments,
+            self._bases,
+            self.log_start_offset,
+            self.log_end_offset,
+        )
 
     def _new_segment(self, base_offset: int) -> LogSegment:
         for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIMEINDEX_SUFFIX):
@@ -472,7 +398,7 @@ class PartitionLog:
         PREFIX.pack_into(buf, 0, base_offset, header.batch_length, leader_epoch, 2)
         attributes = header.attributes | TIMESTAMP_TYPE_MASK
         buf[21:23] = attributes.to_bytes(2, "big", signed=True)
-        buf[35:43] = now.to_bytes(8, "big", signed=True)
+        MAX_TIMESTAMP_FIELD.pack_into(buf, MAX_TIMESTAMP_OFFSET, now)
         buf[17:21] = crc32c(memoryview(buf)[CRC_START:]).to_bytes(4, "big")
         return bytes(buf)
 

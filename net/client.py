@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import struct
 from typing import Any
 
 from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsRequest,
     ApiVersionsResponse,
+    FrameReader,
+    FrameTooLargeError,
     Message,
     ProtocolError,
     decode_response,
@@ -25,7 +26,7 @@ from kraft.net.protocol import (
 
 logger = logging.getLogger(__name__)
 
-_SIZE = struct.Struct(">i")
+_READ_BYTES = 1 << 20
 
 
 class ConnectionClosed(ConnectionError):
@@ -99,11 +100,20 @@ class KafkaConnection:
         assert self._reader is not None
         error: BaseException = ConnectionClosed(f"connection to {self.host}:{self.port} closed")
         try:
+            frames = FrameReader(self.max_response_bytes)
             while True:
-                (size,) = _SIZE.unpack(await self._reader.readexactly(4))
-                if size < 0 or size > self.max_response_bytes:
-                    raise ProtocolError(f"response of {size} bytes from {self.host}:{self.port}")
-                frame = await self._reader.readexactly(size)
+                try:
+                    frame = frames.next_frame()
+                except FrameTooLargeError as e:
+                    raise ProtocolError(
+                        f"response of {e.size} bytes from {self.host}:{self.port}"
+                    ) from e
+                if frame is None:
+                    data = await self._reader.read(_READ_BYTES)
+                    if not data:
+                        raise ConnectionClosed("end of stream")
+                    frames.feed(data)
+                    continue
                 correlation_id = peek_correlation_id(frame)
                 entry = self._pending.get(correlation_id)
                 if entry is None:

@@ -1,4 +1,5 @@
-"""The Kafka listener: one asyncio read loop per connection, a thin shell around the codec.
+"""The Kafka listener: one asyncio read loop per connection, a thin shell around the sans-io
+framing (`FrameReader`) and codec.
 
 Requests on a connection are handled one at a time, in arrival order, so responses go back in
 request order even when a client pipelines (Kafka mutes a channel the same way). A frame larger
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +18,8 @@ from kraft.net.protocol import (
     ApiVersionsResponse,
     EncodeError,
     ErrorCode,
+    FrameReader,
+    FrameTooLargeError,
     Message,
     ProtocolError,
     RequestHeader,
@@ -29,8 +30,9 @@ from kraft.net.protocol import (
 
 logger = logging.getLogger(__name__)
 
-_SIZE = struct.Struct(">i")
 API_VERSIONS_KEY = 18
+# How much one read takes from the socket at most; the StreamReader's buffer limit.
+_READ_BYTES = 1 << 20
 
 
 class CloseConnection(Exception):
@@ -78,7 +80,7 @@ class KafkaServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=1 << 20, reuse_address=True
+            self._serve, self.host, self.port, limit=_READ_BYTES, reuse_address=True
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -119,20 +121,29 @@ class KafkaServer:
     async def _loop(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
     ) -> None:
+        frames = FrameReader(self.max_request_bytes)
         while True:
-            prefix = await reader.readexactly(4)
-            (size,) = _SIZE.unpack(prefix)
-            if size < 0 or size > self.max_request_bytes:
+            try:
+                frame = frames.next_frame()
+            except FrameTooLargeError as e:
                 logger.warning(
                     "%sclosing connection from %s: request of %d bytes exceeds "
                     "socket.request.max.bytes (%d)",
                     self.log_prefix,
                     conn.peer,
-                    size,
-                    self.max_request_bytes,
+                    e.size,
+                    e.limit,
                 )
                 return
-            frame = await reader.readexactly(size)
+            except ProtocolError as e:
+                logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
+                return
+            if frame is None:
+                data = await reader.read(_READ_BYTES)
+                if not data:
+                    return  # the peer closed (mid-frame or between frames)
+                frames.feed(data)
+                continue
             response, close = await self._dispatch(frame, conn)
             if response is not None:
                 writer.write(response)
@@ -196,6 +207,3 @@ class KafkaServer:
                 header.api_version,
             )
             return None, True
-
-
-Handler = Callable[[RequestHeader, Message, Connection], Awaitable[Message | None]]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a virtualenv from pyproject.toml, then runs lint (ruff), type checks (mypy) and the
-# default test suite. Used verbatim by CI (.ci/run). Extra arguments go to pytest.
+# Sets up a virtualenv from pyproject.toml, then runs lint (ruff), type checks (mypy), the
+# layering contracts (import-linter) and the default test suite. Used verbatim by CI (.ci/run).
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,5 +15,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== layering contracts (import-linter)"
+.venv/bin/lint-imports
 echo "== pytest"
 .venv/bin/pytest -q "$@"

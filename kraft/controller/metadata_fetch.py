@@ -17,7 +17,7 @@ with FetchSnapshot (api key 59) in chunks; its end offset is the offset after it
 record, where the broker then resumes fetching.
 
 A controller that is not active answers NOT_CONTROLLER at the top level (the broker's
-ControllerChannel moves on to the next controller) and, per partition, Kafka's Raft answer
+ControllerClient looks for the active controller) and, per partition, Kafka's Raft answer
 NOT_LEADER_OR_FOLLOWER with the leader it knows of.
 """
 

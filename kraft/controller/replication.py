@@ -375,9 +375,13 @@ class BrokerHeartbeats:
     def forget(self, broker_id: int) -> None:
         self._last.pop(broker_id, None)
 
-    def reset(self, broker_ids: Iterable[int]) -> None:
-        now = self.clock()
-        self._last = {b: now for b in broker_ids}
+    def reset(self, broker_ids: Iterable[int], age_ms: int = 0) -> None:
+        """A fresh session for each of `broker_ids`, begun `age_ms` ago."""
+        start = self.clock() - age_ms
+        self._last = {b: start for b in broker_ids}
+
+    def known(self) -> list[int]:
+        return list(self._last)
 
     def expired(self, session_timeout_ms: int) -> list[int]:
         now = self.clock()

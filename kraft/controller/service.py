@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kraft.config import NodeConfig
+from kraft.controller.admin_requests import AdminRequests
 from kraft.controller.controller import Controller, Result
 from kraft.controller.metadata_fetch import MetadataFetch
 from kraft.controller.replication import (
@@ -35,7 +36,6 @@ from kraft.controller.replication import (
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from kraft.metadata.record_log import METADATA_TOPIC
-from kraft.net.broker.handlers import admin
 from kraft.net.protocol import (
     API_KEYS,
     AllocateProducerIdsRequest,
@@ -107,13 +107,10 @@ class ControllerService:
             56: self._alter_partition,
             67: self._allocate_producer_ids,
             55: self._describe_quorum,
-            19: self._forwarded(admin.handle_create_topics),
-            20: self._forwarded(admin.handle_delete_topics),
-            37: self._forwarded(admin.handle_create_partitions),
-            33: self._forwarded(admin.handle_alter_configs),
-            44: self._forwarded(admin.handle_incremental_alter_configs),
-            43: self._forwarded(admin.handle_elect_leaders),
         }
+        self.admin = AdminRequests(config, image, controller, self.tag, may_decide=is_active)
+        for api_key in AdminRequests.API_KEYS:
+            self._handlers[api_key] = self._admin
         self.versions = {k: (0, API_KEYS[k].max_version) for k in self._handlers}
 
     # ------------------------------------------------------------------ server
@@ -128,6 +125,18 @@ class ControllerService:
         if handler is None:
             raise CloseConnection(f"api key {header.api_key} is not served by controllers")
         return await handler(header, request)
+
+    async def handle_request(self, request: Message, version: int) -> Message:
+        """A request from this node's own broker, answered in-process (the controller
+        client's local path): as if it had come over the CONTROLLER listener."""
+        api_key = type(request).API_KEY
+        assert api_key is not None
+        handler = self._handlers.get(api_key)
+        if handler is None:
+            raise ValueError(f"api key {api_key} is not served by controllers")
+        return await handler(
+            RequestHeader(api_key=api_key, api_version=version, correlation_id=0), request
+        )
 
     async def _api_versions(self, header: RequestHeader, request: ApiVersionsRequest) -> Message:
         return ApiVersionsResponse(
@@ -153,6 +162,8 @@ class ControllerService:
     async def _register(self, header: RequestHeader, request: BrokerRegistrationRequest) -> Message:
         if request.cluster_id != self.cluster_id:
             return BrokerRegistrationResponse(error_code=ErrorCode.INCONSISTENT_CLUSTER_ID)
+        if not self.is_active():
+            return BrokerRegistrationResponse(error_code=ErrorCode.NOT_CONTROLLER)
         existing = self.image.brokers.get(request.broker_id)
         if existing is not None and existing.incarnation_id == request.incarnation_id:
             # A retry of a registration that was committed.
@@ -308,17 +319,48 @@ class ControllerService:
                 await self._run(_leaderless_command(self.controller))
                 await self._run(_preferred_command(self.controller))
 
-    def on_became_active(self) -> None:
-        # A new active controller gives every registered broker a fresh session.
-        self.heartbeats.reset(self.image.brokers)
+    def on_became_active(self, previous_leader_silent_ms: int | None = None) -> None:
+        """A new active controller gives every registered broker a fresh session: their
+        heartbeats went to the previous leader, which kept them to itself.
+
+        The session counts from the last moment the previous leader was heard from (until
+        then the brokers' heartbeats could reach it), but leaves each broker at least two
+        heartbeat intervals from now to find this controller. So a broker that went silent
+        with the previous leader (the same frozen process) is fenced one session after it
+        went silent, not one session after the election, while a healthy broker whose
+        heartbeat was waiting on the frozen leader has time to retry here."""
+        timeout = self.config.broker_session_timeout_ms
+        grace = 2 * self.config.broker_heartbeat_interval_ms
+        age = min(previous_leader_silent_ms or 0, max(timeout - grace, 0))
+        self.heartbeats.reset(self.image.brokers, age_ms=age)
+        logger.info(
+            "%sactive: every broker's session restarts (%d ms already spent)", self.tag, age
+        )
 
     async def _expire_sessions(self) -> None:
         timeout = self.config.broker_session_timeout_ms
+        last = _monotonic_ms()
         while True:
             await asyncio.sleep(SESSION_CHECK_INTERVAL_S)
+            now = _monotonic_ms()
+            gap, last = now - last, now
+            if gap > timeout // 2:
+                # This process was frozen (SIGSTOP, a stalled host): the brokers' heartbeats
+                # are waiting in its sockets, unread. Silence it caused is no evidence.
+                logger.warning(
+                    "%sno session check for %d ms: every broker's session restarts",
+                    self.tag,
+                    gap,
+                )
+                self.heartbeats.reset(self.heartbeats.known())
+                continue
             if not self.is_active():
                 continue
             for broker_id in self.heartbeats.expired(timeout):
+                # Checked again before each decision: an earlier fence took time, and the
+                # leadership may have gone meanwhile.
+                if not self.is_active():
+                    break
                 self.heartbeats.forget(broker_id)
                 broker = self.image.brokers.get(broker_id)
                 if broker is None or broker.fenced:
@@ -414,13 +456,8 @@ class ControllerService:
 
     # ------------------------------------------------------------ forwarded
 
-    def _forwarded(
-        self, handler: Callable[..., Awaitable[Message]]
-    ) -> Callable[[RequestHeader, Any], Awaitable[Message]]:
-        async def run(header: RequestHeader, request: Any) -> Message:
-            return await handler(self, header, request, None)
-
-        return run
+    async def _admin(self, header: RequestHeader, request: Message) -> Message:
+        return await self.admin.handle(request, header.api_version)
 
 
 def _leaderless_command(controller: Controller) -> Callable[[MetadataImage], Result[None]]:

@@ -214,6 +214,10 @@ class Quorum:
         self._written: collections.deque[tuple[SnapshotId | None, int, float]] = collections.deque()
         self._stopping = False
         self._status = QuorumStatus(node_id, None, 0, False, 0, 0, 0)
+        # The thread's view after its last pass: (leader, term, monotonic time by which a
+        # majority of voters, this one included, had last been heard from — None unless this
+        # node leads).
+        self._thread_view: tuple[int | None, int, float | None] = (None, 0, None)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -304,6 +308,22 @@ class Quorum:
     def is_leader(self) -> bool:
         return self._leader_id == self.node_id
 
+    def leadership_confirmed(self, within_s: float) -> bool:
+        """Whether this node leads, in the term the loop knows, with a majority of the voters
+        heard from within `within_s` — as seen by the Raft thread, not only as last posted
+        to the loop. A leader that was frozen (SIGSTOP, a stall) wakes believing it leads,
+        and the loop may run before the thread has heard of the new term: its contact with
+        the majority is then as old as the freeze, so it decides nothing until it hears
+        again from a majority, or learns that it was deposed."""
+        leader_id, term, contact = self._thread_view
+        return (
+            self.is_leader
+            and leader_id == self.node_id
+            and term == self._term
+            and contact is not None
+            and time.monotonic() - contact <= within_s
+        )
+
     @property
     def applied_index(self) -> int:
         """Index of the last entry applied here (delivered or not, no-ops included)."""
@@ -393,6 +413,8 @@ class Quorum:
                 leader_id, term, active = node.leadership()
                 if leader_id == self.node_id and not active:
                     leader_id = None  # leader, but still applying previous terms' entries
+                contact = self._majority_contact(node) if leader_id == self.node_id else None
+                self._thread_view = (leader_id, term, contact)
                 changed = (leader_id, term) != published
                 if changed:
                     published = (leader_id, term)
@@ -413,6 +435,22 @@ class Quorum:
             self._node = None
             logger.info("%sraft quorum member stopped", self._tag)
             self._post(_set_result, self._stopped)
+
+    def _majority_contact(self, node: RaftNode) -> float | None:
+        """Monotonic time by which this node had heard from enough peers to make, with
+        itself, a majority of the voters (None: it never had)."""
+        needed = len(self.voters) // 2  # peers, besides this node
+        if needed == 0:
+            return time.monotonic()
+        heard = sorted(
+            (
+                t
+                for peer in node.otherNodes
+                if (t := node.transport.last_heard(peer.id)) is not None
+            ),
+            reverse=True,
+        )
+        return heard[needed - 1] if len(heard) >= needed else None
 
     def _take_appends(self, node: RaftNode) -> bool:
         appended = False

@@ -28,8 +28,8 @@ Snapshots (see snapshots.py) rely on these, also pinned:
   install set both to the snapshot's index.
 - `_SyncObj__sendAppendEntries` is replaced whole (below): the same replication of entries,
   but a follower whose next index is at or before the log start gets the snapshot in chunks
-  through our codec instead of pysyncobj's pickled full dump, and the pickled chunked
-  transfer of oversized entries is gone. It uses `__conf`, `__otherNodes`,
+  through our codec (snapshot_transfer.py) instead of pysyncobj's pickled full dump, and
+  the pickled chunked transfer of oversized entries is gone. It uses `__conf`, `__otherNodes`,
   `__readonlyNodes`, `__connectedNodes`, `__raftNextIndex`, `__transport`,
   `__newAppendEntriesTime` (a time of pysyncobj's clock, `monotonicTime`:
   CLOCK_MONOTONIC_RAW, which is not `time.monotonic`), `__getPrevLogIndexTerm` and
@@ -49,8 +49,6 @@ Snapshots (see snapshots.py) rely on these, also pinned:
 from __future__ import annotations
 
 import logging
-import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +61,16 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import SyncObjException
 
 from kraft.quorum.journal import DurableJournal
-from kraft.quorum.snapshots import SnapshotId, SnapshotStore, install
+from kraft.quorum.snapshot_transfer import (
+    SNAPSHOT_ACK,
+    SNAPSHOT_CHUNK,
+    SNAPSHOT_CHUNK_BYTES,
+    SnapshotsOff,
+    SnapshotTransfer,
+    parse_ack,
+    parse_chunk,
+)
+from kraft.quorum.snapshots import SnapshotId, SnapshotStore
 from kraft.quorum.transport import AuthenticatedTransport, ProtocolError, TransportSettings
 
 logger = logging.getLogger(__name__)
@@ -76,18 +83,6 @@ _REGULAR_PREFIX = bytes((REGULAR,))
 # prefix while keeping the snapshot only in memory — after a whole-cluster restart nothing is
 # left to replay. The quorum compacts with snapshots of its own (snapshots.py).
 _NEVER = 2**62
-
-# Snapshot transfer, on top of Raft's own messages (codec-encoded like everything else):
-#   append_entries + SNAPSHOT_CHUNK: (index, term, size, crc32 of the data, offset, bytes)
-#   next_node_idx  + SNAPSHOT_ACK:   (index, term, bytes received, in order)
-# The leader keeps up to _WINDOW chunks unacknowledged; "in order" False asks it to resend
-# from "bytes received" (a gap: the follower restarted, or the data failed its CRC). Chunks
-# the follower already holds are skipped, and its acknowledgement moves the leader past them.
-SNAPSHOT_CHUNK = "snapshot_chunk"
-SNAPSHOT_ACK = "snapshot_ack"
-SNAPSHOT_CHUNK_BYTES = 1 << 20
-MAX_SNAPSHOT_BYTES = 1 << 32
-_WINDOW = 4
 
 
 def install_journal_hook() -> None:
@@ -126,62 +121,6 @@ class _NoSerializer:
         raise RaftInvariantError("pysyncobj tried to use its pickled snapshot machinery")
 
     serialize = deserialize = getTransmissionData = setTransmissionData = _refuse
-
-
-@dataclass
-class _Outgoing:
-    """A snapshot on its way to one follower (leader side)."""
-
-    snapshot: SnapshotId
-    data: bytes
-    crc: int
-    started: float
-    acked: int = 0  # the follower holds data[:acked]
-    sent: int = 0  # data[:sent] has been sent
-    last_sent: float = 0.0
-    last_progress: float = 0.0
-
-
-@dataclass
-class _Incoming:
-    """A snapshot being received from the leader (follower side)."""
-
-    snapshot: SnapshotId
-    size: int
-    crc: int
-    data: bytearray
-
-
-def _parse_chunk(value: Any) -> tuple[SnapshotId, int, int, int, bytes]:
-    """(snapshot, size, crc, offset, data) of a SNAPSHOT_CHUNK value, or ProtocolError."""
-    if not isinstance(value, tuple) or len(value) != 6:
-        raise ProtocolError("malformed snapshot chunk")
-    index, term, size, crc, offset, data = value
-    if not (
-        all(type(v) is int for v in (index, term, size, crc, offset))
-        and isinstance(data, bytes)
-        and index >= 1
-        and term >= 0
-        and 0 <= crc < 2**32
-        and 0 <= offset <= offset + len(data) <= size <= MAX_SNAPSHOT_BYTES
-    ):
-        raise ProtocolError("invalid snapshot chunk")
-    return SnapshotId(index, term), size, crc, offset, data
-
-
-def _parse_ack(value: Any) -> tuple[SnapshotId, int, bool]:
-    if not isinstance(value, tuple) or len(value) != 4:
-        raise ProtocolError("malformed snapshot acknowledgement")
-    index, term, received, in_order = value
-    if not (
-        all(type(v) is int for v in (index, term, received))
-        and isinstance(in_order, bool)
-        and index >= 1
-        and term >= 0
-        and 0 <= received <= MAX_SNAPSHOT_BYTES
-    ):
-        raise ProtocolError("invalid snapshot acknowledgement")
-    return SnapshotId(index, term), received, in_order
 
 
 @dataclass(frozen=True)
@@ -280,15 +219,18 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
         self._votes_granted: tuple[int, set[str]] = (-1, set())  # (term, voters), candidate side
         self._tag = tag
         # Snapshots: off until `attach_snapshots`.
-        self._snapshots: SnapshotStore | None = None
-        self._on_snapshot: Callable[[SnapshotId, bytes], None] | None = None
-        self._outgoing: dict[Node, _Outgoing] = {}
-        self._incoming: _Incoming | None = None
-        self._sendable: tuple[SnapshotId, bytes, int] | None = None
-        self._unservable_logged = 0.0
-        self._heartbeat = timeouts.heartbeat
-        self._stall_timeout = timeouts.fetch
-        self.snapshot_chunk_bytes = min(SNAPSHOT_CHUNK_BYTES, 2 * max_entry_bytes)
+        self._transfer = SnapshotTransfer(
+            journal,
+            # pysyncobj creates the transport in its constructor (below).
+            send=lambda node, message: self._SyncObj__transport.send(node, message),
+            is_connected=lambda node: node in self._SyncObj__connectedNodes,
+            position=lambda: (self.raftCurrentTerm, self.raftCommitIndex),
+            installed=self._snapshot_installed,
+            heartbeat=timeouts.heartbeat,
+            stall_timeout=timeouts.fetch,
+            chunk_bytes=min(SNAPSHOT_CHUNK_BYTES, 2 * max_entry_bytes),
+            tag=tag,
+        )
         self_node = Node(str(node_id), host=listen[0], port=listen[1])
         others = [
             Node(str(peer), host=host, port=port)
@@ -333,6 +275,14 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
             raise RaftInvariantError("pysyncobj did not use the durable journal")
         self._SyncObj__serializer = _NoSerializer()
         self.transport: AuthenticatedTransport = transport
+
+    @property
+    def snapshot_chunk_bytes(self) -> int:
+        return self._transfer.chunk_bytes
+
+    @snapshot_chunk_bytes.setter
+    def snapshot_chunk_bytes(self, value: int) -> None:
+        self._transfer.chunk_bytes = value
 
     # -- pysyncobj override: committed entries go to the quorum, not to pickled methods -------
 
@@ -418,8 +368,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
         """Serve snapshots from `store` to followers behind the log start, and install the
         leader's; `on_snapshot(snapshot, data)` is called (on this thread) after an install,
         before any later entry is applied."""
-        self._snapshots = store
-        self._on_snapshot = on_snapshot
+        self._transfer.attach(store, on_snapshot)
 
     def restore_snapshot(self, snapshot: SnapshotId) -> None:
         """At start, before the first tick: the state machine holds `snapshot`, so apply
@@ -443,12 +392,12 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
         next_index = self._SyncObj__raftNextIndex
         for node in self._SyncObj__otherNodes | self._SyncObj__readonlyNodes:
             if node not in connected:
-                self._outgoing.pop(node, None)
+                self._transfer.forget(node)
                 continue
             if next_index[node] <= self._journal.first_index:
-                self._send_snapshot(node)
+                self._transfer.send_snapshot(node)
                 continue
-            self._outgoing.pop(node, None)
+            self._transfer.forget(node)
             send_single = True
             while next_index[node] <= self._journal.last_index or send_single:
                 send_single = False
@@ -476,7 +425,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
     def _SyncObj__onMessageReceived(self, node: Node, message: dict[str, Any]) -> None:  # noqa: N802
         kind = message.get("type")
         if kind == "append_entries" and SNAPSHOT_CHUNK in message:
-            chunk = _parse_chunk(message[SNAPSHOT_CHUNK])
+            chunk = parse_chunk(message[SNAPSHOT_CHUNK])
             term = message.get("term")
             if type(term) is not int or "prevLogIdx" in message or "entries" in message:
                 raise ProtocolError("invalid snapshot message")
@@ -485,13 +434,17 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
                 node, {"type": "append_entries", "term": term, "commit_index": 0}
             )
             if current and self._getLeader() == node:
-                self._receive_snapshot_chunk(node, *chunk)
+                try:
+                    self._transfer.receive_chunk(node, self.raftLastApplied, *chunk)
+                except SnapshotsOff as e:
+                    raise RaftInvariantError(str(e)) from e
             return
         if kind == "next_node_idx" and SNAPSHOT_ACK in message:
-            ack = _parse_ack(message.pop(SNAPSHOT_ACK))
+            ack = parse_ack(message.pop(SNAPSHOT_ACK))
             super()._SyncObj__onMessageReceived(node, message)
             if self._isLeader():
-                self._on_snapshot_ack(node, *ack)
+                behind = self._SyncObj__raftNextIndex.get(node, 0) <= self._journal.first_index
+                self._transfer.on_ack(node, *ack, behind=behind)
             return
         if kind == "append_entries":
             message = self._skip_conflicting_term(self._without_stale_truncation(message))
@@ -572,206 +525,8 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
             return message
         return {**message, "prevLogIdx": first, "prevLogTerm": -1}
 
-    # Leader side.
-
-    def _snapshot_to_send(self) -> tuple[SnapshotId, bytes, int] | None:
-        """The newest valid snapshot the log continues from (cached while it is)."""
-        if self._snapshots is None:
-            return None
-        for snapshot in reversed(self._snapshots.list()):
-            if snapshot.index < self._journal.first_index:
-                break
-            if self._sendable is not None and self._sendable[0] == snapshot:
-                return self._sendable
-            data = self._snapshots.read(snapshot)
-            if data is not None:
-                self._sendable = (snapshot, data, zlib.crc32(data))
-                return self._sendable
-        return None
-
-    def _send_snapshot(self, node: Node) -> None:
-        now = time.monotonic()
-        outgoing = self._outgoing.get(node)
-        if outgoing is None or outgoing.snapshot.index < self._journal.first_index:
-            source = self._snapshot_to_send()
-            if source is None:
-                self._outgoing.pop(node, None)
-                if now - self._unservable_logged > 10:
-                    self._unservable_logged = now
-                    logger.error(
-                        "%svoter %s is behind the log start %d, and no snapshot is readable",
-                        self._tag,
-                        node.id,
-                        self._journal.first_index,
-                    )
-                return
-            snapshot, data, crc = source
-            outgoing = _Outgoing(snapshot, data, crc, started=now, last_progress=now)
-            self._outgoing[node] = outgoing
-            logger.info(
-                "%svoter %s is behind the log start %d: sending snapshot %d (term %d, %d bytes)",
-                self._tag,
-                node.id,
-                self._journal.first_index,
-                snapshot.index,
-                snapshot.term,
-                len(data),
-            )
-        if outgoing.sent > outgoing.acked and now - outgoing.last_progress > self._stall_timeout:
-            outgoing.sent = outgoing.acked  # unacknowledged for too long: send it again
-            outgoing.last_progress = now
-        size = len(outgoing.data)
-        step = self.snapshot_chunk_bytes
-        sent_any = False
-        while outgoing.sent < size and outgoing.sent - outgoing.acked < _WINDOW * step:
-            piece = outgoing.data[outgoing.sent : outgoing.sent + step]
-            if not self._send_chunk(node, outgoing, piece):
-                return
-            outgoing.sent += len(piece)
-            sent_any = True
-        if not sent_any and now - outgoing.last_sent >= self._heartbeat:
-            # Nothing due: an empty chunk keeps the follower's election timer reset and asks
-            # it where it stands.
-            self._send_chunk(node, outgoing, b"")
-
-    def _send_chunk(self, node: Node, outgoing: _Outgoing, piece: bytes) -> bool:
-        snapshot = outgoing.snapshot
-        chunk = (snapshot.index, snapshot.term, len(outgoing.data), outgoing.crc, outgoing.sent)
-        self._SyncObj__transport.send(
-            node,
-            {
-                "type": "append_entries",
-                "term": self.raftCurrentTerm,
-                "commit_index": self.raftCommitIndex,
-                SNAPSHOT_CHUNK: (*chunk, piece),
-            },
-        )
-        outgoing.last_sent = time.monotonic()
-        return node in self._SyncObj__connectedNodes
-
-    def _on_snapshot_ack(
-        self, node: Node, snapshot: SnapshotId, received: int, in_order: bool
-    ) -> None:
-        outgoing = self._outgoing.get(node)
-        if outgoing is None or outgoing.snapshot != snapshot:
-            return
-        size = len(outgoing.data)
-        outgoing.last_progress = time.monotonic()
-        if in_order and received >= size:
-            del self._outgoing[node]
-            logger.info(
-                "%svoter %s installed snapshot %d in %.0f ms",
-                self._tag,
-                node.id,
-                snapshot.index,
-                (outgoing.last_progress - outgoing.started) * 1000,
-            )
-            return
-        if not in_order or received > outgoing.sent:
-            outgoing.sent = outgoing.acked = min(received, size)
-        elif received > outgoing.acked:
-            outgoing.acked = received
-        if (
-            node in self._SyncObj__connectedNodes
-            and self._SyncObj__raftNextIndex.get(node, 0) <= self._journal.first_index
-        ):
-            self._send_snapshot(node)
-
-    # Follower side.
-
-    def _receive_snapshot_chunk(
-        self, node: Node, snapshot: SnapshotId, size: int, crc: int, offset: int, data: bytes
-    ) -> None:
-        if snapshot.index <= self.raftLastApplied:
-            # Already past it (a late chunk of a finished transfer): say where the log is.
-            self._incoming = None
-            self._send_next_index(node, self._journal.last_index + 1, reset=True)
-            return
-        if self._snapshots is None or self._on_snapshot is None:
-            raise RaftInvariantError(f"voter {node.id} sent a snapshot; snapshots are off here")
-        incoming = self._incoming
-        if incoming is None or (incoming.snapshot, incoming.size, incoming.crc) != (
-            snapshot,
-            size,
-            crc,
-        ):
-            if offset != 0:
-                self._ack(node, snapshot, 0, in_order=False)
-                return
-            incoming = self._incoming = _Incoming(snapshot, size, crc, bytearray())
-        received = len(incoming.data)
-        if offset > received:
-            self._ack(node, snapshot, received, in_order=False)  # a gap: resend from here
-            return
-        # A chunk (or the part of it) this node already holds is a resend: skipped.
-        incoming.data += data[received - offset :]
-        if len(incoming.data) < size:
-            self._ack(node, snapshot, len(incoming.data), in_order=True)
-            return
-        self._incoming = None
-        payload = bytes(incoming.data)
-        if zlib.crc32(payload) != crc:
-            logger.warning(
-                "%ssnapshot %d from voter %s failed its checksum: asking again",
-                self._tag,
-                snapshot.index,
-                node.id,
-            )
-            self._ack(node, snapshot, 0, in_order=False)
-            return
-        self._install_snapshot(node, snapshot, payload)
-
-    def _install_snapshot(self, node: Node, snapshot: SnapshotId, data: bytes) -> None:
-        assert self._snapshots is not None and self._on_snapshot is not None
-        started = time.monotonic()
-        kept_suffix = install(self._snapshots, self._journal, snapshot, data)
+    def _snapshot_installed(self, snapshot: SnapshotId) -> None:
         # The log now starts at the snapshot. Commit index back to it too: entries kept after
         # it are committed once the leader says so (after it has matched them).
         self._SyncObj__raftLastApplied = snapshot.index
         self._SyncObj__raftCommitIndex = snapshot.index
-        self._journal.setRaftCommitIndex(snapshot.index)
-        logger.info(
-            "%sinstalled snapshot %d (term %d, %d bytes) from voter %s in %.0f ms; log %d..%d%s",
-            self._tag,
-            snapshot.index,
-            snapshot.term,
-            len(data),
-            node.id,
-            (time.monotonic() - started) * 1000,
-            self._journal.first_index,
-            self._journal.last_index,
-            " (kept the entries after it)" if kept_suffix else "",
-        )
-        self._on_snapshot(snapshot, data)
-        self._send_next_index(
-            node,
-            snapshot.index + 1,
-            success=True,
-            ack=(snapshot.index, snapshot.term, len(data), True),
-        )
-
-    def _ack(self, node: Node, snapshot: SnapshotId, received: int, in_order: bool) -> None:
-        self._send_next_index(
-            node,
-            snapshot.index + 1,
-            ack=(snapshot.index, snapshot.term, received, in_order),
-        )
-
-    def _send_next_index(
-        self,
-        node: Node,
-        next_index: int,
-        *,
-        reset: bool = False,
-        success: bool = False,
-        ack: tuple[int, int, int, bool] | None = None,
-    ) -> None:
-        message: dict[str, Any] = {
-            "type": "next_node_idx",
-            "next_node_idx": next_index,
-            "reset": reset,
-            "success": success,
-        }
-        if ack is not None:
-            message[SNAPSHOT_ACK] = ack
-        self._SyncObj__transport.send(node, message)

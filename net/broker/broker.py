@@ -1,4 +1,5 @@
-"""The broker: request dispatch, partitions hosted here, and reaction to metadata changes.
+"""The broker: request dispatch, and reaction to metadata changes (the partitions hosted here
+are its replica manager's).
 
 Handlers live in `net.broker.handlers`, one module per API family; each is
 `async (broker, header, request, conn) -> response | None` and answers errors with Kafka
@@ -14,14 +15,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kraft.config import NodeConfig
+from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, TopicSpec
 from kraft.controller.topic_configs import log_config_for
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.partition import Partition, monotonic_ms
-from kraft.net.broker.replication import ReplicaFetcherManager
+from kraft.net.broker.replica_manager import ReplicaManager
+from kraft.net.broker.replication import FetchSettings, ReplicaFetcherManager
 from kraft.net.groups.service import GroupCoordinatorService
 from kraft.net.protocol import (
     AllocateProducerIdsRequest,
@@ -49,8 +51,7 @@ from kraft.net.server import CloseConnection, Connection
 
 logger = logging.getLogger(__name__)
 
-# Admin requests that change metadata: answered by the active controller.
-FORWARDED = frozenset({19, 20, 33, 37, 43, 44, 55})
+# Requests forwarded to the active controller without a timeout of their own.
 FORWARD_TIMEOUT_S = 30.0
 # After a follower catching up wakes the ISR task: its next fetches (which wake it again)
 # coalesce, and an expansion in flight is not asked for twice before its metadata arrives.
@@ -145,23 +146,47 @@ class Broker:
         self.cluster_id = cluster_id
         self.broker_epoch = broker_epoch_getter
         self.clock = clock  # milliseconds, for replica lag; a simulation injects its own
-        self.partitions: dict[tuple[str, int], Partition] = {}
         self._isr_wake = asyncio.Event()
         self.producer_ids = ProducerIdBlock()
-        # In a cluster: the way to the active controller, and whether it is this node.
         self.metadata_ready = False
         # Topic → (its config overrides, the LogConfig built from them): rebuilt on change.
         self._topic_configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
-        self.channel: ControllerChannel | None = None
-        self.is_active_controller: Callable[[], bool] = lambda: True
+        # The way to the active controller, this node's own when it is the active one (set
+        # by the node before it serves; None only in tests that need no controller).
+        self.controller_client: ControllerClient | None = None
         self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
-        self.fetchers = ReplicaFetcherManager(self.node_id, self.endpoint_of, self.tag)
+        self.replica_manager = ReplicaManager(
+            self.node_id,
+            log_manager,
+            lambda: self.image,
+            ReplicaFetcherManager(
+                self.node_id,
+                self.endpoint_of,
+                self.tag,
+                settings=FetchSettings(
+                    max_wait_ms=config.replica_fetch_wait_max_ms,
+                    partition_max_bytes=config.replica_fetch_max_bytes,
+                ),
+            ),
+            clock=clock,
+            # Through a lambda: a simulation replaces the event after construction.
+            on_follower_caught_up=lambda: self._isr_wake.set(),
+            tag=self.tag,
+        )
         from kraft.net.broker.handlers import HANDLERS, supported_versions
 
         self._handlers = HANDLERS
         self.supported_versions = supported_versions()
         self.groups = GroupCoordinatorService(self)
+
+    @property
+    def partitions(self) -> dict[tuple[str, int], Partition]:
+        return self.replica_manager.partitions
+
+    @property
+    def fetchers(self) -> ReplicaFetcherManager:
+        return self.replica_manager.fetchers
 
     # ---------------------------------------------------------------- dispatch
 
@@ -179,17 +204,20 @@ class Broker:
                 f"version {header.api_version} of api key {header.api_key} is outside the "
                 f"advertised range {versions[0]}-{versions[1]}"
             )
-        if header.api_key in FORWARDED and self.channel is not None:
-            if header.api_key == 55 or not self.is_active_controller():
-                # Like Kafka's forwarding: the active controller answers, we relay. Bounded
-                # by the request's own timeout when it has one.
-                timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
-                try:
-                    async with asyncio.timeout(timeout_ms / 1000):
-                        return await self.channel.send(request, header.api_version)
-                except TimeoutError:
-                    return timed_out_response(request)
         return await handler(self, header, request, conn)
+
+    async def forward(self, request: Message, version: int | None = None) -> Message:
+        """Like Kafka's forwarding: the active controller answers (this node's own when it is
+        the active one), the broker relays. Bounded by the request's own timeout when it has
+        one: REQUEST_TIMED_OUT for every item after it."""
+        assert self.controller_client is not None
+        timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
+        try:
+            return await self.controller_client.send(
+                request, version=version, timeout_s=timeout_ms / 1000
+            )
+        except TimeoutError:
+            return timed_out_response(request)
 
     def api_versions_range(self) -> tuple[int, int]:
         return self.supported_versions[18]
@@ -217,34 +245,21 @@ class Broker:
             return
         wanted: set[tuple[str, int]] = set()
         configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
+        replicas = self.replica_manager
         for topic in self.image.topics.values():
             overrides = self.image.topic_config(topic.name)
             cached = self._topic_configs.get(topic.name)
             if cached is None or cached[0] != overrides:
                 cached = (overrides, self.log_config(topic.name))
             configs[topic.name] = cached
-            log_config = cached[1]
             min_isr = self.min_insync_replicas(topic.name)
             for index, state in topic.partitions.items():
                 if self.node_id not in state.replicas:
                     continue
-                key = (topic.name, index)
-                wanted.add(key)
-                partition = self.partitions.get(key)
-                if partition is None or partition.topic_id != topic.topic_id:
-                    log = self.log_manager.get_or_create_log(topic.name, index, log_config)
-                    partition = Partition(
-                        topic.name,
-                        index,
-                        topic.topic_id,
-                        log,
-                        self.node_id,
-                        clock=self.clock,
-                        on_follower_caught_up=self._isr_wake.set,
-                    )
-                    self.partitions[key] = partition
-                elif partition.log.config != log_config:
-                    partition.log.update_config(log_config)
+                wanted.add((topic.name, index))
+                partition = replicas.get_or_create_partition(
+                    topic.name, index, topic.topic_id, cached[1]
+                )
                 partition.min_insync_replicas = min_isr
                 if (
                     partition.partition_epoch == state.partition_epoch
@@ -252,26 +267,26 @@ class Broker:
                 ):
                     continue  # every change of leader, replicas or ISR bumps an epoch
                 if state.leader == self.node_id:
-                    self.fetchers.unfollow(key)
-                    partition.become_leader(
-                        state.leader_epoch, state.partition_epoch, state.replicas, state.isr
+                    replicas.become_leader(
+                        partition,
+                        state.leader_epoch,
+                        state.partition_epoch,
+                        state.replicas,
+                        state.isr,
                     )
                 else:
-                    partition.become_follower(
+                    replicas.become_follower(
+                        partition,
                         state.leader,
                         state.leader_epoch,
                         state.partition_epoch,
                         state.replicas,
                         state.isr,
                     )
-                    self.fetchers.follow(partition)
         self._topic_configs = configs
-        for key in list(self.partitions):
+        for key in list(replicas.partitions):
             if key not in wanted:
-                self.fetchers.unfollow(key)
-                partition = self.partitions.pop(key)
-                partition.leader = -1
-                partition.notify()
+                replicas.stop_replica(key)
         # Logs on disk for partitions the image does not know (deleted now or while down).
         for key in list(self.log_manager.all_logs()):
             if key not in wanted:
@@ -296,14 +311,13 @@ class Broker:
             except TimeoutError:
                 pass
             self._isr_wake.clear()
-            if self.channel is None:
+            if self.controller_client is None:
                 continue
             request = self.isr_changes(self.clock())
             if request is None:
                 continue
             try:
-                async with asyncio.timeout(FORWARD_TIMEOUT_S):
-                    response = await self.channel.send(request)
+                response = await self.controller_client.send(request, timeout_s=FORWARD_TIMEOUT_S)
             except TimeoutError:
                 logger.warning("%sAlterPartition got no answer", self.tag)
                 continue
@@ -319,7 +333,7 @@ class Broker:
         alive = set(self.image.unfenced_brokers())
         topics: dict[str, list[AlterPartitionRequest.PartitionData]] = {}
         ids: dict[str, uuid.UUID] = {}
-        for (topic, index), p in list(self.partitions.items()):
+        for (topic, index), p in list(self.replica_manager.partitions.items()):
             new_isr = p.isr_change(now_ms, lag, alive)
             if new_isr is None and self._recovering(topic, index, p):
                 # Elected by an unclean election: there is nothing to recover here (no
@@ -386,7 +400,7 @@ class Broker:
         for answer in response.topics:
             name = answer.topic_name or names.get(answer.topic_id, "")
             for data in answer.partitions:
-                partition = self.partitions.get((name, data.partition_index))
+                partition = self.replica_manager.get_partition((name, data.partition_index))
                 sent = asked.get((name, data.partition_index))
                 if (
                     partition is not None
@@ -432,15 +446,11 @@ class Broker:
             return pid
 
     async def _allocate_producer_ids(self) -> tuple[int, int]:
-        if self.channel is None or self.is_active_controller():
-            block: tuple[int, int] = await self.controller.run(
-                self.controller.allocate_producer_ids(self.node_id, self.broker_epoch())
-            )
-            return block
-        async with asyncio.timeout(FORWARD_TIMEOUT_S):
-            response = await self.channel.send(
-                AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch())
-            )
+        assert self.controller_client is not None
+        response = await self.controller_client.send(
+            AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch()),
+            timeout_s=FORWARD_TIMEOUT_S,
+        )
         assert isinstance(response, AllocateProducerIdsResponse)
         if response.error_code:
             raise RuntimeError(f"producer id allocation failed: error {response.error_code}")
@@ -448,9 +458,6 @@ class Broker:
 
     async def create_topics(self, specs: list[TopicSpec]) -> list[tuple[str, int]]:
         """Create topics through the active controller: (name, error code) per topic."""
-        if self.channel is None or self.is_active_controller():
-            results = await self.controller.run(self.controller.create_topics(specs, False))
-            return [(r.name, r.error_code) for r in results]
         request = CreateTopicsRequest(
             topics=[
                 CreateTopicsRequest.CreatableTopic(
@@ -463,9 +470,9 @@ class Broker:
                     ],
                 )
                 for s in specs
-            ]
+            ],
+            timeout_ms=int(FORWARD_TIMEOUT_S * 1000),
         )
-        async with asyncio.timeout(FORWARD_TIMEOUT_S):
-            response = await self.channel.send(request)
+        response = await self.forward(request)
         assert isinstance(response, CreateTopicsResponse)
         return [(t.name, t.error_code) for t in response.topics]

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 
-from kraft.net.broker.controller_channel import ControllerChannel
+from kraft.controller.client import ControllerClient
 from kraft.net.protocol import (
     BrokerHeartbeatRequest,
     BrokerHeartbeatResponse,
@@ -35,7 +35,7 @@ class BrokerLifecycle:
         self,
         broker_id: int,
         cluster_id: str,
-        channel: ControllerChannel,
+        client: ControllerClient,
         endpoints: Sequence[tuple[str, str, int]],
         rack: str | None,
         applied_offset: Callable[[], int],
@@ -44,7 +44,7 @@ class BrokerLifecycle:
     ) -> None:
         self.broker_id = broker_id
         self.cluster_id = cluster_id
-        self.channel = channel
+        self.client = client
         self.endpoints = list(endpoints)
         self.rack = rack
         self.applied_offset = applied_offset
@@ -76,8 +76,7 @@ class BrokerLifecycle:
             previous_broker_epoch=self.previous_broker_epoch,
         )
         while True:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S * 4):
-                response = await self.channel.send(request)
+            response = await self.client.send(request, timeout_s=REQUEST_TIMEOUT_S * 4)
             assert isinstance(response, BrokerRegistrationResponse)
             if response.error_code == 0:
                 self.epoch = response.broker_epoch
@@ -97,16 +96,18 @@ class BrokerLifecycle:
         while True:
             try:
                 limit = SHUTDOWN_REQUEST_TIMEOUT_S if self._shutting_down else REQUEST_TIMEOUT_S
-                async with asyncio.timeout(limit):
-                    response = await self.channel.send(
-                        BrokerHeartbeatRequest(
-                            broker_id=self.broker_id,
-                            broker_epoch=self.epoch,
-                            current_metadata_offset=max(self.applied_offset(), 0),
-                            want_fence=False,
-                            want_shut_down=self._shutting_down,
-                        )
-                    )
+                # The client abandons a controller that does not answer within one
+                # heartbeat interval and asks the quorum's leader instead.
+                response = await self.client.send(
+                    BrokerHeartbeatRequest(
+                        broker_id=self.broker_id,
+                        broker_epoch=self.epoch,
+                        current_metadata_offset=max(self.applied_offset(), 0),
+                        want_fence=False,
+                        want_shut_down=self._shutting_down,
+                    ),
+                    timeout_s=limit,
+                )
                 assert isinstance(response, BrokerHeartbeatResponse)
                 self._on_heartbeat(response)
             except TimeoutError:

@@ -5,8 +5,8 @@ One task, one request at a time on a controller connection of its own (a parked 
 must not hold up heartbeats): Fetch `__cluster_metadata`-0 from the next offset the image
 needs, with the broker's id in ReplicaState and `max_wait_ms` for the long poll; apply the
 batches through the node's MetadataPublisher, all of one response as one publication. The
-controller is found like every controller request (ControllerChannel: the bootstrap servers
-in turn until one answers as active), so after a failover fetching simply continues from the
+controller is found like every controller request (ControllerClient: the one that answers
+DescribeQuorum as the active controller), so after a failover fetching simply continues from the
 same offset at the new active controller.
 
 Offsets are the contract: each batch must start exactly at the next offset and hold as many
@@ -24,13 +24,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from kraft.controller.client import ControllerClient
 from kraft.log.batch import validate_batch
 from kraft.log.errors import CorruptRecordError, InvalidRecordError, UnsupportedMagicError
 from kraft.log.records import decode_records
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import METADATA_TOPIC, METADATA_TOPIC_ID
 from kraft.metadata.snapshot import decode_snapshot, image_from_records, replace_image
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
@@ -63,7 +63,7 @@ class MetadataFollower:
         self,
         node_id: int,
         cluster_id: str,
-        channel: ControllerChannel,
+        client: ControllerClient,
         publisher: MetadataPublisher,
         broker_epoch: Callable[[], int] = lambda: -1,
         max_wait_ms: int = FETCH_MAX_WAIT_MS,
@@ -71,7 +71,7 @@ class MetadataFollower:
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
-        self.channel = channel
+        self.client = client
         self.publisher = publisher
         self.broker_epoch = broker_epoch
         self.max_wait_ms = max_wait_ms
@@ -100,7 +100,7 @@ class MetadataFollower:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.channel.close()
+        await self.client.close()
 
     async def run(self) -> None:
         while True:
@@ -112,7 +112,7 @@ class MetadataFollower:
                     self.tag,
                     self.max_wait_ms / 1000 + self.request_timeout_s,
                 )
-                await self.channel.skip()
+                self.client.skip()
             except (OSError, ConnectionError, ProtocolError) as e:
                 logger.warning("%smetadata fetch failed: %s", self.tag, e)
                 await asyncio.sleep(ERROR_BACKOFF_S)
@@ -181,8 +181,9 @@ class MetadataFollower:
         )
 
     async def _send(self, request: Message, wait_s: float) -> Message:
-        async with asyncio.timeout(wait_s + self.request_timeout_s):
-            return await self.channel.send(request)
+        # A long poll may take its wait before the controller counts as hung.
+        limit = wait_s + self.request_timeout_s
+        return await self.client.send(request, timeout_s=limit, attempt_timeout_s=limit)
 
     def _partition_of(self, response: FetchResponse) -> FetchResponse.PartitionData | None:
         if response.error_code:

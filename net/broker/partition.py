@@ -1,27 +1,38 @@
 """A partition as the broker sees it: its log plus leadership, ISR and high watermark.
 
 The high watermark is the smallest log end offset over the ISR (the leader's own included),
-advanced only while the ISR has at least `min.insync.replicas` members. Waiters — long-polling
-fetches and acks=all produces — are woken when the log end or the high watermark moves; they
-never poll.
+advanced only while the ISR has at least `min.insync.replicas` members.
+
+Every change others may wait on — the log end or the high watermark moving, leadership
+changing — ends in one call of `on_change` (the replica manager completes the delayed
+produces and fetches waiting on this partition there); nothing waits by polling.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kraft.log.partition_log import PartitionLog
+from kraft.log.errors import LogError
+from kraft.log.partition_log import AppendResult, PartitionLog
+from kraft.net.protocol import ErrorCode
 
 logger = logging.getLogger(__name__)
 
 
 def monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+class NotLeaderOrFollowerError(LogError):
+    error_code = ErrorCode.NOT_LEADER_OR_FOLLOWER
+
+
+class NotEnoughReplicasError(LogError):
+    error_code = ErrorCode.NOT_ENOUGH_REPLICAS
 
 
 @dataclass(slots=True)
@@ -58,7 +69,8 @@ class Partition:
     # in sync, and elect them, so the high watermark must not pass them either (Kafka's
     # "maximal ISR"). A shrink needs no such care: the old ISR stays in force until then.
     pending_isr: set[int] = field(default_factory=set)
-    _waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    # Told after every change delayed operations may wait on (the replica manager's hook).
+    on_change: Callable[[Partition], None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -105,6 +117,7 @@ class Partition:
                 isr,
             )
         self.maybe_advance_high_watermark()
+        self._changed()
 
     def become_follower(
         self,
@@ -130,10 +143,52 @@ class Partition:
         self.isr = list(isr)
         self.pending_isr = set()
         self.followers = {}
-        self.notify()
+        self._changed()
+
+    def append_records_to_leader(
+        self, records: bytes | bytearray | memoryview, required_acks: int
+    ) -> AppendResult:
+        """Kafka's appendRecordsToLeader: refuse unless leading (and, for acks=all, unless the
+        ISR has `min.insync.replicas` members), append under this leader's epoch, advance
+        the high watermark, and complete what waited on this partition: all here, once.
+        Raises NotLeaderOrFollowerError, NotEnoughReplicasError or the log's own errors."""
+        if not self.is_leader:
+            raise NotLeaderOrFollowerError(
+                f"broker {self.broker_id} is not the leader of {self.topic}-{self.index}"
+            )
+        if required_acks == -1 and len(self.isr) < self.min_insync_replicas:
+            raise NotEnoughReplicasError(
+                f"ISR {self.isr} is smaller than min.insync.replicas {self.min_insync_replicas}"
+            )
+        result = self.log.append_as_leader(records, self.leader_epoch)
+        if not result.duplicate:
+            self.maybe_advance_high_watermark()
+            self._changed()
+        return result
+
+    def append_records_to_follower(self, records: bytes | bytearray | memoryview) -> None:
+        """Batches fetched from the leader, offsets and epochs kept (a compacted leader's
+        log may have gaps)."""
+        if len(records):
+            self.log.append_as_follower(records, allow_gaps=True)
+            self._changed()
+
+    def update_follower_high_watermark(self, leader_high_watermark: int) -> None:
+        """A follower's high watermark is the leader's, capped by its own log end."""
+        log = self.log
+        before = log.high_watermark
+        log.set_high_watermark(min(leader_high_watermark, log.log_end_offset))
+        if log.high_watermark != before:
+            self._changed()
+
+    def stop(self) -> None:
+        """No longer hosted here: whatever waits on it completes (as not the leader)."""
+        self.leader = -1
+        self._changed()
 
     def maybe_advance_high_watermark(self) -> bool:
-        """HW = min log end offset over the ISR and its pending additions; True if it moved."""
+        """HW = min log end offset over the ISR and its pending additions; True if it moved.
+        The caller reports the change (`_changed`) once it is done changing the partition."""
         if not self.is_leader or len(self.isr) < self.min_insync_replicas:
             return False
         leo = self.log.log_end_offset
@@ -143,7 +198,6 @@ class Partition:
                 leo = min(leo, state.log_end_offset if state else -1)
         if leo > self.log.high_watermark:
             self.log.set_high_watermark(leo)
-            self.notify()
             return True
         return False
 
@@ -198,7 +252,8 @@ class Partition:
             state.last_caught_up_ms = max(state.last_caught_up_ms, state.last_fetch_ms)
         state.last_fetch_leader_leo = leader_leo
         state.last_fetch_ms = now_ms
-        self.maybe_advance_high_watermark()
+        if self.maybe_advance_high_watermark():
+            self._changed()
         if (
             self.on_follower_caught_up is not None
             and replica not in self.isr
@@ -206,18 +261,6 @@ class Partition:
         ):
             self.on_follower_caught_up()
 
-    # ------------------------------------------------------------- waiting
-
-    def add_waiter(self, future: asyncio.Future[None]) -> None:
-        self._waiters.add(future)
-
-    def remove_waiter(self, future: asyncio.Future[None]) -> None:
-        self._waiters.discard(future)
-
-    def notify(self) -> None:
-        if not self._waiters:
-            return
-        waiters, self._waiters = self._waiters, set()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)

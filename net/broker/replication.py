@@ -20,6 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from kraft.log.errors import LogError
 from kraft.log.partition_log import PartitionLog
@@ -29,10 +30,21 @@ from kraft.net.protocol import ErrorCode, FetchRequest, FetchResponse, ProtocolE
 
 logger = logging.getLogger(__name__)
 
-FETCH_MAX_WAIT_MS = 500
-FETCH_MAX_BYTES = 16 << 20
-PARTITION_MAX_BYTES = 1 << 20
 RETRY_BACKOFF_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """What a follower's fetch asks for: `replica.fetch.wait.max.ms`,
+    `replica.fetch.max.bytes` (per partition; a larger first batch still comes whole) and
+    the whole response's limit."""
+
+    max_wait_ms: int = 500
+    partition_max_bytes: int = 1 << 20
+    response_max_bytes: int = 16 << 20
+
+
+DEFAULT_FETCH_SETTINGS = FetchSettings()
 
 
 class ReplicaFetcher:
@@ -44,11 +56,13 @@ class ReplicaFetcher:
         source_id: int,
         endpoint: Callable[[], tuple[str, int] | None],
         tag: str,
+        settings: FetchSettings = DEFAULT_FETCH_SETTINGS,
     ) -> None:
         self.broker_id = broker_id
         self.source_id = source_id
         self.endpoint = endpoint
         self.tag = tag
+        self.settings = settings
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: KafkaConnection | None = None
@@ -112,8 +126,8 @@ class ReplicaFetcher:
         conn = await self._connect()
         wanted = dict(self.partitions)
         version = conn.version_for(1)
-        request = build_fetch_request(self.broker_id, wanted, version)
-        async with asyncio.timeout(FETCH_MAX_WAIT_MS / 1000 + 10):
+        request = build_fetch_request(self.broker_id, wanted, version, self.settings)
+        async with asyncio.timeout(self.settings.max_wait_ms / 1000 + 10):
             response = await conn.send(request, version)
         assert isinstance(response, FetchResponse)
         if apply_fetch_response(response, wanted, self.partitions, self.tag):
@@ -125,7 +139,9 @@ class ReplicaFetcher:
 PartitionKey = tuple[str, int]
 
 
-def fetch_partition_request(p: Partition) -> FetchRequest.FetchPartition:
+def fetch_partition_request(
+    p: Partition, partition_max_bytes: int = DEFAULT_FETCH_SETTINGS.partition_max_bytes
+) -> FetchRequest.FetchPartition:
     """What a follower asks for: its log end, with the epoch of its last batch."""
     log = p.log
     return FetchRequest.FetchPartition(
@@ -134,25 +150,30 @@ def fetch_partition_request(p: Partition) -> FetchRequest.FetchPartition:
         fetch_offset=log.log_end_offset,
         last_fetched_epoch=log.leader_epoch_cache.latest_epoch,
         log_start_offset=log.log_start_offset,
-        partition_max_bytes=PARTITION_MAX_BYTES,
+        partition_max_bytes=partition_max_bytes,
     )
 
 
 def build_fetch_request(
-    broker_id: int, partitions: Mapping[PartitionKey, Partition], version: int
+    broker_id: int,
+    partitions: Mapping[PartitionKey, Partition],
+    version: int,
+    settings: FetchSettings = DEFAULT_FETCH_SETTINGS,
 ) -> FetchRequest:
     topics: dict[str, list[FetchRequest.FetchPartition]] = {}
     ids: dict[str, uuid.UUID] = {}
     for (topic, _), part in partitions.items():
-        topics.setdefault(topic, []).append(fetch_partition_request(part))
+        topics.setdefault(topic, []).append(
+            fetch_partition_request(part, settings.partition_max_bytes)
+        )
         ids[topic] = part.topic_id
     return FetchRequest(
         # The replica id moved into replica_state in v15.
         replica_id=broker_id if version < 15 else -1,
         replica_state=FetchRequest.ReplicaState(replica_id=broker_id, replica_epoch=-1),
-        max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_wait_ms=settings.max_wait_ms,
         min_bytes=1,
-        max_bytes=FETCH_MAX_BYTES,
+        max_bytes=settings.response_max_bytes,
         topics=[
             FetchRequest.FetchTopic(topic=t, topic_id=ids[t], partitions=parts)
             for t, parts in topics.items()
@@ -216,13 +237,12 @@ def apply_partition_fetch(p: Partition, data: FetchResponse.PartitionData, tag: 
         return False
     records = data.records
     try:
-        if records is not None and len(records):
-            log.append_as_follower(records, allow_gaps=True)
+        if records is not None:
+            p.append_records_to_follower(records)
     except LogError as e:
         logger.warning("%s%s-%d: cannot append fetched data: %s", tag, p.topic, p.index, e)
         return True
-    log.set_high_watermark(min(data.high_watermark, log.log_end_offset))
-    p.notify()
+    p.update_follower_high_watermark(data.high_watermark)
     return False
 
 
@@ -252,10 +272,12 @@ class ReplicaFetcherManager:
         endpoint_of: Callable[[int], tuple[str, int] | None],
         tag: str,
         new_fetcher: Callable[[int], ReplicaFetcher] | None = None,
+        settings: FetchSettings = DEFAULT_FETCH_SETTINGS,
     ) -> None:
         self.broker_id = broker_id
         self.endpoint_of = endpoint_of
         self.tag = tag
+        self.settings = settings
         # Source broker id → its fetcher; a simulation substitutes fetchers without sockets.
         self.new_fetcher = new_fetcher or self._socket_fetcher
         self.fetchers: dict[int, ReplicaFetcher] = {}
@@ -280,7 +302,9 @@ class ReplicaFetcherManager:
         self._assigned[key] = source
 
     def _socket_fetcher(self, source: int) -> ReplicaFetcher:
-        return ReplicaFetcher(self.broker_id, source, lambda: self.endpoint_of(source), self.tag)
+        return ReplicaFetcher(
+            self.broker_id, source, lambda: self.endpoint_of(source), self.tag, self.settings
+        )
 
     def unfollow(self, key: tuple[str, int]) -> None:
         source = self._assigned.pop(key, None)

@@ -16,6 +16,11 @@ answers only after every earlier write of its partition, so no answer reveals a 
 could be lost. (A write that fails leaves the state applied in memory: the client sees the
 error and joins again; Kafka reverts the state instead.)
 
+This module holds loading, topic-metadata changes, the ordering of writes and answers, and
+describe/list/delete; the member protocol (ConsumerGroupHeartbeat) is the mixin
+`ConsumerGroupHeartbeats` of `consumer_heartbeat.py`, committed offsets and their expiry the
+mixin `ConsumerGroupOffsets` of `offsets.py`.
+
 Target assignments are computed as soon as the group epoch moves (Kafka computes them on the
 next heartbeat), so group epoch and assignment epoch are equal after every operation.
 
@@ -32,38 +37,33 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from kraft.net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
+from kraft.net.groups.assignors import ASSIGNORS, Assignment
 from kraft.net.groups.consumer import (
-    LEAVE_GROUP_MEMBER_EPOCH,
-    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
     ConsumerGroup,
     ConsumerGroupState,
     ConsumerMember,
     MemberState,
-    compile_regex,
-    is_subset,
-    reconcile,
     subscribed_topics,
 )
+from kraft.net.groups.consumer_heartbeat import (
+    ConsumerGroupHeartbeats,
+    GroupError,
+    HeartbeatRequest,
+    HeartbeatResult,
+    TopicsFn,
+    _is_empty_classic,
+    _member_removal_records,
+    _record,
+)
 from kraft.net.groups.consumer_records import (
-    CURRENT_MEMBER_ASSIGNMENT,
     GROUP_METADATA,
-    MEMBER_METADATA,
     PARTITION_METADATA,
-    TARGET_ASSIGNMENT_MEMBER,
     TARGET_ASSIGNMENT_METADATA,
-    ConsumerKey,
     ConsumerRecord,
-    GroupMetadataValue,
-    PartitionMetadataValue,
-    TargetAssignmentMemberValue,
-    TargetAssignmentMetadataValue,
-    TopicMetadata,
     decode_record,
     encode_record,
 )
@@ -74,15 +74,14 @@ from kraft.net.groups.coordinator import (
     ListedGroup,
     MemberDescription,
     PartitionStatus,
-    Records,
-    TopicPartition,
-    _group_store_error,
-    _offset_store_error,
-    offset_commit_records,
-    remove_offsets,
-    select_offsets,
+    group_store_error,
 )
-from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, CommittedOffset, GroupState
+from kraft.net.groups.offsets import (
+    ConsumerGroupOffsets,
+    Records,
+    remove_offsets,
+)
+from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState
 from kraft.net.protocol import (
     ConsumerProtocolAssignment,
     ConsumerProtocolSubscription,
@@ -93,8 +92,6 @@ from kraft.net.protocol import (
 logger = logging.getLogger(__name__)
 
 CONSUMER_GROUP_TYPE = "consumer"
-# The cluster's topics now: name -> (id, name, partition count).
-TopicsFn = Callable[[], Mapping[str, TopicMetadata]]
 
 
 def _kafka_style_id() -> str:
@@ -113,36 +110,6 @@ class ConsumerGroupConfig:
     offset_metadata_max_bytes: int = 4096  # offset.metadata.max.bytes
 
 
-@dataclass(slots=True)
-class HeartbeatRequest:
-    """ConsumerGroupHeartbeat. Optional fields are None (or -1) when unchanged since the
-    member's previous heartbeat; a join (epoch 0) carries all of them."""
-
-    group_id: str
-    member_id: str
-    member_epoch: int
-    instance_id: str | None = None
-    rack_id: str | None = None
-    rebalance_timeout_ms: int = -1
-    subscribed_topic_names: list[str] | None = None
-    subscribed_topic_regex: str | None = None
-    server_assignor: str | None = None
-    owned: dict[uuid.UUID, frozenset[int]] | None = None
-    client_id: str = ""
-    client_host: str = ""
-    api_version: int = 0
-
-
-@dataclass(slots=True)
-class HeartbeatResult:
-    error: int
-    message: str | None = None
-    member_id: str | None = None
-    member_epoch: int = 0
-    heartbeat_interval_ms: int = 0
-    assignment: Assignment | None = None  # None: unchanged since the last response
-
-
 @dataclass(frozen=True, slots=True)
 class DescribedMember:
     member: ConsumerMember
@@ -158,37 +125,6 @@ class ConsumerGroupDescription:
     assignor: str
     members: list[DescribedMember]
     topic_names: Mapping[uuid.UUID, str]
-
-
-class GroupError(Exception):
-    """Refuses a request: the error code and message the response carries."""
-
-    def __init__(self, code: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _record(
-    kind: int, group: str, member_id: str = "", value: object | None = None
-) -> ConsumerRecord:
-    return ConsumerRecord(ConsumerKey(kind, group, member_id), value)  # type: ignore[arg-type]
-
-
-def _member_removal_records(group_id: str, member_id: str) -> list[ConsumerRecord]:
-    """Kafka's order: current assignment, target assignment, then the member itself."""
-    return [
-        _record(CURRENT_MEMBER_ASSIGNMENT, group_id, member_id),
-        _record(TARGET_ASSIGNMENT_MEMBER, group_id, member_id),
-        _record(MEMBER_METADATA, group_id, member_id),
-    ]
-
-
-def _member_records(group_id: str, member: ConsumerMember) -> tuple[ConsumerRecord, ...]:
-    return (
-        _record(MEMBER_METADATA, group_id, member.member_id, member.metadata_value()),
-        _record(CURRENT_MEMBER_ASSIGNMENT, group_id, member.member_id, member.assignment_value()),
-    )
 
 
 class _PartitionWrites:
@@ -210,7 +146,7 @@ class _PartitionWrites:
             fn()
 
 
-class ConsumerGroupCoordinator:
+class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
     def __init__(
         self,
         classic: GroupCoordinator,
@@ -230,6 +166,7 @@ class ConsumerGroupCoordinator:
         self.tag = tag
         self.groups: dict[str, ConsumerGroup] = {}
         self._writes: dict[int, _PartitionWrites] = {}
+        self._expiry_scheduled = False
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -276,6 +213,7 @@ class ConsumerGroupCoordinator:
                     self._schedule_revocation(group, member)
         loaded = [g for g in loaded if self.classic.groups.get(g.group_id) is g]
         self._refresh_metadata(mine)
+        self._schedule_offset_expiry()
         return loaded + mine
 
     def unload(self, partition: int) -> int:
@@ -290,495 +228,6 @@ class ConsumerGroupCoordinator:
             self._cancel_timers(group)
         self._writes.pop(partition, None)
         return len(dropped)
-
-    # ====================================================== ConsumerGroupHeartbeat
-
-    def heartbeat(self, req: HeartbeatRequest, respond: Callable[[HeartbeatResult], None]) -> None:
-        error = self.classic.check_group(req.group_id)
-        if error:
-            respond(HeartbeatResult(error))
-            return
-        try:
-            self._validate(req)
-            if req.member_epoch in (LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH):
-                group, records, result = self._leave(req)
-            else:
-                group, records, result = self._join_or_heartbeat(req)
-        except GroupError as e:
-            respond(HeartbeatResult(e.code, e.message))
-            return
-
-        def done(code: int) -> None:
-            if code:
-                respond(HeartbeatResult(_group_store_error(code)))
-            else:
-                respond(result)
-
-        self._commit(group, records, done)
-
-    def _validate(self, req: HeartbeatRequest) -> None:
-        """Kafka's checks of a ConsumerGroupHeartbeat before it looks at the group."""
-
-        def invalid(message: str) -> GroupError:
-            return GroupError(ErrorCode.INVALID_REQUEST, message)
-
-        if not req.group_id:
-            raise invalid("GroupId can't be empty.")
-        if req.instance_id == "":
-            raise invalid("InstanceId can't be empty.")
-        if req.rack_id == "":
-            raise invalid("RackId can't be empty.")
-        epoch = req.member_epoch
-        if epoch == 0:
-            if not req.member_id and req.api_version >= 1:
-                raise invalid("MemberId can't be empty.")
-            if req.rebalance_timeout_ms == -1:
-                raise invalid("RebalanceTimeoutMs must be provided in first request.")
-            if req.owned is None or any(req.owned.values()):
-                raise invalid("TopicPartitions must be empty when (re-)joining.")
-            if req.subscribed_topic_names is None and not req.subscribed_topic_regex:
-                raise invalid(
-                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
-                )
-        elif epoch > 0 or epoch == LEAVE_GROUP_MEMBER_EPOCH:
-            if not req.member_id:
-                raise invalid("MemberId can't be empty.")
-        elif epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-            if not req.member_id:
-                raise invalid("MemberId can't be empty.")
-            if req.instance_id is None:
-                raise invalid("InstanceId can't be null.")
-        else:
-            raise invalid(f"MemberEpoch {epoch} is invalid.")
-        if req.server_assignor is not None and req.server_assignor not in self.config.assignors:
-            raise GroupError(
-                ErrorCode.UNSUPPORTED_ASSIGNOR,
-                f"ServerAssignor {req.server_assignor} is not supported. Supported assignors: "
-                f"{', '.join(self.config.assignors)}.",
-            )
-        if req.subscribed_topic_regex:
-            try:
-                compile_regex(req.subscribed_topic_regex)
-            except re.error as e:
-                raise GroupError(
-                    ErrorCode.INVALID_REGULAR_EXPRESSION,
-                    f"SubscribedTopicRegex {req.subscribed_topic_regex!r} is not valid: {e}",
-                ) from None
-
-    def _join_or_heartbeat(
-        self, req: HeartbeatRequest
-    ) -> tuple[ConsumerGroup, list[ConsumerRecord], HeartbeatResult]:
-        group_id = req.group_id
-        group = self.groups.get(group_id)
-        if group is None:
-            if req.member_epoch != 0:
-                raise GroupError(
-                    ErrorCode.UNKNOWN_MEMBER_ID,
-                    f"Member {req.member_id} is not a member of group {group_id}.",
-                )
-            classic = self.classic.groups.get(group_id)
-            if classic is not None and not _is_empty_classic(classic):
-                raise GroupError(
-                    ErrorCode.GROUP_ID_NOT_FOUND,
-                    f"Group {group_id} is not a consumer group: it is a classic group with "
-                    "members.",
-                )
-            group = ConsumerGroup(group_id, self.classic.partition_of(group_id))
-        records: list[ConsumerRecord] = []
-        member_id = req.member_id or self.new_id()
-        epoch = req.member_epoch
-        replaced: ConsumerMember | None = None
-        targets: dict[str, Assignment] = dict(group.target)
-        if req.instance_id is None:
-            member = group.members.get(member_id)
-            if member is None and epoch != 0:
-                raise GroupError(
-                    ErrorCode.UNKNOWN_MEMBER_ID,
-                    f"Member {member_id} is not a member of group {group_id}.",
-                )
-        else:
-            existing = group.static_member(req.instance_id)
-            if epoch == 0:
-                if existing is None or existing.member_id == member_id:
-                    member = existing
-                elif existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-                    raise GroupError(
-                        ErrorCode.UNRELEASED_INSTANCE_ID,
-                        f"Static member {member_id} with instance id {req.instance_id} cannot "
-                        f"join the group because the instance id is owned by member "
-                        f"{existing.member_id}.",
-                    )
-                else:
-                    # The static member comes back under a new member id: it takes over the
-                    # old member's assignment, without a new group epoch.
-                    replaced = existing
-                    member = replace(existing, member_id=member_id)
-                    records += _member_removal_records(group_id, existing.member_id)
-                    target = targets.pop(existing.member_id, {})
-                    targets[member_id] = target
-                    records.append(
-                        _record(
-                            TARGET_ASSIGNMENT_MEMBER,
-                            group_id,
-                            member_id,
-                            TargetAssignmentMemberValue(target),
-                        )
-                    )
-            else:
-                if existing is None:
-                    raise GroupError(
-                        ErrorCode.UNKNOWN_MEMBER_ID,
-                        f"Instance id {req.instance_id} is unknown in group {group_id}.",
-                    )
-                if existing.member_id != member_id:
-                    raise GroupError(
-                        ErrorCode.FENCED_INSTANCE_ID,
-                        f"Static member {member_id} with instance id {req.instance_id} was "
-                        f"fenced by member {existing.member_id}.",
-                    )
-                member = existing
-        is_new = member is None
-        if member is None:
-            if len(group.members) >= self.config.max_size:
-                raise GroupError(
-                    ErrorCode.GROUP_MAX_SIZE_REACHED,
-                    f"The consumer group has reached its maximum capacity of "
-                    f"{self.config.max_size} members.",
-                )
-            member = ConsumerMember(member_id)
-        elif epoch != 0:
-            _check_member_epoch(member, epoch, req.owned)
-
-        updated = replace(
-            member,
-            instance_id=req.instance_id if req.instance_id is not None else member.instance_id,
-            rack_id=req.rack_id if req.rack_id is not None else member.rack_id,
-            client_id=req.client_id,
-            client_host=req.client_host,
-            rebalance_timeout_ms=(
-                req.rebalance_timeout_ms
-                if req.rebalance_timeout_ms != -1
-                else member.rebalance_timeout_ms
-            ),
-            server_assignor=(
-                req.server_assignor if req.server_assignor is not None else member.server_assignor
-            ),
-            subscribed_topic_names=(
-                tuple(sorted(set(req.subscribed_topic_names)))
-                if req.subscribed_topic_names is not None
-                else member.subscribed_topic_names
-            ),
-            subscribed_topic_regex=(
-                (req.subscribed_topic_regex or None)
-                if req.subscribed_topic_regex is not None
-                else member.subscribed_topic_regex
-            ),
-        )
-        if is_new or replaced is not None or updated.metadata_value() != member.metadata_value():
-            records.append(_record(MEMBER_METADATA, group_id, member_id, updated.metadata_value()))
-        subscription_changed = is_new or (
-            updated.subscribed_topic_names,
-            updated.subscribed_topic_regex,
-            updated.server_assignor,
-        ) != (member.subscribed_topic_names, member.subscribed_topic_regex, member.server_assignor)
-
-        members = dict(group.members)
-        if replaced is not None:
-            del members[replaced.member_id]
-        members[member_id] = updated
-        group_epoch, target_epoch, target_records, targets = self._maybe_new_epoch(
-            group, members, targets, force=subscription_changed
-        )
-        records += target_records
-
-        reconciled = updated
-        if (
-            updated.state is not MemberState.STABLE
-            or updated.member_epoch != target_epoch
-            or req.owned is not None
-        ):
-            reconciled = reconcile(
-                updated, target_epoch, targets.get(member_id, {}), group.owner_of, req.owned
-            )
-        if (
-            is_new
-            or replaced is not None
-            or reconciled.assignment_value() != member.assignment_value()
-        ):
-            records.append(
-                _record(
-                    CURRENT_MEMBER_ASSIGNMENT, group_id, member_id, reconciled.assignment_value()
-                )
-            )
-        if is_new:
-            logger.info(
-                "%sconsumer group %s: member %s joins (instance %s, epoch %d)",
-                self.tag,
-                group_id,
-                member_id,
-                updated.instance_id,
-                group_epoch,
-            )
-        elif replaced is not None:
-            logger.info(
-                "%sconsumer group %s: static member %s rejoins as %s",
-                self.tag,
-                group_id,
-                updated.instance_id,
-                member_id,
-            )
-        if reconciled.member_epoch != member.member_epoch or reconciled.state != member.state:
-            logger.info(
-                "%sconsumer group %s: member %s at epoch %d, %s",
-                self.tag,
-                group_id,
-                member_id,
-                reconciled.member_epoch,
-                reconciled.state.name,
-            )
-
-        full = epoch == 0 or (
-            req.rebalance_timeout_ms != -1
-            and req.subscribed_topic_names is not None
-            and req.owned is not None
-        )
-        result = HeartbeatResult(
-            ErrorCode.NONE,
-            member_id=member_id,
-            member_epoch=reconciled.member_epoch,
-            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-            assignment=(
-                reconciled.assigned if full or reconciled.assigned != member.assigned else None
-            ),
-        )
-        if self.groups.get(group_id) is not group:
-            self._register(group)
-        if replaced is not None:
-            self._cancel_member_timers(group, replaced.member_id)
-        self._schedule_session(group, member_id)
-        if reconciled.assignment_value() != member.assignment_value() or replaced is not None:
-            if reconciled.state is MemberState.UNREVOKED_PARTITIONS:
-                self._schedule_revocation(group, reconciled)
-            else:
-                self.classic.timer.cancel(("consumer-revocation", group_id, member_id))
-        return group, records, result
-
-    def _maybe_new_epoch(
-        self,
-        group: ConsumerGroup,
-        members: Mapping[str, ConsumerMember],
-        targets: dict[str, Assignment],
-        *,
-        force: bool,
-        check_metadata: bool = False,
-    ) -> tuple[int, int, list[ConsumerRecord], dict[str, Assignment]]:
-        """Records of a new group epoch and its target assignment when the topics the
-        members subscribe to changed, or `force` (the members or their subscriptions did):
-        (group epoch, assignment epoch, records, targets). Without `force` the topics are
-        only looked at once the metadata listener says they changed."""
-        records: list[ConsumerRecord] = []
-        metadata = (
-            self._subscription_metadata(group, members.values())
-            if force or check_metadata
-            else group.subscription_metadata
-        )
-        bump = force or metadata != group.subscription_metadata
-        group_epoch = group.group_epoch + 1 if bump else group.group_epoch
-        if metadata != group.subscription_metadata:
-            records.append(
-                _record(
-                    PARTITION_METADATA,
-                    group.group_id,
-                    value=PartitionMetadataValue(group_epoch, tuple(metadata.values())),
-                )
-            )
-        if bump:
-            records.append(
-                _record(GROUP_METADATA, group.group_id, value=GroupMetadataValue(group_epoch))
-            )
-        if group_epoch <= group.assignment_epoch:
-            return group_epoch, group.assignment_epoch, records, targets
-        assignor_name = group.preferred_assignor(members.values(), self.config.assignors[0])
-        assignor = ASSIGNORS[assignor_name]
-        infos = {t.topic_id: TopicInfo(t.topic_id, t.name, t.partitions) for t in metadata.values()}
-        subscriptions = [
-            MemberSubscription(
-                m.member_id, group.member_topics(m, metadata), m.instance_id, m.rack_id
-            )
-            for m in members.values()
-        ]
-        computed = assignor.assign(subscriptions, infos, targets)
-        new_targets: dict[str, Assignment] = {}
-        for member_id in members:
-            target = computed.get(member_id, {})
-            new_targets[member_id] = target
-            if target != targets.get(member_id):
-                records.append(
-                    _record(
-                        TARGET_ASSIGNMENT_MEMBER,
-                        group.group_id,
-                        member_id,
-                        TargetAssignmentMemberValue(target),
-                    )
-                )
-        records.append(
-            _record(
-                TARGET_ASSIGNMENT_METADATA,
-                group.group_id,
-                value=TargetAssignmentMetadataValue(group_epoch),
-            )
-        )
-        logger.info(
-            "%sconsumer group %s: epoch %d, %d members, target assignment by %s",
-            self.tag,
-            group.group_id,
-            group_epoch,
-            len(members),
-            assignor_name,
-        )
-        return group_epoch, group_epoch, records, new_targets
-
-    def _subscription_metadata(
-        self, group: ConsumerGroup, members: Iterable[ConsumerMember]
-    ) -> dict[str, TopicMetadata]:
-        topics = self.topics()
-        names = group.subscribed_topics(members, topics.keys())
-        return {name: topics[name] for name in sorted(names) if name in topics}
-
-    def _leave(
-        self, req: HeartbeatRequest
-    ) -> tuple[ConsumerGroup, list[ConsumerRecord], HeartbeatResult]:
-        group = self.groups.get(req.group_id)
-        member = None
-        if group is not None:
-            if req.instance_id is not None:
-                member = group.static_member(req.instance_id)
-                if member is not None and member.member_id != req.member_id:
-                    raise GroupError(
-                        ErrorCode.FENCED_INSTANCE_ID,
-                        f"Static member {req.member_id} with instance id {req.instance_id} "
-                        f"was fenced by member {member.member_id}.",
-                    )
-            else:
-                member = group.members.get(req.member_id)
-        if group is None or member is None:
-            raise GroupError(
-                ErrorCode.UNKNOWN_MEMBER_ID,
-                f"Member {req.member_id} is not a member of group {req.group_id}.",
-            )
-        result = HeartbeatResult(
-            ErrorCode.NONE, member_id=member.member_id, member_epoch=req.member_epoch
-        )
-        if req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-            # Gone for a while: it keeps its assignment (nobody else gets it) until its
-            # session times out; what it was revoking is free at once.
-            away = replace(
-                member.with_epoch(LEAVE_GROUP_STATIC_MEMBER_EPOCH), pending_revocation={}
-            )
-            self.classic.timer.cancel(("consumer-revocation", group.group_id, member.member_id))
-            logger.info(
-                "%sconsumer group %s: static member %s (%s) leaves temporarily",
-                self.tag,
-                group.group_id,
-                member.instance_id,
-                member.member_id,
-            )
-            return (
-                group,
-                [
-                    _record(
-                        CURRENT_MEMBER_ASSIGNMENT,
-                        group.group_id,
-                        member.member_id,
-                        away.assignment_value(),
-                    )
-                ],
-                result,
-            )
-        return group, self._fence(group, member, "left the group"), result
-
-    def _fence(
-        self, group: ConsumerGroup, member: ConsumerMember, reason: str
-    ) -> list[ConsumerRecord]:
-        """Records removing a member and starting the epoch without it."""
-        logger.info(
-            "%sconsumer group %s: member %s %s; removed",
-            self.tag,
-            group.group_id,
-            member.member_id,
-            reason,
-        )
-        self._cancel_member_timers(group, member.member_id)
-        records = _member_removal_records(group.group_id, member.member_id)
-        members = {k: v for k, v in group.members.items() if k != member.member_id}
-        targets = {k: v for k, v in group.target.items() if k != member.member_id}
-        records += self._maybe_new_epoch(group, members, targets, force=True)[2]
-        return records
-
-    # =========================================================== timers
-
-    def _schedule_session(self, group: ConsumerGroup, member_id: str) -> None:
-        self.classic.timer.schedule(
-            ("consumer-session", group.group_id, member_id),
-            self.config.session_timeout_ms,
-            lambda: self._session_expired(group, member_id),
-        )
-
-    def _session_expired(self, group: ConsumerGroup, member_id: str) -> None:
-        member = group.members.get(member_id)
-        if self.groups.get(group.group_id) is not group or member is None:
-            return
-        self._commit(
-            group,
-            self._fence(group, member, "missed its session timeout"),
-            self._log_failure(group, "removing an expired member"),
-        )
-
-    def _schedule_revocation(self, group: ConsumerGroup, member: ConsumerMember) -> None:
-        """A member that does not revoke in its rebalance timeout is removed (Kafka)."""
-        epoch = member.member_epoch
-        member_id = member.member_id
-
-        def expired() -> None:
-            current = group.members.get(member_id)
-            if (
-                self.groups.get(group.group_id) is not group
-                or current is None
-                or current.state is not MemberState.UNREVOKED_PARTITIONS
-                or current.member_epoch != epoch
-            ):
-                return
-            self._commit(
-                group,
-                self._fence(group, current, "did not revoke its partitions in time"),
-                self._log_failure(group, "removing a member that did not revoke"),
-            )
-
-        timeout = member.rebalance_timeout_ms if member.rebalance_timeout_ms > 0 else 300_000
-        self.classic.timer.schedule(
-            ("consumer-revocation", group.group_id, member_id), timeout, expired
-        )
-
-    def _cancel_member_timers(self, group: ConsumerGroup, member_id: str) -> None:
-        self.classic.timer.cancel(("consumer-session", group.group_id, member_id))
-        self.classic.timer.cancel(("consumer-revocation", group.group_id, member_id))
-
-    def _cancel_timers(self, group: ConsumerGroup) -> None:
-        for member_id in group.members:
-            self._cancel_member_timers(group, member_id)
-
-    def _log_failure(self, group: ConsumerGroup, what: str) -> Callable[[int], None]:
-        def done(code: int) -> None:
-            if code:
-                logger.warning(
-                    "%sconsumer group %s: %s failed with error %d",
-                    self.tag,
-                    group.group_id,
-                    what,
-                    code,
-                )
-
-        return done
 
     # ===================================================== topic metadata
 
@@ -875,107 +324,6 @@ class ConsumerGroupCoordinator:
                 writes.complete(seq)
 
         self.classic.writer(partition, raw, written)
-
-    # ========================================================= offsets
-
-    def commit_offsets(
-        self,
-        group_id: str,
-        member_epoch: int,
-        member_id: str,
-        group_instance_id: str | None,
-        offsets: dict[TopicPartition, CommittedOffset],
-        respond: Callable[[dict[TopicPartition, int]], None],
-        *,
-        api_version: int = 9,
-    ) -> None:
-        """OffsetCommit for a consumer group: from a member at its current epoch (v9+: the
-        generation field carries the member epoch), or, with epoch -1, from outside the
-        group (admin tools) while it has no members."""
-
-        def all_(code: int) -> None:
-            respond(dict.fromkeys(offsets, code))
-
-        error = self.classic.check_group(group_id, require_id=False)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            all_(error or ErrorCode.GROUP_ID_NOT_FOUND)
-            return
-        if not (member_epoch < 0 and not group.members):
-            member = group.members.get(member_id)
-            if member is None:
-                all_(ErrorCode.UNKNOWN_MEMBER_ID)
-                return
-            if api_version < 9:
-                all_(ErrorCode.UNSUPPORTED_VERSION)
-                return
-            if member_epoch != member.member_epoch:
-                all_(ErrorCode.STALE_MEMBER_EPOCH)
-                return
-        errors, valid, raw = offset_commit_records(
-            group_id, offsets, self.clock(), self.config.offset_metadata_max_bytes
-        )
-        if not raw:
-            respond(errors)
-            return
-
-        def stored(code: int) -> None:
-            if code == ErrorCode.NONE and self.groups.get(group_id) is group:
-                group.offsets.update(valid)  # visible once replicated, as in Kafka
-            errors.update(dict.fromkeys(valid, _offset_store_error(code)))
-            respond(errors)
-
-        self._write(group.partition, raw, stored)
-
-    def fetch_offsets(
-        self,
-        group_id: str,
-        partitions: list[TopicPartition] | None,
-        member_id: str | None = None,
-        member_epoch: int = -1,
-    ) -> tuple[int, list[tuple[TopicPartition, CommittedOffset | None]]]:
-        """OffsetFetch for a consumer group: members (v9+) give their id and epoch and must
-        be at their current epoch; without them (admin tools) anyone may read."""
-        error = self.classic.check_group(group_id, require_id=False)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            return error or ErrorCode.GROUP_ID_NOT_FOUND, []
-        if member_id or member_epoch >= 0:
-            member = group.members.get(member_id or "")
-            if member is None:
-                return ErrorCode.UNKNOWN_MEMBER_ID, []
-            if member_epoch != member.member_epoch:
-                return ErrorCode.STALE_MEMBER_EPOCH, []
-        return ErrorCode.NONE, select_offsets(group.offsets, partitions)
-
-    def delete_offsets(
-        self,
-        group_id: str,
-        partitions: list[TopicPartition],
-        respond: Callable[[int, dict[TopicPartition, int]], None],
-    ) -> None:
-        """OffsetDelete: offsets of topics the group does not subscribe to (any, when it
-        has no members)."""
-        error = self.classic.check_group(group_id)
-        group = self.groups.get(group_id)
-        if error or group is None:
-            respond(error or ErrorCode.GROUP_ID_NOT_FOUND, {})
-            return
-        results: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            subscribed = bool(group.members) and group.is_subscribed_to(tp[0])
-            results[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC if subscribed else ErrorCode.NONE
-        deletable = [tp for tp, code in results.items() if code == ErrorCode.NONE]
-        raw = remove_offsets(group_id, group.offsets, deletable)
-
-        def written(code: int) -> None:
-            if code:
-                for tp, result in results.items():
-                    if result == ErrorCode.NONE:
-                        results[tp] = _offset_store_error(code)
-            respond(ErrorCode.NONE, results)
-
-        self._write(group.partition, raw, written)
 
     # ================================================ describe, list, delete
 
@@ -1112,7 +460,7 @@ class ConsumerGroupCoordinator:
 
             def written(code: int, group_id: str = group_id) -> None:
                 if code:
-                    results[group_id] = _group_store_error(code)
+                    results[group_id] = group_store_error(code)
                 one_done()
 
             self._write(group.partition, raw, written)
@@ -1165,37 +513,6 @@ class ConsumerGroupCoordinator:
         return ErrorCode.NONE
 
 
-def _is_empty_classic(group: ClassicGroup) -> bool:
-    return (
-        group.state in (GroupState.EMPTY, GroupState.DEAD)
-        and not group.members
-        and not group.pending_members
-    )
-
-
-def _check_member_epoch(member: ConsumerMember, epoch: int, owned: Assignment | None) -> None:
-    """Kafka's fencing: a member must heartbeat with its epoch, or with its previous one if
-    the response that moved it on may have been lost (then it owns no more than it has)."""
-    if epoch > member.member_epoch:
-        raise GroupError(
-            ErrorCode.FENCED_MEMBER_EPOCH,
-            f"The consumer group member has a greater member epoch ({epoch}) than the one "
-            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
-            "all its partitions and rejoin.",
-        )
-    if epoch < member.member_epoch and (
-        epoch != member.previous_member_epoch
-        or owned is None
-        or not is_subset(owned, member.assigned)
-    ):
-        raise GroupError(
-            ErrorCode.FENCED_MEMBER_EPOCH,
-            f"The consumer group member has a smaller member epoch ({epoch}) than the one "
-            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
-            "all its partitions and rejoin.",
-        )
-
-
 __all__ = [
     "CONSUMER_GROUP_TYPE",
     "ConsumerGroupConfig",
@@ -1206,4 +523,5 @@ __all__ = [
     "GroupError",
     "HeartbeatRequest",
     "HeartbeatResult",
+    "TopicsFn",
 ]

@@ -4,10 +4,9 @@ to the partitions of `__consumer_offsets` this broker leads, and to the controll
 - Leadership: after every metadata change the broker calls `on_metadata_change`; a newly led
   offsets partition is loaded (read from its log start to its end, in chunks that yield to the
   loop), a partition no longer led is unloaded.
-- Writes: the coordinator's records are appended to the partition as its leader, in one batch
-  per write, and reported once the high watermark passes them (acks=all, woken by the
-  partition's waiters like a delayed produce, bounded by `offsets.commit.timeout.ms`), in
-  append order.
+- Writes: the coordinator's records are appended through the replica manager, in one batch
+  per write, and reported once the high watermark passes them (acks=all, a delayed produce
+  bounded by `offsets.commit.timeout.ms`), in append order.
 - The topic: created on first FindCoordinator through the controller like Kafka's automatic
   creation of internal topics (`offsets.topic.num.partitions`, replication factor
   min(`offsets.topic.replication.factor`, live brokers), compacted).
@@ -16,7 +15,6 @@ to the partitions of `__consumer_offsets` this broker leads, and to the controll
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ from kraft.log.errors import LogError
 from kraft.log.partition_log import wall_clock_ms
 from kraft.log.records import Record, build_batch, decode_records
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import AppendOrigin, AppendResults
 from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig, ConsumerGroupCoordinator
 from kraft.net.groups.consumer_records import TopicMetadata
 from kraft.net.groups.coordinator import (
@@ -51,66 +50,6 @@ LOAD_CHUNK_BYTES = 1 << 20
 DoneFn = Callable[[int], None]
 
 
-class _Appender:
-    """Pending writes of one offsets partition, reported in append order as the high
-    watermark passes each."""
-
-    def __init__(self, key: tuple[str, int], broker: Broker, timeout_ms: int) -> None:
-        self.key = key
-        self.broker = broker
-        self.timeout_ms = timeout_ms
-        # (partition, offset the high watermark must pass, leader epoch at the append,
-        # deadline, callback)
-        self.queue: collections.deque[tuple[Partition, int, int, float, DoneFn]] = (
-            collections.deque()
-        )
-        self.task: asyncio.Task[None] | None = None
-
-    def add(self, partition: Partition, end_offset: int, done: DoneFn) -> None:
-        loop = asyncio.get_running_loop()
-        if not self.queue and partition.high_watermark >= end_offset:
-            loop.call_soon(done, ErrorCode.NONE)  # a single replica: committed at once
-            return
-        deadline = loop.time() + self.timeout_ms / 1000
-        self.queue.append((partition, end_offset, partition.leader_epoch, deadline, done))
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.queue:
-            partition, end, epoch, deadline, done = self.queue[0]
-            if (
-                not partition.is_leader
-                or partition.leader_epoch != epoch  # led again: the load answers for the log
-                or self.broker.partitions.get(self.key) is not partition
-            ):
-                code = ErrorCode.NOT_LEADER_OR_FOLLOWER
-            elif partition.high_watermark >= end:
-                code = ErrorCode.NONE
-            elif loop.time() >= deadline:
-                code = (
-                    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                    if len(partition.isr) < partition.min_insync_replicas
-                    else ErrorCode.REQUEST_TIMED_OUT
-                )
-            else:
-                fut: asyncio.Future[None] = loop.create_future()
-                partition.add_waiter(fut)
-                try:
-                    await asyncio.wait_for(fut, deadline - loop.time())
-                except TimeoutError:
-                    pass
-                finally:
-                    partition.remove_waiter(fut)
-                continue
-            self.queue.popleft()
-            try:
-                done(code)
-            except Exception:
-                logger.exception("%sgroup coordinator write callback failed", self.broker.tag)
-
-
 class GroupCoordinatorService:
     def __init__(self, broker: Broker) -> None:
         cfg = broker.config
@@ -125,6 +64,8 @@ class GroupCoordinatorService:
                 max_session_timeout_ms=cfg.group_max_session_timeout_ms,
                 max_size=cfg.group_max_size,
                 offset_metadata_max_bytes=cfg.offset_metadata_max_bytes,
+                offsets_retention_ms=cfg.offsets_retention_minutes * 60_000,
+                offsets_retention_check_interval_ms=cfg.offsets_retention_check_interval_ms,
             ),
             wall_clock_ms,
             self.timer,
@@ -148,7 +89,6 @@ class GroupCoordinatorService:
         self._loads: dict[int, asyncio.Task[None]] = {}
         # The leader epoch each loaded partition was loaded under.
         self._loaded_epochs: dict[int, int] = {}
-        self._appenders: dict[int, _Appender] = {}
         self._create_lock: asyncio.Lock | None = None
 
     def num_partitions(self) -> int:
@@ -168,7 +108,7 @@ class GroupCoordinatorService:
         and the groups in memory would be stale."""
         led: dict[int, Partition] = {
             index: p
-            for (topic, index), p in self.broker.partitions.items()
+            for (topic, index), p in self.broker.replica_manager.partitions.items()
             if topic == OFFSETS_TOPIC and p.is_leader
         }
         for index in list(self.coordinator.partitions):
@@ -198,7 +138,6 @@ class GroupCoordinatorService:
                     self._loaded_epochs[index],
                     dropped,
                 )
-                p.notify()  # writes pending under the old epoch fail now
         for index, p in sorted(led.items()):
             if index not in self.coordinator.partitions:
                 self._start_load(index, p)
@@ -310,37 +249,28 @@ class GroupCoordinatorService:
     # --------------------------------------------------------------- writes
 
     def _write(self, index: int, records: Records, done: DoneFn) -> None:
-        """Append the coordinator's records to its partition; `done(error)` once replicated
-        (always called later, from the loop, never from inside this call)."""
+        """Append the coordinator's records to its partition through the replica manager
+        (acks=all, bounded by `offsets.commit.timeout.ms`); `done(error)` once replicated,
+        always later, from the loop, never from inside this call, and in append order."""
         loop = asyncio.get_running_loop()
         key = (OFFSETS_TOPIC, index)
-        partition = self.broker.partitions.get(key)
-        if partition is None or not partition.is_leader:
-            loop.call_soon(done, ErrorCode.NOT_LEADER_OR_FOLLOWER)
-            return
-        if len(partition.isr) < partition.min_insync_replicas:
-            loop.call_soon(done, ErrorCode.NOT_ENOUGH_REPLICAS)
-            return
-        now = wall_clock_ms()
         batch = build_batch(
-            [Record(i, 0, k, v) for i, (k, v) in enumerate(records)], base_timestamp=now
+            [Record(i, 0, k, v) for i, (k, v) in enumerate(records)],
+            base_timestamp=wall_clock_ms(),
         )
+
+        def answered(results: AppendResults) -> None:
+            loop.call_soon(self._report, done, results[key].error_code)
+
+        self.broker.replica_manager.append_records(
+            {key: batch}, -1, self.commit_timeout_ms, AppendOrigin.COORDINATOR, answered
+        )
+
+    def _report(self, done: DoneFn, code: int) -> None:
         try:
-            result = partition.log.append_as_leader(batch, partition.leader_epoch)
-        except LogError as e:
-            logger.warning("%sappend to %s-%d failed: %s", self.tag, OFFSETS_TOPIC, index, e)
-            loop.call_soon(done, e.error_code)
-            return
-        except OSError as e:
-            logger.error("%sappend to %s-%d failed: %s", self.tag, OFFSETS_TOPIC, index, e)
-            loop.call_soon(done, ErrorCode.KAFKA_STORAGE_ERROR)
-            return
-        partition.maybe_advance_high_watermark()
-        partition.notify()
-        appender = self._appenders.get(index)
-        if appender is None:
-            appender = self._appenders[index] = _Appender(key, self.broker, self.commit_timeout_ms)
-        appender.add(partition, result.last_offset + 1, done)
+            done(code)
+        except Exception:
+            logger.exception("%sgroup coordinator write callback failed", self.tag)
 
     # ------------------------------------------------------------ the topic
 

@@ -93,8 +93,3 @@ class LoopTimer:
         handle = self._handles.pop(key, None)
         if handle is not None:
             handle.cancel()
-
-    def cancel_all(self) -> None:
-        for handle in self._handles.values():
-            handle.cancel()
-        self._handles.clear()

@@ -65,7 +65,9 @@ class FrameReader:
         end = start + size
         if end > len(buf):
             return None
-        frame = bytes(buf[start:end])
+        # One copy: slicing the bytearray itself would copy twice (slice, then bytes).
+        with memoryview(buf) as view:
+            frame = bytes(view[start:end])
         self._pos = end
         if end > 65536 and end * 2 > len(buf):
             # Drop consumed bytes once they dominate the buffer, so it does not grow forever.

@@ -57,6 +57,7 @@ from kraft.net.protocol import (
     ProduceRequest,
     ProduceResponse,
 )
+from tests import wait
 from tests.e2e import group_clients
 from tests.e2e.client_drivers import ConfluentDriver
 from tests.e2e.group_clients import (
@@ -200,8 +201,8 @@ def wait_until(
     timeout_s: float = WAIT_S,
     explain: Callable[[], str] | None = None,
 ) -> float:
-    """`group_clients.wait_until` with this module's longer default."""
-    return group_clients.wait_until(condition, what, timeout_s, explain)
+    """`tests.wait.wait_until` with this module's longer default."""
+    return wait.wait_until(condition, what, timeout_s, explain)
 
 
 def create_topic(cluster: Cluster, topic: str) -> None:

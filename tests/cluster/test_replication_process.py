@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -106,6 +106,8 @@ class Workload(ABC):
 
 class ConfluentWorkload(Workload):
     name = "confluent-kafka"
+    # librdkafka settings a test changes (e.g. its timeouts, for a hung broker).
+    overrides: ClassVar[dict[str, object]] = {}
 
     def _run(self) -> None:
         from confluent_kafka import Producer
@@ -123,6 +125,7 @@ class ConfluentWorkload(Workload):
                 "retry.backoff.max.ms": 500,
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 500,
+                **self.overrides,
             }
         )
 

@@ -454,22 +454,6 @@ def close_all(members: Sequence[GroupMember]) -> None:
     assert errors == []
 
 
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    timeout_s: float = 30.0,
-    explain: Callable[[], str] | None = None,
-) -> float:
-    """Seconds until `condition()` held; fails after `timeout_s` with `explain()`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            detail = explain() if explain is not None else ""
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{detail}")
-        time.sleep(0.01)
-    return time.monotonic() - start
-
-
 def figure(name: str, value: float, **labels: str) -> None:
     """A `FIGURE` line: a time the test measured (reported, not asserted)."""
     tags = " ".join(f"{k}={v}" for k, v in labels.items())

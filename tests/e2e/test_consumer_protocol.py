@@ -37,7 +37,6 @@ from tests.e2e.group_clients import (
     consumed,
     figure,
     settled,
-    wait_until,
 )
 from tests.e2e.test_groups import (
     PARTITIONS,
@@ -49,6 +48,7 @@ from tests.e2e.test_groups import (
     request,
     split,
 )
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -45,8 +45,8 @@ from tests.e2e.group_clients import (
     consumed,
     figure,
     settled,
-    wait_until,
 )
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

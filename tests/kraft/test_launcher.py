@@ -1,7 +1,8 @@
 """`kraft.launcher`: nodes isolated from the caller's cwd and PYTHONPATH, readiness, stop, kill -9,
 SIGSTOP/SIGCONT, restart on the same data dir, and log tails when a node cannot start.
 
-Process tests: run under the shared lock (see the project notes)."""
+All but the first test start node processes (marked `process`): run them under the shared
+lock."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def test_node_command_imports_the_launchers_kraft() -> None:
     assert command[-5:] == [KRAFT_ROOT, "kraft.cli", "serve", "--config", "x"]
 
 
+@pytest.mark.process
 def test_nodes_ignore_the_callers_cwd_and_pythonpath(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,6 +67,7 @@ def test_nodes_ignore_the_callers_cwd_and_pythonpath(
         cluster.stop()
 
 
+@pytest.mark.process
 def test_a_node_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     cluster = LocalCluster(tmp_path, nodes=1, extra={"num.partitions": "zero"})
     with pytest.raises(LaunchError) as failed:
@@ -73,6 +76,7 @@ def test_a_node_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     assert not cluster.alive_ids()
 
 
+@pytest.mark.process
 def test_cluster_lifecycle(tmp_path: Path) -> None:
     """Ready (every broker listed, a quorum leader), SIGSTOP/SIGCONT, kill -9, restart on the
     same data dir, and a clean whole-cluster stop."""

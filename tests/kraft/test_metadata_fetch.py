@@ -39,6 +39,7 @@ from kraft.net.protocol import (
     encode_response,
 )
 from kraft.net.protocol import _generated as m
+from tests.wait import wait_until_async
 
 CLUSTER = "test-cluster-id"
 
@@ -50,14 +51,24 @@ class Committer:
         self.active = active
         self.term = 3
         self.next_offset = 0
+        # Every pass of a fetch checks leadership first, then answers or parks without
+        # yielding in between: a fetch that checked and has not answered is parked.
+        self.leadership_checks = 0
         self.fetch = MetadataFetch(
             1,
             CLUSTER,
             self.image,
-            lambda: self.active,
+            self._is_active,
             lambda: (1 if self.active else 2, self.term),
             entries,
         )
+
+    def _is_active(self) -> bool:
+        self.leadership_checks += 1
+        return self.active
+
+    async def parked(self) -> None:
+        await wait_until_async(lambda: self.leadership_checks > 0, "the fetch to park", 5)
 
     def commit(self, *records: Message) -> int:
         """One committed entry; the offset of its first record."""
@@ -203,7 +214,7 @@ async def test_a_parked_fetch_is_answered_by_the_next_commit() -> None:
     c.topics(1)
     started = time.monotonic()
     parked = asyncio.create_task(fetch(c, fetch_request(2, max_wait_ms=5000)))
-    await asyncio.sleep(0.05)
+    await c.parked()
     assert not parked.done()
     c.topics(1, prefix="late")
     data = partition(await asyncio.wait_for(parked, 1.0))
@@ -222,7 +233,7 @@ async def test_a_parked_fetch_ends_empty_after_max_wait() -> None:
 async def test_a_parked_fetch_is_sent_away_when_leadership_is_lost() -> None:
     c = Committer()
     parked = asyncio.create_task(fetch(c, fetch_request(0, max_wait_ms=10_000)))
-    await asyncio.sleep(0.05)
+    await c.parked()
     c.active = False
     c.fetch.on_leader_change()
     response = await asyncio.wait_for(parked, 1.0)

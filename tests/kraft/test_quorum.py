@@ -37,6 +37,7 @@ from kraft.quorum.journal import (
     JournalError,
     encode_record,
 )
+from tests.wait import wait_until_async
 
 SECRET = b"test cluster secret"
 
@@ -50,14 +51,6 @@ def free_port() -> int:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 # -- journal ------------------------------------------------------------------------------------
@@ -264,7 +257,7 @@ class Cluster:
                 m.quorum.leader_id == leaders[0].node_id for m in self.running()
             )
 
-        await wait_for(found, within)
+        await wait_until_async(found, "one leader all members agree on", within)
         return next(m for m in self.running() if m.quorum.is_leader)
 
 
@@ -299,7 +292,10 @@ async def test_three_voters_elect_commit_everywhere_in_order(
 
     expected = [b"seq-%d" % i for i in range(300)] + [b"par-%d" % i for i in range(100)]
     assert leader.entries == expected  # applied locally before append returned
-    await wait_for(lambda: all(m.entries == expected for m in followers))
+    await wait_until_async(
+        lambda: all(m.entries == expected for m in followers),
+        "all(m.entries == expected for m in followers)",
+    )
     assert all(m.commits == leader.commits for m in followers)
     print(
         f"\ncommit latency, 3 voters in one process, {len(latencies)} sequential appends: "
@@ -317,7 +313,10 @@ async def test_three_voters_elect_commit_everywhere_in_order(
     status = leader.quorum.status()
     assert status.is_leader and status.leader_id == leader.node_id
     assert [v.node_id for v in status.voters] == [1, 2, 3]
-    await wait_for(lambda: all(v.lag == 0 for v in leader.quorum.status().voters))
+    await wait_until_async(
+        lambda: all(v.lag == 0 for v in leader.quorum.status().voters),
+        "all(v.lag == 0 for v in leader.quorum.status().voters)",
+    )
     follower_view = followers[0].quorum.status()
     assert all(
         v.match_index is None for v in follower_view.voters if v.node_id != followers[0].node_id
@@ -345,7 +344,10 @@ async def test_leader_failover_and_catch_up(cluster: Callable[..., Cluster]) -> 
 
     await c.start(old_id)  # rejoins, replays its own log, then catches up
     expected = [b"before-%d" % i for i in range(20)] + [b"after-%d" % i for i in range(20)]
-    await wait_for(lambda: all(m.entries == expected for m in c.running()))
+    await wait_until_async(
+        lambda: all(m.entries == expected for m in c.running()),
+        "all(m.entries == expected for m in c.running())",
+    )
     assert c.members[old_id].quorum.leader_id == new_leader.node_id
 
 
@@ -362,7 +364,7 @@ async def test_minority_cannot_commit_and_the_leader_steps_down(
     cut_off_at = time.monotonic()
     with pytest.raises((CommitTimeout, NotLeader)):
         await leader.quorum.append(b"no majority", timeout_ms=500)
-    await wait_for(lambda: not leader.quorum.is_leader, within=10)
+    await wait_until_async(lambda: not leader.quorum.is_leader, "not leader.quorum.is_leader", 10)
     stepped_down = time.monotonic() - cut_off_at
     with pytest.raises(NotLeader):
         await leader.quorum.append(b"still no majority", timeout_ms=500)
@@ -379,14 +381,20 @@ async def test_whole_cluster_restart_replays_every_committed_entry(
     expected = [b"entry-%d" % i for i in range(50)]
     for entry in expected:
         await leader.quorum.append(entry)
-    await wait_for(lambda: all(m.entries == expected for m in c.running()))
+    await wait_until_async(
+        lambda: all(m.entries == expected for m in c.running()),
+        "all(m.entries == expected for m in c.running())",
+    )
     before = {m.node_id: list(m.commits) for m in c.running()}
     await c.stop()
 
     await c.start()
     leader = await c.leader()
     await leader.quorum.append(b"after restart")
-    await wait_for(lambda: all(len(m.commits) == 51 for m in c.running()))
+    await wait_until_async(
+        lambda: all(len(m.commits) == 51 for m in c.running()),
+        "all(len(m.commits) == 51 for m in c.running())",
+    )
     for m in c.running():
         assert m.commits[:50] == before[m.node_id]  # same entries at the same indexes
         assert m.entries[50] == b"after restart"
@@ -395,7 +403,9 @@ async def test_whole_cluster_restart_replays_every_committed_entry(
     floor = before[1][29][0]
     await c.stop(1)
     await c.start(1, applied_index=floor)
-    await wait_for(lambda: len(c.members[1].commits) == 21)
+    await wait_until_async(
+        lambda: len(c.members[1].commits) == 21, "len(c.members[1].commits) == 21"
+    )
     assert c.members[1].entries == expected[30:] + [b"after restart"]
 
 
@@ -563,7 +573,10 @@ async def test_hostile_connections_change_nothing(cluster: Callable[..., Cluster
     await c.start()
     leader = await c.leader()
     await leader.quorum.append(b"before")
-    await wait_for(lambda: all(m.entries == [b"before"] for m in c.running()))
+    await wait_until_async(
+        lambda: all(m.entries == [b"before"] for m in c.running()),
+        "all(m.entries == [b'before'] for m in c.running())",
+    )
     before = {
         m.node_id: (m.quorum.term, m.quorum.leader_id, m.quorum.status().last_index)
         for m in c.running()
@@ -618,17 +631,25 @@ async def test_hostile_connections_change_nothing(cluster: Callable[..., Cluster
     }
     assert all(m.entries == [b"before"] for m in c.running())
     await leader.quorum.append(b"after")
-    await wait_for(lambda: all(m.entries == [b"before", b"after"] for m in c.running()))
+    await wait_until_async(
+        lambda: all(m.entries == [b"before", b"after"] for m in c.running()),
+        "all(m.entries == [b'before', b'after'] for m in c.running())",
+    )
 
 
 async def test_a_voter_without_the_secret_cannot_join(cluster: Callable[..., Cluster]) -> None:
     c = cluster()
     await c.start(1, 2)
     await c.start(3, secret=b"not the cluster secret")
-    await wait_for(lambda: any(c.members[i].quorum.is_leader for i in (1, 2)))
+    await wait_until_async(
+        lambda: any(c.members[i].quorum.is_leader for i in (1, 2)),
+        "any(c.members[i].quorum.is_leader for i in (1, 2))",
+    )
     leader = next(c.members[i] for i in (1, 2) if c.members[i].quorum.is_leader)
     await leader.quorum.append(b"x")
-    await asyncio.sleep(0.5)
+    # By the time the other voter has the entry, the stranger would have it too if admitted.
+    other = c.members[1 if leader.node_id == 2 else 2]
+    await wait_until_async(lambda: other.entries == [b"x"], "the other voter to apply the entry")
     assert c.members[3].commits == [] and c.members[3].quorum.leader_id is None
     status = leader.quorum.status()
     assert next(v for v in status.voters if v.node_id == 3).connected is False

@@ -19,6 +19,7 @@ import time
 import zlib
 from typing import Any
 
+import pysyncobj.syncobj
 import pysyncobj.syncobj as syncobj_module
 import pytest
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -29,6 +30,7 @@ from pysyncobj.version import VERSION
 
 from kraft.quorum.journal import DurableJournal
 from kraft.quorum.raft import NO_OP, REGULAR, RaftNode, RaftTimeouts, _NoSerializer, make_conf
+from tests.wait import wait_until
 
 # Sources of the pysyncobj methods whose behaviour kraft/quorum/raft.py depends on. Any change
 # is a reason to re-review the wrapper, so a change fails here first.
@@ -137,7 +139,13 @@ def test_relied_on_journal_comes_from_create_journal_and_restores_term_vote_comm
 def test_relied_on_term_and_vote_are_written_before_a_vote_request(tmp_path: Any) -> None:
     core, journal, events = two_node_core(tmp_path)
     core._SyncObj__transport._onNodeConnected(next(iter(core.otherNodes)))
-    time.sleep(0.03)
+    # pysyncobj starts an election once its randomized deadline passed (on its own clock,
+    # CLOCK_MONOTONIC_RAW, not time.monotonic).
+    wait_until(
+        lambda: core._SyncObj__raftElectionDeadline < pysyncobj.syncobj.monotonicTime(),
+        "the election deadline to pass",
+        5,
+    )
     core.doTick(0)
     kinds = [e[:2] for e in events]
     assert ("send", "request_vote") in kinds

@@ -33,10 +33,13 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from kraft.quorum import Quorum, QuorumError, codec
+from tests.wait import wait_until_async
 
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 SECRET_ENV = "KRAFT_QUORUM_TEST_SECRET"
 SNAPSHOT_ENV = "KRAFT_QUORUM_TEST_SNAPSHOT_ENTRIES"
 SECRET = "process test secret"
@@ -137,6 +140,8 @@ class Child:
 
     async def start(self) -> None:
         env = dict(os.environ, **{SECRET_ENV: SECRET}, **self.env)
+        # Run as a script, the child imports this repository's kraft and tests packages.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
         voters = json.dumps({str(k): list(v) for k, v in self.voters.items()})
         with open_log(self.log_path) as log:
             self.proc = await asyncio.create_subprocess_exec(
@@ -244,13 +249,23 @@ def free_port() -> int:
 
 
 async def wait_for_leader(children: list[Child], within: float = 15.0) -> Child:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def agreed() -> Child | None:
         leaders = [c for c in children if c.is_leader]
         if len(leaders) == 1 and all(c.leader == leaders[0].node_id for c in children if c.alive):
             return leaders[0]
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no leader: {[(c.node_id, c.leader, c.term) for c in children]}")
+        return None
+
+    await wait_until_async(
+        lambda: agreed() is not None,
+        "one leader every live voter follows",
+        within,
+        explain=lambda: (
+            f"(node, leader, term): {[(c.node_id, c.leader, c.term) for c in children]}"
+        ),
+    )
+    leader = agreed()
+    assert leader is not None
+    return leader
 
 
 def make_children(tmp_path: Any) -> list[Child]:
@@ -323,10 +338,11 @@ async def test_kill_9_all_voters_at_random_moments_loses_nothing(tmp_path: Any) 
         leader = await wait_for_leader(children)
         final_index = await leader.append("final", b"final")
         assert final_index is not None
-        deadline = time.monotonic() + 15
-        while not all(c.commits and c.commits[-1][0] >= final_index for c in children):
-            assert time.monotonic() < deadline, "voters did not catch up"
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: all(c.commits and c.commits[-1][0] >= final_index for c in children),
+            "every voter to apply the final entry",
+            15,
+        )
 
         final = dict(leader.commits)
         assert all(dict(c.commits) == final for c in children)
@@ -367,10 +383,11 @@ async def test_leader_kill_9_failover_and_commit_latency(tmp_path: Any) -> None:
         after = await new_leader.append("after", b"after-failover")
         assert after is not None and after > before
         for child in survivors:
-            deadline = time.monotonic() + 10
-            while not child.commits or child.commits[-1][0] < after:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+            await wait_until_async(
+                lambda child=child: bool(child.commits) and child.commits[-1][0] >= after,
+                f"voter {child.node_id} to apply the entry written after the failover",
+                10,
+            )
             committed = dict(child.commits)
             assert committed[before] == b"before-failover"
             assert committed[after] == b"after-failover"

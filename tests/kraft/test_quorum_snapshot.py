@@ -26,7 +26,8 @@ from kraft.metadata.record_log import encode_entry
 from kraft.net.protocol import _generated as m
 from kraft.quorum import Quorum, QuorumError, codec
 from kraft.quorum.journal import LOG_FILE, DurableJournal, JournalError
-from kraft.quorum.raft import _parse_ack, _parse_chunk
+from kraft.quorum.snapshot_transfer import parse_ack as _parse_ack
+from kraft.quorum.snapshot_transfer import parse_chunk as _parse_chunk
 from kraft.quorum.snapshots import SnapshotId, SnapshotStore, install, recover, retain
 from kraft.quorum.transport import ProtocolError
 from tests.kraft.test_quorum_processes import (
@@ -35,6 +36,7 @@ from tests.kraft.test_quorum_processes import (
     run_with_children,
     wait_for_leader,
 )
+from tests.wait import wait_until_async
 
 SECRET = b"snapshot test secret"
 REGULAR = b"\x00"
@@ -49,14 +51,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 # -- files and journal --------------------------------------------------------------------------
@@ -375,7 +369,7 @@ class Group:
                 r.quorum.leader_id == leaders[0].node_id for r in self.members.values()
             )
 
-        await wait_for(found, within)
+        await wait_until_async(found, "one leader all members agree on", within)
         return next(r for r in self.members.values() if r.quorum.is_leader)
 
 
@@ -410,9 +404,15 @@ async def test_compaction_bounds_the_journal_and_restarts_replay_only_the_tail(
     expected = [b"entry-%d" % i for i in range(300)]
     for entry in expected:
         await leader.quorum.append(entry)
-    await wait_for(lambda: all(r.entries == expected for r in g.members.values()))
+    await wait_until_async(
+        lambda: all(r.entries == expected for r in g.members.values()),
+        "all(r.entries == expected for r in g.members.values())",
+    )
     last = leader.quorum.applied_index
-    await wait_for(lambda: all(r.quorum.status().applied_index >= last for r in g.members.values()))
+    await wait_until_async(
+        lambda: all(r.quorum.status().applied_index >= last for r in g.members.values()),
+        "all(r.quorum.status().applied_index >= last for r in g.members.values())",
+    )
     for r in g.members.values():
         status = r.quorum.status()
         assert status.snapshot_index > status.first_index > 200
@@ -428,12 +428,16 @@ async def test_compaction_bounds_the_journal_and_restarts_replay_only_the_tail(
     restarted = time.perf_counter() - started
     for r in g.members.values():
         assert r.loaded and r.state[: len(r.state)] == state[: len(r.state)]
-    await wait_for(lambda: all(r.state == state for r in g.members.values()))
+    await wait_until_async(
+        lambda: all(r.state == state for r in g.members.values()),
+        "all(r.state == state for r in g.members.values())",
+    )
     assert all(r.commits <= 2 * 40 for r in g.members.values())  # only the tail replayed
     leader = await g.leader()
     await leader.quorum.append(b"after restart")
-    await wait_for(
-        lambda: all(r.entries == [*expected, b"after restart"] for r in g.members.values())
+    await wait_until_async(
+        lambda: all(r.entries == [*expected, b"after restart"] for r in g.members.values()),
+        "every member to apply the entry appended after the restart",
     )
     print(
         f"\n300 entries, a snapshot every 40: journal {log_bytes} bytes on disk, "
@@ -450,20 +454,22 @@ async def test_a_follower_behind_the_log_start_catches_up_by_snapshot(
     for i in range(10):
         await leader.quorum.append(b"early-%d" % i)
     lagging = next(r for r in g.members.values() if r is not leader)
-    await wait_for(lambda: len(lagging.state) == 10)
+    await wait_until_async(lambda: len(lagging.state) == 10, "len(lagging.state) == 10")
     await g.stop(lagging.node_id)
 
     payload = bytes(100)
     for i in range(150):
         await leader.quorum.append(payload + b"%d" % i)
     expected = [e for _, e in leader.state]
-    await wait_for(lambda: leader.quorum.status().first_index > 20)
+    await wait_until_async(
+        lambda: leader.quorum.status().first_index > 20, "leader.quorum.status().first_index > 20"
+    )
     assert leader.quorum._node is not None
     leader.quorum._node.snapshot_chunk_bytes = 1000  # a transfer of many chunks
 
     await g.start(lagging.node_id)
     lagging = g.members[lagging.node_id]
-    await wait_for(lambda: lagging.entries == expected)
+    await wait_until_async(lambda: lagging.entries == expected, "lagging.entries == expected")
     assert lagging.loaded and lagging.loaded[0] >= leader.quorum.status().first_index
     status = lagging.quorum.status()
     assert status.first_index == lagging.loaded[0] == status.snapshot_index
@@ -471,13 +477,17 @@ async def test_a_follower_behind_the_log_start_catches_up_by_snapshot(
     assert lagging.commits < 30  # the rest came in the snapshot
 
     await leader.quorum.append(b"after")
-    await wait_for(lambda: lagging.entries == [*expected, b"after"])
+    await wait_until_async(
+        lambda: lagging.entries == [*expected, b"after"], "lagging.entries == [*expected, b'after']"
+    )
     # The installed snapshot is durable: a restart loads it.
     await g.stop(lagging.node_id)
     await g.start(lagging.node_id)
     again = g.members[lagging.node_id]
     assert again.loaded
-    await wait_for(lambda: again.entries == [*expected, b"after"])
+    await wait_until_async(
+        lambda: again.entries == [*expected, b"after"], "again.entries == [*expected, b'after']"
+    )
 
 
 async def test_a_corrupt_newest_snapshot_falls_back(group: Callable[..., Group]) -> None:
@@ -486,7 +496,10 @@ async def test_a_corrupt_newest_snapshot_falls_back(group: Callable[..., Group])
     member = await g.leader()
     for i in range(25):
         await member.quorum.append(b"e%d" % i)
-    await wait_for(lambda: member.quorum.status().snapshot_index > 0)
+    await wait_until_async(
+        lambda: member.quorum.status().snapshot_index > 0,
+        "member.quorum.status().snapshot_index > 0",
+    )
     await g.stop()
     only = SnapshotStore(member.data_dir).list()
     assert len(only) == 1
@@ -495,14 +508,19 @@ async def test_a_corrupt_newest_snapshot_falls_back(group: Callable[..., Group])
     corrupt(member.data_dir, only[0])
     await g.start()
     member = g.members[1]
-    await wait_for(lambda: len(member.state) == 25)
+    await wait_until_async(lambda: len(member.state) == 25, "len(member.state) == 25")
     assert member.loaded == [] and member.commits == 25
     member = await g.leader()
     for i in range(25, 70):
         await member.quorum.append(b"e%d" % i)
     expected = [b"e%d" % i for i in range(70)]
-    await wait_for(lambda: len(SnapshotStore(member.data_dir).list()) == 2)
-    await wait_for(lambda: member.quorum.status().first_index > 1)
+    await wait_until_async(
+        lambda: len(SnapshotStore(member.data_dir).list()) == 2,
+        "len(SnapshotStore(member.data_dir).list()) == 2",
+    )
+    await wait_until_async(
+        lambda: member.quorum.status().first_index > 1, "member.quorum.status().first_index > 1"
+    )
     await g.stop()
 
     # Two snapshots, the journal from the older one on: the older one stands in.
@@ -511,7 +529,7 @@ async def test_a_corrupt_newest_snapshot_falls_back(group: Callable[..., Group])
     await g.start()
     member = g.members[1]
     assert member.loaded == [older.index]
-    await wait_for(lambda: member.entries == expected)
+    await wait_until_async(lambda: member.entries == expected, "member.entries == expected")
     assert file_size(member.data_dir, newest.file_name + ".corrupt") > 0
     await g.stop()
 
@@ -538,7 +556,10 @@ async def test_replay_floor_and_missing_loader(group: Callable[..., Group], tmp_
     member = await g.leader()
     for i in range(15):
         await member.quorum.append(b"e%d" % i)
-    await wait_for(lambda: member.quorum.status().snapshot_index > 0)
+    await wait_until_async(
+        lambda: member.quorum.status().snapshot_index > 0,
+        "member.quorum.status().snapshot_index > 0",
+    )
     snapshot_index = member.quorum.status().snapshot_index
     last = member.state[-1][0]
     await g.stop()
@@ -550,7 +571,7 @@ async def test_replay_floor_and_missing_loader(group: Callable[..., Group], tmp_
     await g.start(applied_index=snapshot_index - 1)
     member = g.members[1]
     assert member.loaded == [snapshot_index]
-    await wait_for(lambda: member.state[-1][0] == last)
+    await wait_until_async(lambda: member.state[-1][0] == last, "member.state[-1][0] == last")
     await g.stop()
 
     # Snapshots on disk but nothing to load them: refuse to start rather than skip them.
@@ -618,6 +639,7 @@ async def test_metadata_quorum_log_snapshots_round_trip() -> None:
 # -- processes, kill -9 ---------------------------------------------------------------------------
 
 
+@pytest.mark.process  # voter processes, killed -9
 async def test_kill_9_with_snapshots_loses_nothing(tmp_path: Any) -> None:
     """Voters that snapshot every 50 entries, killed -9 at random moments (during snapshot
     writes, installs and journal rewrites too); one round keeps a voter down long enough to
@@ -681,10 +703,11 @@ async def test_kill_9_with_snapshots_loses_nothing(tmp_path: Any) -> None:
         leader = await wait_for_leader(children)
         final_index = await leader.append("final", b"final")
         assert final_index is not None
-        deadline = time.monotonic() + 15
-        while not all(c.commits and c.commits[-1][0] >= final_index for c in children):
-            assert time.monotonic() < deadline, "voters did not catch up"
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: all(c.commits and c.commits[-1][0] >= final_index for c in children),
+            "every voter to apply the final entry",
+            15,
+        )
         assert any(after_ready for _, after_ready in lagging.snapshots_loaded), (
             "the lagging voter did not catch up by snapshot"
         )
@@ -718,7 +741,8 @@ def test_follower_side_of_a_transfer(tmp_path: Any) -> None:
     answers and when it installs, driven message by message."""
     import zlib
 
-    from kraft.quorum.raft import SNAPSHOT_ACK, SNAPSHOT_CHUNK, RaftNode, RaftTimeouts
+    from kraft.quorum.raft import RaftNode, RaftTimeouts
+    from kraft.quorum.snapshot_transfer import SNAPSHOT_ACK, SNAPSHOT_CHUNK
 
     journal = DurableJournal(str(tmp_path))
     store = SnapshotStore(str(tmp_path))

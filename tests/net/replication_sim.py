@@ -5,10 +5,12 @@ What is real: each broker is a real `Broker` over a real `LogManager` in its own
 (segments, indexes, checkpoints, leader-epoch cache; crash recovery when it restarts), so
 becoming leader or follower (`Broker.on_metadata_change`), the high watermark and ISR rules
 (`Partition`), the AlterPartition requests and their answers (`Broker.isr_changes`,
-`isr_changes_answered`), the leader's answer to a fetch (`handlers.fetch.read_fetch`), the
-producer's append (`handlers.produce._append`) and the follower's fetch protocol
-(`ReplicaFetcherManager`, `build_fetch_request`, `apply_fetch_response`: truncation by
-DivergingEpoch, append, high watermark) are the broker's own code. The controller runs the
+`isr_changes_answered`), the replica manager and its purgatories
+(`ReplicaManager.append_records` for the producer's acks=all appends, `fetch_messages` for
+followers' long polls, `DelayedProduce` and `DelayedFetch` completed by partition changes and
+expired on the simulated clock) and the follower's fetch protocol (`ReplicaFetcherManager`,
+`build_fetch_request`, `apply_fetch_response`: truncation by DivergingEpoch, append, high
+watermark) are the broker's own code. The controller runs the
 real commands — `Controller` and `ControllerService`'s command builders over
 `kraft.controller.replication` (registration, fencing after the session timeout, unfencing,
 controlled shutdown, elections, ELR, AlterPartition checks, preferred leaders) — on a real
@@ -20,10 +22,10 @@ the network (per-link delay, loss and cuts, either direction; each link delivers
 like the TCP connection it stands for), the broker lifecycle (register, heartbeat, unfence
 once caught up, controlled shutdown — `BrokerLifecycle` without sockets), the controller's
 request plumbing (`ControllerService` without sockets; one controller that never fails) and
-the fetch/produce purgatories (`handle_fetch` long polls and acks=all waits, woken by
-`Partition.notify`). A crash drops a broker's memory (its files stay as a killed process
-leaves them: written, not necessarily flushed) and the restart recovers the logs from disk;
-a clean restart shuts the logs down first.
+the purgatories' timer (`ReplicaManager.wake_at`, on the simulated clock). A crash drops a
+broker's memory (its files stay as a killed process leaves them: written, not necessarily
+flushed) and the restart recovers the logs from disk; a clean restart shuts the logs down
+first.
 
 A run: warm-up, then faults (crashes, clean restarts, isolated nodes, brokers that stop
 hearing the controller, cut, lossy and slow links; each seed weighs them differently and
@@ -76,11 +78,11 @@ from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog
 from kraft.net.broker.broker import ISR_WAKE_COALESCE_S, Broker
 from kraft.net.broker.handlers import supported_versions
-from kraft.net.broker.handlers.fetch import read_fetch
-from kraft.net.broker.handlers.produce import _append
+from kraft.net.broker.handlers.fetch import fetch_params, fetch_response
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import AppendOrigin, AppendResults
 from kraft.net.broker.replication import (
-    FETCH_MAX_WAIT_MS,
+    DEFAULT_FETCH_SETTINGS,
     RETRY_BACKOFF_S,
     ReplicaFetcher,
     ReplicaFetcherManager,
@@ -123,7 +125,8 @@ class Timing:
     session_check_ms: int = 250  # as ControllerService
     lag_ms: int = 2000  # replica.lag.time.max.ms 30000
     request_timeout_ms: int = 1000  # registration, heartbeats, metadata
-    fetch_timeout_ms: int = FETCH_MAX_WAIT_MS + 2000  # the fetcher's max wait + 10 s
+    # The fetcher's max wait + 10 s.
+    fetch_timeout_ms: int = DEFAULT_FETCH_SETTINGS.max_wait_ms + 2000
     alter_partition_timeout_ms: int = 3000  # FORWARD_TIMEOUT_S 30
     produce_timeout_ms: int = 3000  # request.timeout.ms 30000
     checkpoint_ms: int = 5000  # as Node
@@ -154,21 +157,6 @@ class Timer:
         self.cancelled = True
 
 
-class _Wake:
-    """Stands in for the asyncio future a purgatory parks on `Partition.notify`."""
-
-    __slots__ = ("woken",)
-
-    def __init__(self) -> None:
-        self.woken = False
-
-    def done(self) -> bool:
-        return self.woken
-
-    def set_result(self, _: object) -> None:
-        self.woken = True
-
-
 class _Event:
     """Stands in for the asyncio.Event the broker's ISR task waits on."""
 
@@ -177,10 +165,6 @@ class _Event:
 
     def set(self) -> None:
         self.on_set()
-
-
-def _as_future(wake: _Wake) -> Any:
-    return cast(Any, wake)
 
 
 def batches(log: PartitionLog, start: int, end: int) -> list[tuple[int, int, bytes]]:
@@ -273,20 +257,8 @@ class Sim:
             self.step += 1
             self.trace.append((self.step, when, timer.label))
             timer.fn()
-            self.settle()
             self.checker.check()
         self.now = max(self.now, until_ms)
-
-    def settle(self) -> None:
-        """Wake parked fetches and produces until none is woken (the event loop's turn)."""
-        for _ in range(100):
-            progressed = False
-            for broker in self.brokers.values():
-                if broker.alive:
-                    progressed = broker.run_purgatories() or progressed
-            if not progressed:
-                return
-        raise self.failure("purgatories keep waking each other")
 
     def failure(self, message: str) -> SimulationFailure:
         recent = "\n".join(f"  step {s} t={t}: {label}" for s, t, label in self.trace)
@@ -654,26 +626,6 @@ class SimController:
 # ------------------------------------------------------------------------ brokers
 
 
-@dataclass(slots=True)
-class ParkedFetch:
-    wake: _Wake
-    deadline: int
-    partitions: list[Partition]
-    attempt: Callable[[], None]
-    timer: Timer
-
-
-@dataclass(slots=True)
-class ParkedProduce:
-    wake: _Wake
-    deadline: int
-    partition: Partition
-    required_offset: int
-    base_offset: int
-    records: bytes
-    respond: Callable[[Any], None]
-
-
 class SimFetcher(ReplicaFetcher):
     """ReplicaFetcher's loop on the simulated network: build the request, send it to the
     source broker, apply the answer, back off after errors."""
@@ -760,8 +712,6 @@ class SimBroker:
         self.image = MetadataImage()
         self.log_manager: LogManager | None = None
         self.broker: Broker | None = None
-        self.fetches: list[ParkedFetch] = []
-        self.produces: list[ParkedProduce] = []
         self.isr_woken = False
         self.isr_timer: Timer | None = None
         self.shutting_down = False
@@ -786,8 +736,6 @@ class SimBroker:
         self.heartbeat_timer = None
         self.epoch = -1
         self.fenced = True
-        self.fetches = []
-        self.produces = []
         self.log_manager = LogManager([self.directory], LOG_CONFIG, clock=self.sim.clock)
         self.log_manager.startup()
         self.previous_epoch = self.log_manager.previous_broker_epoch
@@ -810,9 +758,10 @@ class SimBroker:
             lambda: self.epoch,
             clock=self.sim.clock,
         )
-        broker.fetchers = ReplicaFetcherManager(
+        broker.replica_manager.fetchers = ReplicaFetcherManager(
             self.id, broker.endpoint_of, broker.tag, lambda source: SimFetcher(self, source)
         )
+        broker.replica_manager.wake_at = self._expire_at
         self.broker = broker
         self._register()
         self.later(0, f"metadata {self.id}", self._fetch_metadata)
@@ -846,8 +795,6 @@ class SimBroker:
             _abandon(self.log_manager)
         self.log_manager = None
         self.broker = None
-        self.fetches = []
-        self.produces = []
         self.sim.checker.forget(self.id)
 
     def restart_if_down(self) -> None:
@@ -1017,82 +964,37 @@ class SimBroker:
     # ------------------------------------------------------ serving requests
 
     def serve_fetch(self, data: bytes, respond: Callable[[Any], None]) -> None:
-        """handle_fetch: read; answer when there are bytes, an error or the wait is over;
-        otherwise park until a partition notifies."""
+        """handle_fetch: the replica manager answers at once or from its fetch purgatory."""
+        assert self.broker is not None
         request = decode_message(FetchRequest, data, FETCH_VERSION)
-        replica_id = request.replica_state.replica_id
-        deadline = self.sim.now + max(request.max_wait_ms, 0)
+        params, infos = fetch_params(self.broker.image, request, FETCH_VERSION)
 
-        def attempt() -> None:
-            assert self.broker is not None
-            response, total, partitions, errors = read_fetch(self.broker, request, replica_id, True)
-            if total >= request.min_bytes or errors or self.sim.now >= deadline or not partitions:
-                respond(bytes(encode_message(response, FETCH_VERSION)))
-                return
-            wake = _Wake()
-            for p in partitions:
-                p.add_waiter(_as_future(wake))
-            timer = self.later(deadline - self.sim.now, f"fetch wait {self.id}", lambda: None)
-            self.fetches.append(ParkedFetch(wake, deadline, partitions, attempt, timer))
+        def answer(partitions: list[FetchResponse.PartitionData]) -> None:
+            response = fetch_response(request, partitions, FETCH_VERSION)
+            respond(bytes(encode_message(response, FETCH_VERSION)))
 
-        attempt()
+        self.broker.replica_manager.fetch_messages(params, infos, answer)
 
     def serve_produce(self, records: bytes, respond: Callable[[Any], None]) -> None:
+        """handle_produce with acks=all: the replica manager answers at once or from its
+        produce purgatory."""
         assert self.broker is not None
-        response, partition, required = _append(
-            self.broker, TOPIC, INDEX, records, -1, PRODUCE_VERSION
-        )
-        if partition is None:
-            if response.error_code == 0:
-                self.sim.checker.acknowledged(self.id, response.base_offset, records)
-            respond((response.error_code, response.base_offset))
-            return
-        wake = _Wake()
-        partition.add_waiter(_as_future(wake))
-        deadline = self.sim.now + self.sim.timing.produce_timeout_ms
-        self.produces.append(
-            ParkedProduce(
-                wake, deadline, partition, required, response.base_offset, records, respond
-            )
-        )
-        self.later(deadline - self.sim.now, f"produce wait {self.id}", lambda: None)
 
-    def run_purgatories(self) -> bool:
-        """Re-run every parked request that was woken or timed out; True if any ran."""
-        ran = False
-        now = self.sim.now
-        fetches, self.fetches = self.fetches, []
-        for parked in fetches:
-            if parked.wake.woken or now >= parked.deadline:
-                for p in parked.partitions:
-                    p.remove_waiter(_as_future(parked.wake))
-                parked.timer.cancel()
-                parked.attempt()
-                ran = True
-            else:
-                self.fetches.append(parked)
-        produces, self.produces = self.produces, []
-        for pp in produces:
-            if not (pp.wake.woken or now >= pp.deadline):
-                self.produces.append(pp)
-                continue
-            ran = True
-            p = pp.partition
-            p.remove_waiter(_as_future(pp.wake))
-            # _wait_for_replication's rules.
-            if not p.is_leader:
-                pp.respond((ErrorCode.NOT_LEADER_OR_FOLLOWER, -1))
-            elif p.high_watermark >= pp.required_offset:
-                self.sim.checker.acknowledged(self.id, pp.base_offset, pp.records)
-                pp.respond((0, pp.base_offset))
-            elif now >= pp.deadline:
-                pp.respond((ErrorCode.REQUEST_TIMED_OUT, -1))
-            else:
-                wake = _Wake()
-                p.add_waiter(_as_future(wake))
-                pp.wake = wake
-                self.produces.append(pp)
-        return ran
+        def answer(results: AppendResults) -> None:
+            result = results[KEY]
+            if result.error_code == 0:
+                self.sim.checker.acknowledged(self.id, result.base_offset, records)
+            respond((result.error_code, result.base_offset))
+
+        self.broker.replica_manager.append_records(
+            {KEY: records}, -1, self.sim.timing.produce_timeout_ms, AppendOrigin.CLIENT, answer
+        )
+
+    def _expire_at(self, deadline_ms: int) -> None:
+        """The replica manager's purgatory timer, on the simulated clock."""
+        assert self.broker is not None
+        manager = self.broker.replica_manager
+        self.later(deadline_ms - self.sim.now, f"purgatory {self.id}", manager.expire_delayed)
 
 
 # ------------------------------------------------------------------------- client

@@ -16,8 +16,8 @@ from kraft.log.partition_log import PartitionLog
 from kraft.log.records import build_simple_batch
 from kraft.metadata.image import MetadataImage
 from kraft.net.broker.broker import Broker
-from kraft.net.broker.handlers.fetch import _read_partition
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import read_partition
 from kraft.net.broker.replication import (
     apply_partition_fetch,
     divergence_truncation_offset,
@@ -56,9 +56,10 @@ def partition(log: PartitionLog, broker_id: int, clock: Clock) -> Partition:
 def fetch(leader: Partition, follower: Partition) -> tuple[FetchResponse.PartitionData, bool]:
     """The leader's answer to one fetch of `follower` (and whether it is answered at once)."""
     fp = fetch_partition_request(follower)
-    data, _, now = _read_partition(
-        cast(Broker, None), leader, fp, True, follower.broker_id, 0, 1 << 20, True
-    )
+    data, _, now = read_partition(leader, fp, True, 0, 1 << 20, True)
+    if not now:
+        leader.record_follower_fetch(follower.broker_id, fp.fetch_offset)
+        data.high_watermark = leader.high_watermark
     return data, now
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from kraft.log.partition_log import PartitionLog
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import DelayedProduce
 from tests.net.replication_sim import Plan, SimulationFailure, run_simulation
 
 if "KRAFT_SIM_SEED" in os.environ:
@@ -81,7 +82,6 @@ def test_checker_catches_a_leader_that_commits_without_its_followers(tmp_path: P
         if not self.is_leader or self.log.high_watermark >= self.log.log_end_offset:
             return False
         self.log.set_high_watermark(self.log.log_end_offset)
-        self.notify()
         return True
 
     with patched(Partition, "maybe_advance_high_watermark", advance_alone):
@@ -97,4 +97,17 @@ def test_checker_catches_a_leader_that_never_reports_divergence(tmp_path: Path) 
         return (epoch, log.log_end_offset) if found[1] >= 0 else found
 
     with patched(PartitionLog, "end_offset_for_epoch", never_diverges):
+        assert first_safety_failure(tmp_path, range(10))
+
+
+def test_checker_catches_a_delayed_produce_that_does_not_wait_for_the_high_watermark(
+    tmp_path: Path,
+) -> None:
+    """The simulation's produces wait in the replica manager's real purgatory: one that
+    answers acks=all as soon as it is tried acknowledges writes a new leader then loses."""
+
+    def answer_at_once(self: DelayedProduce) -> bool:
+        return self.force_complete()
+
+    with patched(DelayedProduce, "try_complete", answer_at_once):
         assert first_safety_failure(tmp_path, range(10))

@@ -69,7 +69,8 @@ from kraft.net.protocol import (
     spec_of,
 )
 from kraft.node import Node
-from tests.net.test_protocol_fuzz import sample_struct
+from tests.net.protocol.test_protocol_fuzz import sample_struct
+from tests.wait import wait_until_async
 
 HOST = "127.0.0.1"
 PROBE_TIMEOUT_S = 5.0
@@ -573,8 +574,9 @@ async def test_every_api_survives_truncated_random_and_hostile_frames(
     assert not unlogged, f"{len(unlogged)} closes without a WARNING naming the peer"
     assert not server_errors(caplog.records), server_errors(caplog.records)[:10]
     # No connection task left behind.
-    await asyncio.sleep(0.05)
-    assert not node.servers[0]._connections
+    await wait_until_async(
+        lambda: not node.servers[0]._connections, "every connection task to end", 5
+    )
     await assert_server_healthy(node)
 
 
@@ -983,7 +985,9 @@ async def test_memory_stays_flat_under_bad_frames(node: Node) -> None:
         closes_before = counter.closes
         report = Report()
         await run_probes(port, memory_probes(20_000, 2), report)
-        await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: not node.servers[0]._connections, "every connection task to end", 5
+        )
         gc.collect()
         rss_after, objects_after = rss_bytes(), len(gc.get_objects())
     finally:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from kraft.log.errors import LogError
 from kraft.log.partition_log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
+from kraft.metadata.image import MetadataImage
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import FetchInfo, FetchParams
 from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
@@ -28,28 +28,14 @@ logger = logging.getLogger(__name__)
 
 EARLIEST_LOCAL_TIMESTAMP = -4
 LATEST_TIERED_TIMESTAMP = -5
-READ_COMMITTED = 1
-_EMPTY = memoryview(b"")
 
 
 def check_partition(
     broker: Broker, topic: str, index: int, current_leader_epoch: int, need_leader: bool = True
 ) -> tuple[Partition | None, int]:
-    """The hosted partition, or the error code a client must see (unknown, not leader,
-    fenced or unknown leader epoch)."""
-    partition = broker.partitions.get((topic, index))
-    if partition is None:
-        if topic in broker.image.topics and index in broker.image.topics[topic].partitions:
-            return None, ErrorCode.NOT_LEADER_OR_FOLLOWER
-        return None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    if current_leader_epoch >= 0:
-        if current_leader_epoch < partition.leader_epoch:
-            return None, ErrorCode.FENCED_LEADER_EPOCH
-        if current_leader_epoch > partition.leader_epoch:
-            return None, ErrorCode.UNKNOWN_LEADER_EPOCH
-    if need_leader and not partition.is_leader:
-        return None, ErrorCode.NOT_LEADER_OR_FOLLOWER
-    return partition, 0
+    return broker.replica_manager.get_partition_or_error(
+        topic, index, current_leader_epoch, need_leader
+    )
 
 
 async def handle_fetch(
@@ -58,137 +44,48 @@ async def handle_fetch(
     if request.session_id != 0:
         # No fetch sessions are ever handed out (KIP-227 allows a broker not to).
         return FetchResponse(error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0)
-    replica_id = (
-        request.replica_state.replica_id if header.api_version >= 15 else request.replica_id
+    params, infos = fetch_params(broker.image, request, header.api_version)
+    data = await broker.replica_manager.fetch_messages_async(params, infos)
+    return fetch_response(request, data, header.api_version)
+
+
+def fetch_params(
+    image: MetadataImage, request: FetchRequest, version: int
+) -> tuple[FetchParams, list[FetchInfo]]:
+    """What the replica manager is asked: topics named (from v13 by id; an unknown id as an
+    empty name), in request order."""
+    replica_id = request.replica_state.replica_id if version >= 15 else request.replica_id
+    params = FetchParams(
+        replica_id=replica_id,
+        max_wait_ms=request.max_wait_ms,
+        min_bytes=request.min_bytes,
+        max_bytes=request.max_bytes,
+        isolation_level=request.isolation_level,
     )
-    by_id = header.api_version >= 13
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + max(request.max_wait_ms, 0) / 1000
-    while True:
-        response, total, partitions, errors = read_fetch(broker, request, replica_id, by_id)
-        remaining = deadline - loop.time()
-        if total >= request.min_bytes or errors or remaining <= 0 or not partitions:
-            return response
-        fut: asyncio.Future[None] = loop.create_future()
-        for p in partitions:
-            p.add_waiter(fut)
-        try:
-            await asyncio.wait_for(fut, remaining)
-        except TimeoutError:
-            pass
-        finally:
-            for p in partitions:
-                p.remove_waiter(fut)
-
-
-def read_fetch(
-    broker: Broker, request: FetchRequest, replica_id: int, by_id: bool
-) -> tuple[FetchResponse, int, list[Partition], bool]:
-    """One pass over a Fetch without waiting: (response, bytes read, partitions hosted here to
-    wait on, whether to answer at once: an error, or a follower that must truncate first).
-    A follower's fetch (`replica_id` >= 0) reads up to the log end and records its progress;
-    the replication simulation calls this too."""
-    image = broker.image
-    total = 0
-    budget = request.max_bytes
-    errors = False
-    hosted: list[Partition] = []
-    topics: list[FetchResponse.FetchableTopicResponse] = []
-    is_follower = replica_id >= 0
+    infos: list[FetchInfo] = []
     for wanted in request.topics:
         name = wanted.topic
-        if by_id:
+        if version >= 13:
             found = image.topics_by_id.get(wanted.topic_id)
             name = found.name if found else ""
-        parts: list[FetchResponse.PartitionData] = []
+        infos.extend((name, fp) for fp in wanted.partitions)
+    return params, infos
+
+
+def fetch_response(
+    request: FetchRequest, data: list[FetchResponse.PartitionData], version: int
+) -> FetchResponse:
+    """The replica manager's answers, one per partition asked, grouped as asked."""
+    answers = iter(data)
+    topics = []
+    for wanted in request.topics:
+        parts = [next(answers) for _ in wanted.partitions]
         topics.append(
             FetchResponse.FetchableTopicResponse(
-                topic=name, topic_id=wanted.topic_id, partitions=parts
+                topic=wanted.topic, topic_id=wanted.topic_id, partitions=parts
             )
         )
-        for fp in wanted.partitions:
-            if by_id and not name:
-                parts.append(_fetch_error(fp.partition, ErrorCode.UNKNOWN_TOPIC_ID))
-                errors = True
-                continue
-            partition, code = check_partition(broker, name, fp.partition, fp.current_leader_epoch)
-            if partition is None:
-                parts.append(_fetch_error(fp.partition, code))
-                errors = True
-                continue
-            hosted.append(partition)
-            data, size, error = _read_partition(
-                broker,
-                partition,
-                fp,
-                is_follower,
-                replica_id,
-                request.isolation_level,
-                budget,
-                total == 0,
-            )
-            parts.append(data)
-            errors = errors or error
-            total += size
-            budget = max(budget - size, 0)
-    return FetchResponse(session_id=0, responses=topics), total, hosted, errors
-
-
-def _fetch_error(index: int, code: int) -> FetchResponse.PartitionData:
-    return FetchResponse.PartitionData(
-        partition_index=index, error_code=code, high_watermark=-1, records=_EMPTY
-    )
-
-
-def _read_partition(
-    broker: Broker,
-    partition: Partition,
-    fp: FetchRequest.FetchPartition,
-    is_follower: bool,
-    replica_id: int,
-    isolation_level: int,
-    budget: int,
-    first: bool,
-) -> tuple[FetchResponse.PartitionData, int, bool]:
-    log = partition.log
-    if fp.last_fetched_epoch >= 0:
-        epoch, end = log.end_offset_for_epoch(fp.last_fetched_epoch)
-        if end < 0:
-            # No epoch here is that old: the follower's log diverges from where ours starts.
-            end = log.log_start_offset
-        if epoch < fp.last_fetched_epoch or end < fp.fetch_offset:
-            # KIP-595 style divergence: the fetcher truncates to this and fetches again.
-            data = FetchResponse.PartitionData(
-                partition_index=fp.partition,
-                high_watermark=partition.high_watermark,
-                last_stable_offset=partition.high_watermark,
-                log_start_offset=log.log_start_offset,
-                diverging_epoch=FetchResponse.EpochEndOffset(epoch=epoch, end_offset=end),
-                records=_EMPTY,
-            )
-            # Answered at once, like an error (Kafka's DelayedFetch too): waiting for data
-            # only delays the truncation the follower needs first.
-            return data, 0, True
-    upper = None if is_follower else partition.high_watermark
-    limit = min(fp.partition_max_bytes, budget)
-    try:
-        result = log.read(fp.fetch_offset, limit, upper, min_one_batch=first)
-    except LogError as e:
-        return _fetch_error(fp.partition, e.error_code), 0, True
-    if is_follower:
-        # Only now does the fetch offset show what the follower holds: a follower that
-        # diverges still has a suffix it will truncate (Kafka too ignores such fetches).
-        partition.record_follower_fetch(replica_id, fp.fetch_offset)
-    hw = partition.high_watermark
-    data = FetchResponse.PartitionData(
-        partition_index=fp.partition,
-        high_watermark=hw,
-        last_stable_offset=hw,
-        log_start_offset=log.log_start_offset,
-        aborted_transactions=[] if isolation_level == READ_COMMITTED else None,
-        records=result.records,
-    )
-    return data, len(result.records), False
+    return FetchResponse(session_id=0, responses=topics)
 
 
 async def handle_list_offsets(

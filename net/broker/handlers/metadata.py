@@ -146,7 +146,11 @@ async def auto_create(broker: Broker, names: list[str]) -> None:
 async def handle_describe_quorum(
     broker: Broker, header: RequestHeader, request: DescribeQuorumRequest, conn: Connection
 ) -> DescribeQuorumResponse:
-    """A single node is its own quorum (in a cluster the request goes to the controller)."""
+    """A single node is its own quorum; in a cluster the active controller answers."""
+    if broker.config.is_cluster:
+        response = await broker.forward(request, header.api_version)
+        assert isinstance(response, DescribeQuorumResponse)
+        return response
     end = broker.image.last_offset + 1
     me = DescribeQuorumResponse.ReplicaState(replica_id=broker.node_id, log_end_offset=end)
     return DescribeQuorumResponse(

@@ -82,11 +82,14 @@ class Harness:
         default_factory=lambda: {"a": TopicMetadata(TOPIC_A, "a", 6)}
     )
     write_error: int = 0
+    classic_config: GroupConfig = field(
+        default_factory=lambda: GroupConfig(initial_rebalance_delay_ms=0)
+    )
 
     def __post_init__(self) -> None:
         ids = itertools.count(1)
         self.classic = GroupCoordinator(
-            GroupConfig(initial_rebalance_delay_ms=0),
+            self.classic_config,
             self.timer.now,
             self.timer,
             self.write,
@@ -138,7 +141,9 @@ class Harness:
 
     def reloaded(self) -> ConsumerGroupCoordinator:
         """A fresh coordinator that loads every partition from the log written so far."""
-        fresh = Harness(config=self.config, topics=dict(self.topics))
+        fresh = Harness(
+            config=self.config, topics=dict(self.topics), classic_config=self.classic_config
+        )
         coordinator = fresh.coordinator
         for p, records in self.log.items():
             coordinator.begin_load(p)
@@ -973,3 +978,67 @@ def test_classic_groups_still_tombstone_normally() -> None:
     kinds = [decode_record(k, v) for k, v in h.log[p]]
     assert all(r is not None for r in kinds)
     assert kinds[-1] == ConsumerRecord(ConsumerKey(GROUP_METADATA, "g"), None)
+
+
+# ------------------------------------------------------- offsets.retention.minutes
+
+RETENTION = 200_000
+CHECK_INTERVAL = 10_000
+
+
+def test_offsets_expire_by_commit_time_unless_subscribed_checked_periodically() -> None:
+    h = Harness(
+        classic_config=GroupConfig(
+            initial_rebalance_delay_ms=0,
+            offsets_retention_ms=RETENTION,
+            offsets_retention_check_interval_ms=CHECK_INTERVAL,
+        )
+    )
+    a = Member(h)
+    a.join()
+    converge([a])
+    assert commit(h, a.epoch, a.member_id, {("a", 0): 5, ("gone", 0): 6}) == {
+        ("a", 0): 0,
+        ("gone", 0): 0,
+    }
+    committed_at = h.timer.now()
+    # The member stays: its subscribed topic keeps its offset, the other one expires at the
+    # first check after the retention.
+    while h.timer.now() < committed_at + RETENTION + CHECK_INTERVAL:
+        h.advance(SESSION // 3)
+        assert a.beat().error == 0
+    assert [tp for tp, _ in h.coordinator.fetch_offsets("g", None)[1]] == [("a", 0)]
+    assert encode_offset_key("g", "gone", 0) in [
+        k for k, v in h.log[h.group().partition] if v is None
+    ]
+    # Without members nothing is subscribed: the rest expires at the next check, and the
+    # group, empty and without offsets, is deleted with tombstones.
+    a.leave()
+    h.advance(CHECK_INTERVAL)
+    assert "g" not in h.coordinator.groups
+    assert "g" not in h.reloaded().groups
+    assert "g" not in h.reloaded().classic.groups
+
+
+def test_the_expiry_check_stops_when_no_partition_is_served() -> None:
+    h = Harness(
+        classic_config=GroupConfig(
+            initial_rebalance_delay_ms=0,
+            offsets_retention_ms=RETENTION,
+            offsets_retention_check_interval_ms=CHECK_INTERVAL,
+        )
+    )
+    h.classic.commit_offsets("solo", -1, "", None, {("a", 0): CommittedOffset(1)}, lambda r: None)
+    h.settle()
+    for p in range(PARTITIONS):
+        h.coordinator.unload(p)
+    h.advance(CHECK_INTERVAL)
+    assert h.timer.deadline(("offset-expiry",)) is None
+    p = h.classic.partition_of("solo")
+    h.coordinator.begin_load(p)
+    for key, value in h.log[p]:
+        h.coordinator.replay(p, key, value)
+    h.coordinator.complete_load(p)
+    assert h.timer.deadline(("offset-expiry",)) == h.timer.now() + CHECK_INTERVAL
+    h.advance(RETENTION)
+    assert "solo" not in h.classic.groups

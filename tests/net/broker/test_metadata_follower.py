@@ -13,20 +13,23 @@ import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 
+from kraft.controller.client import ControllerClient
 from kraft.controller.metadata_fetch import CommittedEntries, MetadataFetch
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataPublisher
 from kraft.metadata.record_log import encode_entry
-from kraft.net.broker.controller_channel import ControllerChannel
 from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsResponse,
+    DescribeQuorumResponse,
+    ErrorCode,
     Message,
     RequestHeader,
 )
 from kraft.net.protocol import _generated as m
 from kraft.net.server import CloseConnection, Connection, KafkaServer
+from tests.wait import wait_until_async
 
 CLUSTER = "follower-test"
 
@@ -34,6 +37,7 @@ CLUSTER = "follower-test"
 class FakeController:
     def __init__(self, node_id: int, quorum: Quorum, window: int) -> None:
         self.node_id = node_id
+        self.quorum = quorum
         self.image = MetadataImage()
         self.publisher = MetadataPublisher(self.image)
         self.fetch = MetadataFetch(
@@ -47,6 +51,7 @@ class FakeController:
         self.server = KafkaServer(self, "127.0.0.1", 0, listener="CONTROLLER")
         self.before_snapshot: Callable[[], None] | None = None
         self.fetches = 0
+        self.fetches_in_flight = 0  # with nothing new to send, a fetch in flight is parked
 
     async def handle(
         self, header: RequestHeader, request: Message, conn: Connection
@@ -57,12 +62,32 @@ class FakeController:
                     ApiVersionsResponse.ApiVersion(
                         api_key=k, min_version=0, max_version=API_KEYS[k].max_version
                     )
-                    for k in (1, 18, 59)
+                    for k in (1, 18, 55, 59)
+                ]
+            )
+        if header.api_key == 55:
+            # How the follower's ControllerClient finds the active controller.
+            if self.quorum.leader != self.node_id:
+                return DescribeQuorumResponse(error_code=ErrorCode.NOT_LEADER_OR_FOLLOWER)
+            return DescribeQuorumResponse(
+                topics=[
+                    DescribeQuorumResponse.TopicData(
+                        topic_name="__cluster_metadata",
+                        partitions=[
+                            DescribeQuorumResponse.PartitionData(
+                                partition_index=0, leader_id=self.node_id
+                            )
+                        ],
+                    )
                 ]
             )
         if header.api_key == 1:
             self.fetches += 1
-            return await self.fetch.fetch(header, request)  # type: ignore[arg-type]
+            self.fetches_in_flight += 1
+            try:
+                return await self.fetch.fetch(header, request)  # type: ignore[arg-type]
+            finally:
+                self.fetches_in_flight -= 1
         if header.api_key == 59:
             if self.before_snapshot is not None:
                 self.before_snapshot()
@@ -145,7 +170,11 @@ class CheckingPublisher(MetadataPublisher):
 async def following(quorum: Quorum) -> tuple[MetadataFollower, CheckingPublisher]:
     publisher = CheckingPublisher(MetadataImage())
     follower = MetadataFollower(
-        9, CLUSTER, ControllerChannel(quorum.endpoints), publisher, request_timeout_s=2.0
+        9,
+        CLUSTER,
+        ControllerClient(quorum.endpoints, attempt_timeout_s=2.0),
+        publisher,
+        request_timeout_s=2.0,
     )
     follower.start()
     return follower, publisher
@@ -185,7 +214,10 @@ async def test_a_commit_reaches_a_parked_follower_at_once() -> None:
     follower, _ = await following(quorum)
     try:
         await caught_up(follower, quorum)
-        await asyncio.sleep(0.05)  # parked in a long poll now
+        leader = quorum.controllers[quorum.leader]
+        await wait_until_async(
+            lambda: leader.fetches_in_flight > 0, "the caught-up follower's fetch to park", 5
+        )
         loop = asyncio.get_running_loop()
         started = loop.time()
         quorum.topics(1, prefix="new")

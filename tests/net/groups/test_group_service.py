@@ -1,8 +1,8 @@
 """The group coordinator service on a broker: which `__consumer_offsets` partitions it loads,
 when it reloads them, and what its writes report.
 
-The broker is a stand-in holding real `Partition`s over real logs; the service, the pure
-coordinator and the record codec are the real ones.
+The broker is a stand-in holding a real replica manager with real `Partition`s over real
+logs; the service, the pure coordinator and the record codec are the real ones.
 """
 
 from __future__ import annotations
@@ -13,15 +13,19 @@ from pathlib import Path
 
 from kraft.config import NodeConfig
 from kraft.log.config import LogConfig
-from kraft.log.partition_log import PartitionLog, wall_clock_ms
+from kraft.log.manager import LogManager
+from kraft.log.partition_log import wall_clock_ms
 from kraft.log.records import Record, build_batch
 from kraft.metadata.image import MetadataImage
 from kraft.net.broker.partition import Partition
+from kraft.net.broker.replica_manager import ReplicaManager
+from kraft.net.broker.replication import ReplicaFetcherManager
 from kraft.net.groups.coordinator import OFFSETS_TOPIC, PartitionStatus, partition_for
 from kraft.net.groups.records import OffsetValue, encode_offset_key, encode_offset_value
 from kraft.net.groups.service import GroupCoordinatorService
 from kraft.net.groups.state import CommittedOffset
 from kraft.net.protocol import ErrorCode
+from tests.wait import wait_until_async
 
 GROUP = "g"
 TP = ("t", 0)
@@ -38,9 +42,17 @@ class StubBroker:
         )
         self.image = MetadataImage()
         self.index = partition_for(GROUP, self.config.offsets_topic_num_partitions)
-        log = PartitionLog(str(root / f"{OFFSETS_TOPIC}-{self.index}"), LogConfig())
-        self.partition = Partition(OFFSETS_TOPIC, self.index, uuid.uuid4(), log, broker_id=1)
-        self.partitions = {(OFFSETS_TOPIC, self.index): self.partition}
+        self.replica_manager = ReplicaManager(
+            1,
+            LogManager([str(root)]),
+            lambda: self.image,
+            ReplicaFetcherManager(1, lambda _: None, self.tag),
+            tag=self.tag,
+        )
+        self.partition = self.replica_manager.get_or_create_partition(
+            OFFSETS_TOPIC, self.index, uuid.uuid4(), LogConfig()
+        )
+        self.partitions = self.replica_manager.partitions
 
 
 async def loaded(service: GroupCoordinatorService, index: int) -> None:
@@ -124,8 +136,9 @@ async def test_a_write_pending_across_a_leader_epoch_change_fails(tmp_path: Path
     service = GroupCoordinatorService(broker)  # type: ignore[arg-type]
     service.on_metadata_change()
     await loaded(service, broker.index)
+    end = p.log.log_end_offset
     pending = asyncio.ensure_future(commit(service, 5))  # waits for follower 2
-    await asyncio.sleep(0)
+    await wait_until_async(lambda: p.log.log_end_offset > end, "the commit to be appended", 5)
     assert not pending.done()
 
     p.become_leader(leader_epoch=3, partition_epoch=4, replicas=[1, 2], isr=[1, 2])

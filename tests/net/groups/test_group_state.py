@@ -921,3 +921,95 @@ def test_subscriptions_parse_across_versions() -> None:
     assert parse_subscription(subscription("a", "b")) == {"a", "b"}
     assert parse_subscription(b"\x00") is None
     assert parse_subscription(b"garbage!") is None
+
+
+# ------------------------------------------------------- offsets.retention.minutes
+
+RETENTION = 60_000
+
+
+def _expiring() -> Harness:
+    return Harness(config=GroupConfig(initial_rebalance_delay_ms=0, offsets_retention_ms=RETENTION))
+
+
+def _reload(h: Harness, group: str) -> Harness:
+    fresh = Harness()
+    p = partition_for(group, PARTITIONS)
+    fresh.coordinator.begin_load(p)
+    for key, value in h.log.get(p, []):
+        fresh.coordinator.replay(p, key, value)
+    fresh.coordinator.complete_load(p)
+    return fresh
+
+
+def _keep_alive(h: Harness, group: str, members: list[str], generation: int, ms: int) -> None:
+    """Let `ms` pass with every member heartbeating twice per session."""
+    for _ in range(ms // (SESSION // 2)):
+        h.advance(SESSION // 2)
+        assert all(h.heartbeat(group, m, generation) == 0 for m in members)
+
+
+def test_standalone_offsets_expire_by_commit_time_with_tombstones() -> None:
+    h = _expiring()
+    h.commit("solo", {("t", 0): 5})
+    h.advance(RETENTION // 2)
+    h.commit("solo", {("t", 1): 6})
+    all_partitions = range(PARTITIONS)
+    h.advance(RETENTION // 2 - 1)
+    assert h.coordinator.expire_offsets(all_partitions) == 0
+    h.advance(1)
+    assert h.coordinator.expire_offsets(all_partitions) == 1
+    h.settle()
+    assert h.fetch("solo") == {("t", 1): 6}
+    assert records_of(h, "solo")[-1] == (OffsetKey("solo", "t", 0), None)
+    h.advance(RETENTION // 2)
+    assert h.coordinator.expire_offsets(all_partitions) == 1
+    h.settle()
+    # No offsets and no members left: the group is gone (never had metadata: no tombstone).
+    assert "solo" not in h.coordinator.groups
+    assert records_of(h, "solo")[-1] == (OffsetKey("solo", "t", 1), None)
+    assert "solo" not in _reload(h, "solo").coordinator.groups
+
+
+def test_offsets_of_an_empty_group_expire_once_it_has_been_empty_for_the_retention() -> None:
+    h = _expiring()
+    a, b = h.stable_group("g", 2)
+    gen = h.coordinator.groups["g"].generation_id
+    h.commit("g", {("t", 0): 11}, gen, a)
+    all_partitions = range(PARTITIONS)
+    # Members keep their offsets however old the commit is.
+    _keep_alive(h, "g", [a, b], gen, RETENTION + SESSION)
+    assert h.coordinator.expire_offsets(all_partitions) == 0
+    h.coordinator.leave_group("g", [LeavingMember(a), LeavingMember(b)])
+    h.settle()
+    assert h.state("g") is GroupState.EMPTY
+    h.advance(RETENTION - 1)
+    assert h.coordinator.expire_offsets(all_partitions) == 0
+    h.advance(1)
+    assert h.coordinator.expire_offsets(all_partitions) == 1
+    h.settle()
+    assert "g" not in h.coordinator.groups
+    assert records_of(h, "g")[-2:] == [(OffsetKey("g", "t", 0), None), (GroupKey("g"), None)]
+    assert "g" not in _reload(h, "g").coordinator.groups
+
+
+def test_a_stable_group_loses_only_offsets_of_topics_it_no_longer_subscribes_to() -> None:
+    h = _expiring()
+    (m,) = h.stable_group("g", 1, protocols=[("range", subscription("orders"))])
+    gen = h.coordinator.groups["g"].generation_id
+    h.commit("g", {("orders", 0): 1, ("old", 0): 2}, gen, m)
+    _keep_alive(h, "g", [m], gen, RETENTION)
+    assert h.coordinator.expire_offsets(range(PARTITIONS)) == 1
+    h.settle()
+    assert h.fetch("g") == {("orders", 0): 1}
+    assert h.state("g") is GroupState.STABLE
+    assert _reload(h, "g").fetch("g") == {("orders", 0): 1}
+
+
+def test_offsets_of_partitions_served_elsewhere_are_left_alone() -> None:
+    h = _expiring()
+    h.commit("solo", {("t", 0): 5})
+    h.advance(RETENTION)
+    others = [p for p in range(PARTITIONS) if p != partition_for("solo", PARTITIONS)]
+    assert h.coordinator.expire_offsets(others) == 0
+    assert h.fetch("solo") == {("t", 0): 5}

@@ -10,7 +10,7 @@ import pytest
 
 from kraft.net.protocol import generator, schema
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFS = generator.default_defs_dir()
 needs_defs = pytest.mark.skipif(
     not (DEFS / "message").is_dir(),
