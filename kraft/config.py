@@ -415,6 +415,8 @@ _SECURITY_KEYS = frozenset(
     }
 )
 _SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
+# Checked by _refuse_security: accepted only when they ask for plaintext, which is served.
+_SECURITY_CHECKED = frozenset({"listener.security.protocol.map", "security.inter.broker.protocol"})
 
 
 def _is_security_key(key: str, value: str) -> bool:
@@ -505,7 +507,9 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
         elif key not in _NODE_KEYS and key not in _LOG_KEYS:
             if key in _NOT_APPLICABLE:
                 logger.warning("config key %s has no effect: %s", key, _NOT_APPLICABLE[key])
-            elif key != "listener.security.protocol.map" and not _is_security_key(key, raw):
+            elif key in _SECURITY_CHECKED or (_is_security_key(key, raw) and raw.strip()):
+                pass  # honoured (plaintext) or refused by _refuse_security below
+            else:
                 logger.warning("unknown config key %s ignored", key)
             extra[key] = raw
         if key in _NO_EFFECT_YET:

@@ -431,7 +431,10 @@ def test_plaintext_security_settings_are_accepted(caplog: pytest.LogCaptureFixtu
             "security.inter.broker.protocol": "PLAINTEXT",
         }
     )
-    assert [w for w in _warnings(caplog) if "protocol.map" in w] == []
+    assert _warnings(caplog) == []
+    # An empty security key asks for nothing: warned about as having no effect, not refused.
+    build_config({**BASE, "ssl.keystore.location": ""})
+    assert _warnings(caplog) == ["unknown config key ssl.keystore.location ignored"]
     assert "listener.security.protocol.map" in build_config_error(
         {"listener.security.protocol.map": "PLAINTEXT:TLS"}
     )
