@@ -3,7 +3,7 @@
     python bench/quorum_bench.py [--dir D] [--propagation N] [--failovers N] [--up-runs N]
 
 Runs its own cluster of three combined nodes (`kraft serve` child processes on 127.0.0.1,
-configs from `kraft.up.write_configs`, free ports) in a temporary directory under D (default:
+configs from `kraft.launcher.write_configs`, free ports) in a temporary directory under D (default:
 the system's temp dir), removed at the end with every process it started. Phases:
 
   propagation   N single-partition topics, one CreateTopics each, sent to the nodes in turn;
