@@ -1,9 +1,10 @@
-"""The broker: request dispatch, and reaction to metadata changes (the partitions hosted here
-are its replica manager's).
+"""The broker: its collaborators wired together, and its reaction to metadata changes (the
+partitions hosted here are its replica manager's; leaders keep their ISR through
+AlterPartition).
 
-Handlers live in `net.broker.handlers`, one module per API family; each is
-`async (broker, header, request, conn) -> response | None` and answers errors with Kafka
-error codes per partition rather than raising.
+Requests go to `KafkaApis` (`net.broker.apis`), which calls the handlers of
+`net.broker.handlers` with the collaborators they declare — the replica manager, the image,
+the group coordinator, forwarding, producer ids — never with the broker.
 """
 
 from __future__ import annotations
@@ -11,120 +12,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from kraft.config import NodeConfig
 from kraft.controller.client import ControllerClient
-from kraft.controller.controller import Controller, TopicSpec
+from kraft.controller.controller import Controller
 from kraft.controller.topic_configs import log_config_for
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
+from kraft.net.broker.apis import API_VERSIONS_KEY, KafkaApis
+from kraft.net.broker.coordinator_partitions import CoordinatorPartitionWriter
+from kraft.net.broker.forwarding import FORWARD_TIMEOUT_S, ForwardingManager
 from kraft.net.broker.partition import Partition, monotonic_ms
+from kraft.net.broker.producer_ids import ProducerIdManager
 from kraft.net.broker.replica_manager import ReplicaManager
 from kraft.net.broker.replication import FetchSettings, ReplicaFetcherManager
 from kraft.net.groups.service import GroupCoordinatorService
 from kraft.net.protocol import (
-    AllocateProducerIdsRequest,
-    AllocateProducerIdsResponse,
-    AlterConfigsRequest,
-    AlterConfigsResponse,
     AlterPartitionRequest,
     AlterPartitionResponse,
-    CreatePartitionsRequest,
-    CreatePartitionsResponse,
-    CreateTopicsRequest,
-    CreateTopicsResponse,
-    DeleteTopicsRequest,
-    DeleteTopicsResponse,
-    DescribeQuorumResponse,
-    ElectLeadersRequest,
-    ElectLeadersResponse,
-    ErrorCode,
-    IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
     Message,
     RequestHeader,
 )
-from kraft.net.server import CloseConnection, Connection
+from kraft.net.server import Connection
 
 logger = logging.getLogger(__name__)
 
-# Requests forwarded to the active controller without a timeout of their own.
-FORWARD_TIMEOUT_S = 30.0
 # After a follower catching up wakes the ISR task: its next fetches (which wake it again)
 # coalesce, and an expansion in flight is not asked for twice before its metadata arrives.
 ISR_WAKE_COALESCE_S = 0.05
-
-Handler = Callable[["Broker", RequestHeader, Any, Connection], Awaitable[Message | None]]
-
-
-def timed_out_response(request: Message) -> Message:
-    """REQUEST_TIMED_OUT for every item of a forwarded request that got no answer in time."""
-    code = ErrorCode.REQUEST_TIMED_OUT
-    if isinstance(request, CreateTopicsRequest):
-        return CreateTopicsResponse(
-            topics=[
-                CreateTopicsResponse.CreatableTopicResult(name=t.name, error_code=code)
-                for t in request.topics
-            ]
-        )
-    if isinstance(request, DeleteTopicsRequest):
-        names = list(request.topic_names) or [t.name or "" for t in request.topics]
-        return DeleteTopicsResponse(
-            responses=[
-                DeleteTopicsResponse.DeletableTopicResult(name=n, error_code=code) for n in names
-            ]
-        )
-    if isinstance(request, CreatePartitionsRequest):
-        return CreatePartitionsResponse(
-            results=[
-                CreatePartitionsResponse.CreatePartitionsTopicResult(name=t.name, error_code=code)
-                for t in request.topics
-            ]
-        )
-    if isinstance(request, AlterConfigsRequest):
-        return AlterConfigsResponse(
-            responses=[
-                AlterConfigsResponse.AlterConfigsResourceResponse(
-                    error_code=code, resource_type=r.resource_type, resource_name=r.resource_name
-                )
-                for r in request.resources
-            ]
-        )
-    if isinstance(request, IncrementalAlterConfigsRequest):
-        return IncrementalAlterConfigsResponse(
-            responses=[
-                IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
-                    error_code=code, resource_type=r.resource_type, resource_name=r.resource_name
-                )
-                for r in request.resources
-            ]
-        )
-    if isinstance(request, ElectLeadersRequest):
-        return ElectLeadersResponse(
-            error_code=code,
-            replica_election_results=[
-                ElectLeadersResponse.ReplicaElectionResult(
-                    topic=t.topic,
-                    partition_result=[
-                        ElectLeadersResponse.PartitionResult(partition_id=p, error_code=code)
-                        for p in t.partitions
-                    ],
-                )
-                for t in request.topic_partitions or []
-            ],
-        )
-    return DescribeQuorumResponse(error_code=code, error_message="no active controller")
-
-
-class ProducerIdBlock:
-    """Producer ids handed out from blocks the controller allocates (ProducerIdsRecord)."""
-
-    def __init__(self) -> None:
-        self.next_id = 0
-        self.end = 0
 
 
 class Broker:
@@ -147,14 +64,12 @@ class Broker:
         self.broker_epoch = broker_epoch_getter
         self.clock = clock  # milliseconds, for replica lag; a simulation injects its own
         self._isr_wake = asyncio.Event()
-        self.producer_ids = ProducerIdBlock()
         self.metadata_ready = False
         # Topic → (its config overrides, the LogConfig built from them): rebuilt on change.
         self._topic_configs: dict[str, tuple[dict[str, str], LogConfig]] = {}
         # The way to the active controller, this node's own when it is the active one (set
         # by the node before it serves; None only in tests that need no controller).
         self.controller_client: ControllerClient | None = None
-        self._producer_id_lock = asyncio.Lock()
         self.tag = f"[broker {self.node_id}] "
         self.replica_manager = ReplicaManager(
             self.node_id,
@@ -174,11 +89,28 @@ class Broker:
             on_follower_caught_up=lambda: self._isr_wake.set(),
             tag=self.tag,
         )
-        from kraft.net.broker.handlers import HANDLERS, supported_versions
-
-        self._handlers = HANDLERS
-        self.supported_versions = supported_versions()
-        self.groups = GroupCoordinatorService(self)
+        self.forwarding = ForwardingManager(lambda: self.controller_client)
+        self.producer_ids = ProducerIdManager(
+            self.node_id, lambda: self.broker_epoch(), lambda: self.controller_client
+        )
+        self.groups = GroupCoordinatorService(
+            config,
+            lambda: self.image,
+            CoordinatorPartitionWriter(self.replica_manager),
+            self.forwarding.create_topics,
+            tag=self.tag,
+        )
+        self.apis = KafkaApis(
+            node_id=self.node_id,
+            cluster_id=cluster_id,
+            config=config,
+            image=lambda: self.image,
+            replica_manager=self.replica_manager,
+            groups=self.groups,
+            forwarding=self.forwarding,
+            next_producer_id=self.producer_ids.next_producer_id,
+            tag=self.tag,
+        )
 
     @property
     def partitions(self) -> dict[tuple[str, int], Partition]:
@@ -188,39 +120,23 @@ class Broker:
     def fetchers(self) -> ReplicaFetcherManager:
         return self.replica_manager.fetchers
 
-    # ---------------------------------------------------------------- dispatch
+    # ---------------------------------------------------------------- requests
 
     async def handle(
         self, header: RequestHeader, request: Message, conn: Connection
     ) -> Message | None:
-        handler = self._handlers.get(header.api_key)
-        versions = self.supported_versions.get(header.api_key)
-        if handler is None or versions is None:
-            # Like Kafka: a request for an API we never advertised cannot be answered in a
-            # form the client expects.
-            raise CloseConnection(f"api key {header.api_key} is not supported by this broker")
-        if not versions[0] <= header.api_version <= versions[1]:
-            raise CloseConnection(
-                f"version {header.api_version} of api key {header.api_key} is outside the "
-                f"advertised range {versions[0]}-{versions[1]}"
-            )
-        return await handler(self, header, request, conn)
+        return await self.apis.handle(header, request, conn)
 
     async def forward(self, request: Message, version: int | None = None) -> Message:
-        """Like Kafka's forwarding: the active controller answers (this node's own when it is
-        the active one), the broker relays. Bounded by the request's own timeout when it has
-        one: REQUEST_TIMED_OUT for every item after it."""
-        assert self.controller_client is not None
-        timeout_ms = getattr(request, "timeout_ms", 0) or FORWARD_TIMEOUT_S * 1000
-        try:
-            return await self.controller_client.send(
-                request, version=version, timeout_s=timeout_ms / 1000
-            )
-        except TimeoutError:
-            return timed_out_response(request)
+        """The active controller's answer (`ForwardingManager.forward`)."""
+        return await self.forwarding.forward(request, version)
+
+    @property
+    def supported_versions(self) -> dict[int, tuple[int, int]]:
+        return self.apis.supported_versions
 
     def api_versions_range(self) -> tuple[int, int]:
-        return self.supported_versions[18]
+        return self.supported_versions[API_VERSIONS_KEY]
 
     # ------------------------------------------------------------ metadata
 
@@ -433,46 +349,3 @@ class Broker:
             return None
         override = self.config.peer_address("broker", broker_id)
         return override or reg.endpoints.get(self.config.inter_broker_listener_name)
-
-    # ---------------------------------------------------------- producer ids
-
-    async def next_producer_id(self) -> int:
-        async with self._producer_id_lock:
-            if self.producer_ids.next_id >= self.producer_ids.end:
-                start, length = await self._allocate_producer_ids()
-                self.producer_ids.next_id, self.producer_ids.end = start, start + length
-            pid = self.producer_ids.next_id
-            self.producer_ids.next_id += 1
-            return pid
-
-    async def _allocate_producer_ids(self) -> tuple[int, int]:
-        assert self.controller_client is not None
-        response = await self.controller_client.send(
-            AllocateProducerIdsRequest(broker_id=self.node_id, broker_epoch=self.broker_epoch()),
-            timeout_s=FORWARD_TIMEOUT_S,
-        )
-        assert isinstance(response, AllocateProducerIdsResponse)
-        if response.error_code:
-            raise RuntimeError(f"producer id allocation failed: error {response.error_code}")
-        return response.producer_id_start, response.producer_id_len
-
-    async def create_topics(self, specs: list[TopicSpec]) -> list[tuple[str, int]]:
-        """Create topics through the active controller: (name, error code) per topic."""
-        request = CreateTopicsRequest(
-            topics=[
-                CreateTopicsRequest.CreatableTopic(
-                    name=s.name,
-                    num_partitions=s.num_partitions,
-                    replication_factor=s.replication_factor,
-                    configs=[
-                        CreateTopicsRequest.CreatableTopicConfig(name=k, value=v)
-                        for k, v in s.configs.items()
-                    ],
-                )
-                for s in specs
-            ],
-            timeout_ms=int(FORWARD_TIMEOUT_S * 1000),
-        )
-        response = await self.forward(request)
-        assert isinstance(response, CreateTopicsResponse)
-        return [(t.name, t.error_code) for t in response.topics]

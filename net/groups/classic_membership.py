@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kraft.net.groups.records import OFFSETS_TOPIC
@@ -27,53 +26,21 @@ from kraft.net.groups.state import (
     ClassicGroup,
     GroupState,
     JoinCallback,
+    JoinRequest,
     JoinResult,
+    LeavingMember,
     Member,
     SyncCallback,
+    SyncRequest,
     SyncResult,
 )
 from kraft.net.protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from kraft.net.groups.coordinator import GroupConfig
-    from kraft.net.groups.offsets import Clock
+    from kraft.net.groups.common import Clock, GroupConfig
     from kraft.net.groups.timer import Timer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class JoinRequest:
-    group_id: str
-    member_id: str
-    protocol_type: str
-    protocols: list[tuple[str, bytes]]
-    session_timeout_ms: int
-    rebalance_timeout_ms: int
-    group_instance_id: str | None = None
-    client_id: str = ""
-    client_host: str = ""
-    require_known_member_id: bool = False  # JoinGroup v4+ without group.instance.id
-    supports_skip_assignment: bool = False  # JoinGroup v9+
-    reason: str | None = None
-
-
-@dataclass(slots=True)
-class SyncRequest:
-    group_id: str
-    generation_id: int
-    member_id: str
-    group_instance_id: str | None = None
-    protocol_type: str | None = None  # SyncGroup v5+: checked against the group's
-    protocol_name: str | None = None
-    assignments: dict[str, bytes] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class LeavingMember:
-    member_id: str
-    group_instance_id: str | None = None
-    reason: str | None = None
 
 
 class ClassicGroupMembership:

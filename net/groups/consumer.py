@@ -26,6 +26,10 @@ epoch), Reconciling (a member is not STABLE at the assignment epoch), Stable.
 State changes only through `replay(record)`: the coordinator computes the records of an
 operation from the current state, then replays them, exactly as it replays the log when it
 loads the group. Live and reloaded groups are therefore the same.
+
+Also here, below the coordinator and its member-protocol part that both use them: the
+heartbeat's request and result, `GroupError`, the records that remove a member, and the
+member-epoch fencing rule.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from kraft.net.groups.consumer_records import (
     PARTITION_METADATA,
     TARGET_ASSIGNMENT_MEMBER,
     TARGET_ASSIGNMENT_METADATA,
+    ConsumerKey,
     ConsumerRecord,
     CurrentAssignmentValue,
     GroupMetadataValue,
@@ -54,7 +59,8 @@ from kraft.net.groups.consumer_records import (
     TargetAssignmentMetadataValue,
     TopicMetadata,
 )
-from kraft.net.groups.state import CommittedOffset
+from kraft.net.groups.state import ClassicGroup, CommittedOffset, GroupState
+from kraft.net.protocol import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -429,16 +435,112 @@ def _next_assignment(
     )
 
 
+# ------------------------------------------------ the member protocol's requests and rules
+# (ConsumerGroupHeartbeat: `consumer_heartbeat`; the coordinator: `consumer_coordinator`)
+
+
+@dataclass(slots=True)
+class HeartbeatRequest:
+    """ConsumerGroupHeartbeat. Optional fields are None (or -1) when unchanged since the
+    member's previous heartbeat; a join (epoch 0) carries all of them."""
+
+    group_id: str
+    member_id: str
+    member_epoch: int
+    instance_id: str | None = None
+    rack_id: str | None = None
+    rebalance_timeout_ms: int = -1
+    subscribed_topic_names: list[str] | None = None
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    owned: dict[uuid.UUID, frozenset[int]] | None = None
+    client_id: str = ""
+    client_host: str = ""
+    api_version: int = 0
+
+
+@dataclass(slots=True)
+class HeartbeatResult:
+    error: int
+    message: str | None = None
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    assignment: Assignment | None = None  # None: unchanged since the last response
+
+
+class GroupError(Exception):
+    """Refuses a request: the error code and message the response carries."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def group_record(
+    kind: int, group: str, member_id: str = "", value: object | None = None
+) -> ConsumerRecord:
+    return ConsumerRecord(ConsumerKey(kind, group, member_id), value)  # type: ignore[arg-type]
+
+
+def member_removal_records(group_id: str, member_id: str) -> list[ConsumerRecord]:
+    """Kafka's order: current assignment, target assignment, then the member itself."""
+    return [
+        group_record(CURRENT_MEMBER_ASSIGNMENT, group_id, member_id),
+        group_record(TARGET_ASSIGNMENT_MEMBER, group_id, member_id),
+        group_record(MEMBER_METADATA, group_id, member_id),
+    ]
+
+
+def is_empty_classic(group: ClassicGroup) -> bool:
+    return (
+        group.state in (GroupState.EMPTY, GroupState.DEAD)
+        and not group.members
+        and not group.pending_members
+    )
+
+
+def check_member_epoch(member: ConsumerMember, epoch: int, owned: Assignment | None) -> None:
+    """Kafka's fencing: a member must heartbeat with its epoch, or with its previous one if
+    the response that moved it on may have been lost (then it owns no more than it has)."""
+    if epoch > member.member_epoch:
+        raise GroupError(
+            ErrorCode.FENCED_MEMBER_EPOCH,
+            f"The consumer group member has a greater member epoch ({epoch}) than the one "
+            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
+            "all its partitions and rejoin.",
+        )
+    if epoch < member.member_epoch and (
+        epoch != member.previous_member_epoch
+        or owned is None
+        or not is_subset(owned, member.assigned)
+    ):
+        raise GroupError(
+            ErrorCode.FENCED_MEMBER_EPOCH,
+            f"The consumer group member has a smaller member epoch ({epoch}) than the one "
+            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
+            "all its partitions and rejoin.",
+        )
+
+
 __all__ = [
     "LEAVE_GROUP_MEMBER_EPOCH",
     "LEAVE_GROUP_STATIC_MEMBER_EPOCH",
     "ConsumerGroup",
     "ConsumerGroupState",
     "ConsumerMember",
+    "GroupError",
+    "HeartbeatRequest",
+    "HeartbeatResult",
     "MemberState",
     "assignment_partitions",
+    "check_member_epoch",
     "compile_regex",
+    "group_record",
+    "is_empty_classic",
     "is_subset",
+    "member_removal_records",
     "reconcile",
     "subscribed_topics",
 ]

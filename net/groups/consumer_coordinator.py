@@ -42,23 +42,26 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from kraft.net.groups.assignors import ASSIGNORS, Assignment
+from kraft.net.groups.common import (
+    ConsumerGroupConfig,
+    PartitionStatus,
+    Records,
+    group_store_error,
+)
 from kraft.net.groups.consumer import (
     ConsumerGroup,
     ConsumerGroupState,
     ConsumerMember,
-    MemberState,
-    subscribed_topics,
-)
-from kraft.net.groups.consumer_heartbeat import (
-    ConsumerGroupHeartbeats,
     GroupError,
     HeartbeatRequest,
     HeartbeatResult,
-    TopicsFn,
-    _is_empty_classic,
-    _member_removal_records,
-    _record,
+    MemberState,
+    group_record,
+    is_empty_classic,
+    member_removal_records,
+    subscribed_topics,
 )
+from kraft.net.groups.consumer_heartbeat import ConsumerGroupHeartbeats, TopicsFn
 from kraft.net.groups.consumer_records import (
     GROUP_METADATA,
     PARTITION_METADATA,
@@ -73,14 +76,8 @@ from kraft.net.groups.coordinator import (
     GroupDescription,
     ListedGroup,
     MemberDescription,
-    PartitionStatus,
-    group_store_error,
 )
-from kraft.net.groups.offsets import (
-    ConsumerGroupOffsets,
-    Records,
-    remove_offsets,
-)
+from kraft.net.groups.offsets import ConsumerGroupOffsets, remove_offsets
 from kraft.net.groups.state import CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupState
 from kraft.net.protocol import (
     ConsumerProtocolAssignment,
@@ -97,17 +94,6 @@ CONSUMER_GROUP_TYPE = "consumer"
 def _kafka_style_id() -> str:
     """A random id shaped like Kafka's Uuid.toString (22 characters of URL-safe base64)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerGroupConfig:
-    """Kafka's broker configs of KIP-848 consumer groups."""
-
-    session_timeout_ms: int = 45_000  # group.consumer.session.timeout.ms
-    heartbeat_interval_ms: int = 5_000  # group.consumer.heartbeat.interval.ms
-    max_size: int = 2**31 - 1  # group.consumer.max.size
-    assignors: tuple[str, ...] = ("uniform", "range")  # group.consumer.assignors (1st: default)
-    offset_metadata_max_bytes: int = 4096  # offset.metadata.max.bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +133,8 @@ class _PartitionWrites:
 
 
 class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
+    classic: GroupCoordinator  # the parts see it as `ClassicGroups`
+
     def __init__(
         self,
         classic: GroupCoordinator,
@@ -264,7 +252,7 @@ class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
         classic = self.classic.groups.get(group.group_id)
         if classic is None:
             return
-        if not _is_empty_classic(classic):
+        if not is_empty_classic(classic):
             # Both in one log can only come from a log of another broker: the consumer
             # group's records are the newer ones (the classic group could not have members
             # while they were live), so it wins.
@@ -475,11 +463,11 @@ class ConsumerGroupCoordinator(ConsumerGroupHeartbeats, ConsumerGroupOffsets):
     def _group_tombstones(self, group: ConsumerGroup) -> list[ConsumerRecord]:
         records: list[ConsumerRecord] = []
         for member_id in group.members:
-            records += _member_removal_records(group.group_id, member_id)
+            records += member_removal_records(group.group_id, member_id)
         records += [
-            _record(TARGET_ASSIGNMENT_METADATA, group.group_id),
-            _record(PARTITION_METADATA, group.group_id),
-            _record(GROUP_METADATA, group.group_id),
+            group_record(TARGET_ASSIGNMENT_METADATA, group.group_id),
+            group_record(PARTITION_METADATA, group.group_id),
+            group_record(GROUP_METADATA, group.group_id),
         ]
         return records
 

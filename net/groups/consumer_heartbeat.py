@@ -20,20 +20,25 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from kraft.net.groups.assignors import ASSIGNORS, Assignment, MemberSubscription, TopicInfo
+from kraft.net.groups.common import ClassicGroups, ConsumerGroupConfig, group_store_error
 from kraft.net.groups.consumer import (
     LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
     ConsumerGroup,
     ConsumerMember,
+    GroupError,
+    HeartbeatRequest,
+    HeartbeatResult,
     MemberState,
+    check_member_epoch,
     compile_regex,
-    is_subset,
+    group_record,
+    is_empty_classic,
+    member_removal_records,
     reconcile,
 )
 from kraft.net.groups.consumer_records import (
@@ -43,7 +48,6 @@ from kraft.net.groups.consumer_records import (
     PARTITION_METADATA,
     TARGET_ASSIGNMENT_MEMBER,
     TARGET_ASSIGNMENT_METADATA,
-    ConsumerKey,
     ConsumerRecord,
     GroupMetadataValue,
     PartitionMetadataValue,
@@ -51,72 +55,12 @@ from kraft.net.groups.consumer_records import (
     TargetAssignmentMetadataValue,
     TopicMetadata,
 )
-from kraft.net.groups.coordinator import group_store_error
-from kraft.net.groups.state import ClassicGroup, GroupState
 from kraft.net.protocol import ErrorCode
-
-if TYPE_CHECKING:
-    from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig
-    from kraft.net.groups.coordinator import GroupCoordinator
 
 logger = logging.getLogger(__name__)
 
 # The cluster's topics now: name -> (id, name, partition count).
 TopicsFn = Callable[[], Mapping[str, TopicMetadata]]
-
-
-@dataclass(slots=True)
-class HeartbeatRequest:
-    """ConsumerGroupHeartbeat. Optional fields are None (or -1) when unchanged since the
-    member's previous heartbeat; a join (epoch 0) carries all of them."""
-
-    group_id: str
-    member_id: str
-    member_epoch: int
-    instance_id: str | None = None
-    rack_id: str | None = None
-    rebalance_timeout_ms: int = -1
-    subscribed_topic_names: list[str] | None = None
-    subscribed_topic_regex: str | None = None
-    server_assignor: str | None = None
-    owned: dict[uuid.UUID, frozenset[int]] | None = None
-    client_id: str = ""
-    client_host: str = ""
-    api_version: int = 0
-
-
-@dataclass(slots=True)
-class HeartbeatResult:
-    error: int
-    message: str | None = None
-    member_id: str | None = None
-    member_epoch: int = 0
-    heartbeat_interval_ms: int = 0
-    assignment: Assignment | None = None  # None: unchanged since the last response
-
-
-class GroupError(Exception):
-    """Refuses a request: the error code and message the response carries."""
-
-    def __init__(self, code: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _record(
-    kind: int, group: str, member_id: str = "", value: object | None = None
-) -> ConsumerRecord:
-    return ConsumerRecord(ConsumerKey(kind, group, member_id), value)  # type: ignore[arg-type]
-
-
-def _member_removal_records(group_id: str, member_id: str) -> list[ConsumerRecord]:
-    """Kafka's order: current assignment, target assignment, then the member itself."""
-    return [
-        _record(CURRENT_MEMBER_ASSIGNMENT, group_id, member_id),
-        _record(TARGET_ASSIGNMENT_MEMBER, group_id, member_id),
-        _record(MEMBER_METADATA, group_id, member_id),
-    ]
 
 
 @dataclass(slots=True)
@@ -136,7 +80,7 @@ class ConsumerGroupHeartbeats:
     """ConsumerGroupHeartbeat: the member protocol half of `ConsumerGroupCoordinator`, which
     provides the state and hooks below."""
 
-    classic: GroupCoordinator
+    classic: ClassicGroups
     config: ConsumerGroupConfig
     topics: TopicsFn
     new_id: Callable[[], str]
@@ -265,7 +209,7 @@ class ConsumerGroupHeartbeats:
                 f"Member {req.member_id} is not a member of group {group_id}.",
             )
         classic = self.classic.groups.get(group_id)
-        if classic is not None and not _is_empty_classic(classic):
+        if classic is not None and not is_empty_classic(classic):
             raise GroupError(
                 ErrorCode.GROUP_ID_NOT_FOUND,
                 f"Group {group_id} is not a consumer group: it is a classic group with members.",
@@ -308,7 +252,7 @@ class ConsumerGroupHeartbeats:
                     f"{self.config.max_size} members.",
                 )
         elif epoch != 0:
-            _check_member_epoch(join.member, epoch, req.owned)
+            check_member_epoch(join.member, epoch, req.owned)
 
     def _find_static_member_joining(self, join: _Join, instance_id: str) -> None:
         group_id, member_id = join.group.group_id, join.member_id
@@ -326,11 +270,11 @@ class ConsumerGroupHeartbeats:
         # member's assignment, without a new group epoch.
         join.replaced = existing
         join.member = replace(existing, member_id=member_id)
-        join.records += _member_removal_records(group_id, existing.member_id)
+        join.records += member_removal_records(group_id, existing.member_id)
         target = join.targets.pop(existing.member_id, {})
         join.targets[member_id] = target
         join.records.append(
-            _record(
+            group_record(
                 TARGET_ASSIGNMENT_MEMBER, group_id, member_id, TargetAssignmentMemberValue(target)
             )
         )
@@ -377,7 +321,7 @@ class ConsumerGroupHeartbeats:
             or (updated.metadata_value() != member.metadata_value())
         ):
             join.records.append(
-                _record(
+                group_record(
                     MEMBER_METADATA, join.group.group_id, join.member_id, updated.metadata_value()
                 )
             )
@@ -411,7 +355,7 @@ class ConsumerGroupHeartbeats:
             or reconciled.assignment_value() != member.assignment_value()
         ):
             join.records.append(
-                _record(
+                group_record(
                     CURRENT_MEMBER_ASSIGNMENT,
                     join.group.group_id,
                     join.member_id,
@@ -511,7 +455,7 @@ class ConsumerGroupHeartbeats:
         group_epoch = group.group_epoch + 1 if bump else group.group_epoch
         if metadata != group.subscription_metadata:
             records.append(
-                _record(
+                group_record(
                     PARTITION_METADATA,
                     group.group_id,
                     value=PartitionMetadataValue(group_epoch, tuple(metadata.values())),
@@ -519,7 +463,7 @@ class ConsumerGroupHeartbeats:
             )
         if bump:
             records.append(
-                _record(GROUP_METADATA, group.group_id, value=GroupMetadataValue(group_epoch))
+                group_record(GROUP_METADATA, group.group_id, value=GroupMetadataValue(group_epoch))
             )
         if group_epoch <= group.assignment_epoch:
             return group_epoch, group.assignment_epoch, records, targets
@@ -539,7 +483,7 @@ class ConsumerGroupHeartbeats:
             new_targets[member_id] = target
             if target != targets.get(member_id):
                 records.append(
-                    _record(
+                    group_record(
                         TARGET_ASSIGNMENT_MEMBER,
                         group.group_id,
                         member_id,
@@ -547,7 +491,7 @@ class ConsumerGroupHeartbeats:
                     )
                 )
         records.append(
-            _record(
+            group_record(
                 TARGET_ASSIGNMENT_METADATA,
                 group.group_id,
                 value=TargetAssignmentMetadataValue(group_epoch),
@@ -611,7 +555,7 @@ class ConsumerGroupHeartbeats:
             return (
                 group,
                 [
-                    _record(
+                    group_record(
                         CURRENT_MEMBER_ASSIGNMENT,
                         group.group_id,
                         member.member_id,
@@ -634,7 +578,7 @@ class ConsumerGroupHeartbeats:
             reason,
         )
         self._cancel_member_timers(group, member.member_id)
-        records = _member_removal_records(group.group_id, member.member_id)
+        records = member_removal_records(group.group_id, member.member_id)
         members = {k: v for k, v in group.members.items() if k != member.member_id}
         targets = {k: v for k, v in group.target.items() if k != member.member_id}
         records += self._maybe_new_epoch(group, members, targets, force=True)[2]
@@ -704,34 +648,3 @@ class ConsumerGroupHeartbeats:
                 )
 
         return done
-
-
-def _is_empty_classic(group: ClassicGroup) -> bool:
-    return (
-        group.state in (GroupState.EMPTY, GroupState.DEAD)
-        and not group.members
-        and not group.pending_members
-    )
-
-
-def _check_member_epoch(member: ConsumerMember, epoch: int, owned: Assignment | None) -> None:
-    """Kafka's fencing: a member must heartbeat with its epoch, or with its previous one if
-    the response that moved it on may have been lost (then it owns no more than it has)."""
-    if epoch > member.member_epoch:
-        raise GroupError(
-            ErrorCode.FENCED_MEMBER_EPOCH,
-            f"The consumer group member has a greater member epoch ({epoch}) than the one "
-            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
-            "all its partitions and rejoin.",
-        )
-    if epoch < member.member_epoch and (
-        epoch != member.previous_member_epoch
-        or owned is None
-        or not is_subset(owned, member.assigned)
-    ):
-        raise GroupError(
-            ErrorCode.FENCED_MEMBER_EPOCH,
-            f"The consumer group member has a smaller member epoch ({epoch}) than the one "
-            f"known by the group coordinator ({member.member_epoch}). The member must abandon "
-            "all its partitions and rejoin.",
-        )

@@ -23,26 +23,22 @@ only while loading.
 
 from __future__ import annotations
 
-import enum
 import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kraft.net.groups.classic_membership import (
-    ClassicGroupMembership,
-    JoinRequest,
-    LeavingMember,
-    SyncRequest,
-)
-from kraft.net.groups.offsets import (
-    ClassicGroupOffsets,
+from kraft.net.groups.classic_membership import ClassicGroupMembership
+from kraft.net.groups.common import (
     Clock,
+    GroupConfig,
+    PartitionStatus,
     Records,
     TopicPartition,
     Writer,
-    remove_offsets,
+    group_store_error,
 )
+from kraft.net.groups.offsets import ClassicGroupOffsets, remove_offsets
 from kraft.net.groups.records import (
     OFFSETS_TOPIC,
     GroupKey,
@@ -60,8 +56,11 @@ from kraft.net.groups.state import (
     CommittedOffset,
     GroupState,
     JoinedMember,
+    JoinRequest,
     JoinResult,
+    LeavingMember,
     Member,
+    SyncRequest,
     SyncResult,
 )
 from kraft.net.groups.timer import Timer
@@ -70,25 +69,8 @@ from kraft.net.protocol import ErrorCode
 logger = logging.getLogger(__name__)
 
 
-# KIP-394 and Kafka: a member that joined but whose join never completed is dropped after
-# this long (it cannot heartbeat while its JoinGroup waits).
-NEW_MEMBER_JOIN_TIMEOUT_MS = 300_000
 ALL_GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)  # READ, DELETE, DESCRIBE
 CLASSIC_GROUP_TYPE = "classic"
-
-
-@dataclass(frozen=True, slots=True)
-class GroupConfig:
-    """Kafka's broker configs of the classic group coordinator."""
-
-    initial_rebalance_delay_ms: int = 3000  # group.initial.rebalance.delay.ms
-    min_session_timeout_ms: int = 6000  # group.min.session.timeout.ms
-    max_session_timeout_ms: int = 1_800_000  # group.max.session.timeout.ms
-    max_size: int = 2**31 - 1  # group.max.size
-    offset_metadata_max_bytes: int = 4096  # offset.metadata.max.bytes
-    new_member_join_timeout_ms: int = NEW_MEMBER_JOIN_TIMEOUT_MS
-    offsets_retention_ms: int = 7 * 24 * 3600_000  # offsets.retention.minutes = 10080
-    offsets_retention_check_interval_ms: int = 600_000  # offsets.retention.check.interval.ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +99,6 @@ class ListedGroup:
     group_type: str = CLASSIC_GROUP_TYPE
 
 
-class PartitionStatus(enum.Enum):
-    LOADING = "loading"
-    ACTIVE = "active"
-
-
 def java_string_hash(s: str) -> int:
     """Java's String.hashCode (over UTF-16 code units), as a signed 32-bit int."""
     h = 0
@@ -135,20 +112,6 @@ def partition_for(group_id: str, partitions: int) -> int:
     """Kafka's partition of a group: Utils.abs(groupId.hashCode) % partitions."""
     h = java_string_hash(group_id)
     return (0 if h == -(1 << 31) else abs(h)) % partitions
-
-
-def group_store_error(code: int) -> int:
-    """Kafka's mapping of a failed group metadata write to what the client sees."""
-    if code in (
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.NOT_ENOUGH_REPLICAS,
-        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-        ErrorCode.REQUEST_TIMED_OUT,
-    ):
-        return ErrorCode.COORDINATOR_NOT_AVAILABLE
-    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
-        return ErrorCode.NOT_COORDINATOR
-    return ErrorCode.UNKNOWN_SERVER_ERROR if code else ErrorCode.NONE
 
 
 class GroupCoordinator(ClassicGroupMembership, ClassicGroupOffsets):

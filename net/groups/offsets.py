@@ -25,6 +25,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from kraft.net.groups.common import (
+    ClassicGroups,
+    Clock,
+    ConsumerGroupConfig,
+    GroupConfig,
+    Records,
+    TopicPartition,
+    Writer,
+)
 from kraft.net.groups.consumer_records import encode_record
 from kraft.net.groups.records import encode_offset_key, encode_offset_value
 from kraft.net.groups.state import ClassicGroup, CommittedOffset, GroupState
@@ -32,20 +41,11 @@ from kraft.net.protocol import ErrorCode
 
 if TYPE_CHECKING:
     from kraft.net.groups.consumer import ConsumerGroup
-    from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig
     from kraft.net.groups.consumer_records import ConsumerRecord
-    from kraft.net.groups.coordinator import GroupConfig, GroupCoordinator
     from kraft.net.groups.timer import Timer
 
 logger = logging.getLogger(__name__)
 
-TopicPartition = tuple[str, int]
-# (key, value) records for one partition; a None value is a tombstone.
-Records = list[tuple[bytes, bytes | None]]
-# Append records to a partition of __consumer_offsets; call back with a Kafka error code
-# once they are replicated (0) or failed.
-Writer = Callable[[int, Records, Callable[[int], None]], None]
-Clock = Callable[[], int]
 # When an offset's retention period starts (epoch ms), given the offset.
 ExpiryBase = Callable[[CommittedOffset], int]
 
@@ -393,7 +393,7 @@ class ConsumerGroupOffsets:
     offset expiry over both kinds of group: the offset methods of `ConsumerGroupCoordinator`,
     which provides the state and write hooks below."""
 
-    classic: GroupCoordinator
+    classic: ClassicGroups
     config: ConsumerGroupConfig
     tag: str
     groups: dict[str, ConsumerGroup]

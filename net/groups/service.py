@@ -10,6 +10,11 @@ to the partitions of `__consumer_offsets` this broker leads, and to the controll
 - The topic: created on first FindCoordinator through the controller like Kafka's automatic
   creation of internal topics (`offsets.topic.num.partitions`, replication factor
   min(`offsets.topic.replication.factor`, live brokers), compacted).
+
+Its seams are narrow, and declared here (the broker implements them; nothing here imports
+broker code): `CoordinatorPartitions` — the offsets partitions this broker leads and an append
+to one (Kafka's CoordinatorPartitionWriter over the replica manager); the metadata image; the
+node's config; and `CreateTopics`, the way to the active controller.
 """
 
 from __future__ import annotations
@@ -17,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Protocol
 
+from kraft.config import NodeConfig
 from kraft.controller.controller import TopicSpec
 from kraft.log.batch import parse_header
 from kraft.log.errors import LogError
-from kraft.log.partition_log import wall_clock_ms
+from kraft.log.partition_log import PartitionLog, wall_clock_ms
 from kraft.log.records import Record, build_batch, decode_records
-from kraft.net.broker.partition import Partition
-from kraft.net.broker.replica_manager import AppendOrigin, AppendResults
-from kraft.net.groups.consumer_coordinator import ConsumerGroupConfig, ConsumerGroupCoordinator
+from kraft.metadata.image import MetadataImage
+from kraft.net.groups.common import ConsumerGroupConfig
+from kraft.net.groups.consumer_coordinator import ConsumerGroupCoordinator
 from kraft.net.groups.consumer_records import TopicMetadata
 from kraft.net.groups.coordinator import (
     OFFSETS_TOPIC,
@@ -41,20 +47,58 @@ from kraft.net.groups.records import RecordFormatError
 from kraft.net.groups.timer import LoopTimer
 from kraft.net.protocol import ErrorCode
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
-
 logger = logging.getLogger(__name__)
 
 LOAD_CHUNK_BYTES = 1 << 20
 DoneFn = Callable[[int], None]
+# Topics to create through the active controller: (name, error code) per topic.
+CreateTopics = Callable[[list[TopicSpec]], Awaitable[list[tuple[str, int]]]]
+
+
+class OffsetsPartition(Protocol):
+    """A partition of `__consumer_offsets` hosted here, as the coordinator reads it."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def leader_epoch(self) -> int: ...
+
+    @property
+    def log(self) -> PartitionLog: ...
+
+
+class CoordinatorPartitions(Protocol):
+    """The replica manager as the group coordinator sees it."""
+
+    def led_partitions(self, topic: str) -> Mapping[int, OffsetsPartition]:
+        """The partitions of `topic` this broker leads, by index."""
+        ...
+
+    def append(
+        self, topic_partition: tuple[str, int], batch: bytes, timeout_ms: int, done: DoneFn
+    ) -> None:
+        """Append one batch as the leader with acks=all: `done(error code)` once the high
+        watermark passed it, leadership was lost, or `timeout_ms` passed."""
+        ...
 
 
 class GroupCoordinatorService:
-    def __init__(self, broker: Broker) -> None:
-        cfg = broker.config
-        self.broker = broker
-        self.tag = broker.tag
+    def __init__(
+        self,
+        config: NodeConfig,
+        image: Callable[[], MetadataImage],
+        partitions: CoordinatorPartitions,
+        create_topics: CreateTopics,
+        *,
+        tag: str = "",
+    ) -> None:
+        cfg = config
+        self.config = config
+        self.image = image
+        self.replicas = partitions
+        self.create_topics = create_topics
+        self.tag = tag
         self.timer = LoopTimer(self.tag)
         self.commit_timeout_ms = cfg.offsets_commit_timeout_ms
         self.coordinator = GroupCoordinator(
@@ -92,10 +136,10 @@ class GroupCoordinatorService:
         self._create_lock: asyncio.Lock | None = None
 
     def num_partitions(self) -> int:
-        topic = self.broker.image.topics.get(OFFSETS_TOPIC)
+        topic = self.image().topics.get(OFFSETS_TOPIC)
         if topic is not None and topic.partitions:
             return len(topic.partitions)
-        return self.broker.config.offsets_topic_num_partitions
+        return self.config.offsets_topic_num_partitions
 
     # ----------------------------------------------------------- leadership
 
@@ -106,11 +150,7 @@ class GroupCoordinatorService:
         though no loss of leadership was seen in between (Kafka's rule): leadership went
         elsewhere and came back, another coordinator may have written to the log meanwhile,
         and the groups in memory would be stale."""
-        led: dict[int, Partition] = {
-            index: p
-            for (topic, index), p in self.broker.replica_manager.partitions.items()
-            if topic == OFFSETS_TOPIC and p.is_leader
-        }
+        led = self.replicas.led_partitions(OFFSETS_TOPIC)
         for index in list(self.coordinator.partitions):
             p = led.get(index)
             if p is not None and p.leader_epoch == self._loaded_epochs.get(index):
@@ -147,10 +187,10 @@ class GroupCoordinatorService:
     def _topics(self) -> dict[str, TopicMetadata]:
         return {
             name: TopicMetadata(t.topic_id, name, len(t.partitions))
-            for name, t in self.broker.image.topics.items()
+            for name, t in self.image().topics.items()
         }
 
-    def _start_load(self, index: int, partition: Partition) -> None:
+    def _start_load(self, index: int, partition: OffsetsPartition) -> None:
         self._loaded_epochs[index] = partition.leader_epoch
         self.consumer.begin_load(index)
         log = partition.log
@@ -167,7 +207,7 @@ class GroupCoordinatorService:
             return
         self._loads[index] = loop.create_task(self._load(index, partition))
 
-    async def _load(self, index: int, partition: Partition) -> None:
+    async def _load(self, index: int, partition: OffsetsPartition) -> None:
         try:
             for _ in self._load_steps(index, partition):
                 await asyncio.sleep(0)  # let requests be served between chunks
@@ -175,7 +215,7 @@ class GroupCoordinatorService:
             if self._loads.get(index) is asyncio.current_task():
                 del self._loads[index]
 
-    def _load_steps(self, index: int, partition: Partition) -> Iterator[None]:
+    def _load_steps(self, index: int, partition: OffsetsPartition) -> Iterator[None]:
         """Replay the partition from its log start to the log end seen now, one chunk per
         step; then serve its groups. Records that do not parse are logged and skipped."""
         start = time.monotonic()
@@ -259,12 +299,10 @@ class GroupCoordinatorService:
             base_timestamp=wall_clock_ms(),
         )
 
-        def answered(results: AppendResults) -> None:
-            loop.call_soon(self._report, done, results[key].error_code)
+        def answered(code: int) -> None:
+            loop.call_soon(self._report, done, code)
 
-        self.broker.replica_manager.append_records(
-            {key: batch}, -1, self.commit_timeout_ms, AppendOrigin.COORDINATOR, answered
-        )
+        self.replicas.append(key, batch, self.commit_timeout_ms, answered)
 
     def _report(self, done: DoneFn, code: int) -> None:
         try:
@@ -276,7 +314,7 @@ class GroupCoordinatorService:
 
     async def ensure_offsets_topic(self) -> int:
         """Create `__consumer_offsets` if it does not exist yet; NONE once it does."""
-        image = self.broker.image
+        image = self.image()
         if OFFSETS_TOPIC in image.topics:
             return ErrorCode.NONE
         if self._create_lock is None:
@@ -284,7 +322,7 @@ class GroupCoordinatorService:
         async with self._create_lock:
             if OFFSETS_TOPIC in image.topics:
                 return ErrorCode.NONE
-            cfg = self.broker.config
+            cfg = self.config
             alive = len(image.unfenced_brokers())
             if alive == 0:
                 return ErrorCode.COORDINATOR_NOT_AVAILABLE
@@ -299,7 +337,7 @@ class GroupCoordinatorService:
                 },
             )
             try:
-                results = await self.broker.create_topics([spec])
+                results = await self.create_topics([spec])
             except Exception:
                 logger.exception("%scannot create %s", self.tag, OFFSETS_TOPIC)
                 return ErrorCode.COORDINATOR_NOT_AVAILABLE
@@ -315,7 +353,7 @@ class GroupCoordinatorService:
                 elif code != ErrorCode.TOPIC_ALREADY_EXISTS:
                     logger.warning("%screating %s failed: error %d", self.tag, name, code)
             # In a cluster the topic reaches this broker's image a little after the commit.
-            if OFFSETS_TOPIC not in image.topics:
+            if OFFSETS_TOPIC not in self.image().topics:
                 return ErrorCode.COORDINATOR_NOT_AVAILABLE
             return ErrorCode.NONE
 
@@ -326,7 +364,7 @@ class GroupCoordinatorService:
         error = await self.ensure_offsets_topic()
         if error:
             return (error, *none)
-        image = self.broker.image
+        image = self.image()
         topic = image.topics.get(OFFSETS_TOPIC)
         if topic is None or not topic.partitions:
             return (ErrorCode.COORDINATOR_NOT_AVAILABLE, *none)

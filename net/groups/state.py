@@ -52,6 +52,44 @@ _VALID_PREVIOUS: dict[GroupState, frozenset[GroupState]] = {
 }
 
 
+# The requests of the member protocol (JoinGroup v0-9, SyncGroup v0-5, LeaveGroup v0-5) as
+# the coordinator takes them, whatever the version they came in; their results below.
+
+
+@dataclass(slots=True)
+class JoinRequest:
+    group_id: str
+    member_id: str
+    protocol_type: str
+    protocols: list[tuple[str, bytes]]
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    group_instance_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    require_known_member_id: bool = False  # JoinGroup v4+ without group.instance.id
+    supports_skip_assignment: bool = False  # JoinGroup v9+
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class SyncRequest:
+    group_id: str
+    generation_id: int
+    member_id: str
+    group_instance_id: str | None = None
+    protocol_type: str | None = None  # SyncGroup v5+: checked against the group's
+    protocol_name: str | None = None
+    assignments: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LeavingMember:
+    member_id: str
+    group_instance_id: str | None = None
+    reason: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class JoinedMember:
     """A member as the leader sees it in its JoinGroup response."""

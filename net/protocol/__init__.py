@@ -70,8 +70,6 @@ Primitives
 from ._generated import *  # noqa: F403
 from ._generated import __all__ as _generated_all
 from .codec import (
-    RequestHeader,
-    ResponseHeader,
     compile_all,
     decode_message,
     decode_metadata_record,
@@ -105,6 +103,8 @@ from .schema import (
     MessageSpec,
     MetadataRecordInfo,
     Records,
+    RequestHeader,
+    ResponseHeader,
     Struct,
     StructSpec,
     Versions,

@@ -31,13 +31,20 @@ import linecache
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 from ._generated import API_KEYS, MESSAGES
 from .errors import EncodeError, ErrorCode, ProtocolError, UnsupportedVersionError
-from .schema import EMPTY, FieldSpec, Message, MessageSpec, StructSpec
+from .schema import (
+    EMPTY,
+    FieldSpec,
+    Message,
+    MessageSpec,
+    RequestHeader,
+    ResponseHeader,
+    StructSpec,
+)
 
 Decoder = Callable[[memoryview, int], tuple[Any, int]]
 Encoder = Callable[[bytearray, Any], None]
@@ -860,26 +867,6 @@ def decode_message(cls: type[M], data: BytesLike, version: int) -> M:
 
 # ---------------------------------------------------------------------------------------------
 # Headers
-
-
-@dataclass(slots=True, kw_only=True)
-class RequestHeader:
-    """Request header. v0: api key, version, correlation id; v1 adds client_id (always a
-    non-compact nullable string); v2 adds a tagged-field section."""
-
-    api_key: int
-    api_version: int
-    correlation_id: int
-    client_id: str | None = None
-    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
-
-
-@dataclass(slots=True, kw_only=True)
-class ResponseHeader:
-    """Response header. v0: correlation id; v1 adds a tagged-field section."""
-
-    correlation_id: int
-    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
 
 
 def request_header_version(api_key: int, api_version: int) -> int:

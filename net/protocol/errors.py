@@ -20,7 +20,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .codec import RequestHeader
+    from .schema import RequestHeader
 
 
 class ErrorCode(IntEnum):

@@ -12,7 +12,7 @@ that never has a property (e.g. never nullable) carries ``None`` instead of a ra
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 # The highest version number the wire format can carry (versions are int16).
@@ -183,3 +183,27 @@ class MetadataRecordInfo:
     cls: type[Message]
     min_version: int
     max_version: int
+
+
+# Headers: plain data the codec encodes; here (not in the codec) so that the exceptions in
+# `errors` can carry a decoded header without importing the codec.
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestHeader:
+    """Request header. v0: api key, version, correlation id; v1 adds client_id (always a
+    non-compact nullable string); v2 adds a tagged-field section."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None = None
+    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class ResponseHeader:
+    """Response header. v0: correlation id; v1 adds a tagged-field section."""
+
+    correlation_id: int
+    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)

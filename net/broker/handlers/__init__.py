@@ -1,4 +1,8 @@
-"""Request handlers by API family, and the API versions this broker advertises."""
+"""Request handlers by API family, and the API versions this broker advertises.
+
+Each handler is `async (context, header, request, conn) -> response | None`, where the
+context is the narrow interface of `context.py` its family needs; `KafkaApis`
+(`net.broker.apis`) dispatches and implements them all. Nothing here imports the broker."""
 
 from __future__ import annotations
 

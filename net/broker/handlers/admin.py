@@ -5,8 +5,6 @@ the requests that change metadata are relayed to the active controller, which an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kraft.controller.config_describe import (
     ConfigEntry,
     describe_broker_configs,
@@ -22,24 +20,23 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import AdminContext
 
 
 async def handle_forwarded(
-    broker: Broker, header: RequestHeader, request: Message, conn: Connection
+    ctx: AdminContext, header: RequestHeader, request: Message, conn: Connection
 ) -> Message:
     """CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs and
     ElectLeaders change metadata: the active controller answers them
     (`kraft.controller.admin_requests`), this node's own when it is the active one."""
-    return await broker.forward(request, header.api_version)
+    return await ctx.forward(request, header.api_version)
 
 
 # ----------------------------------------------------------------------- configs
 
 
 async def handle_describe_configs(
-    broker: Broker, header: RequestHeader, request: DescribeConfigsRequest, conn: Connection
+    ctx: AdminContext, header: RequestHeader, request: DescribeConfigsRequest, conn: Connection
 ) -> DescribeConfigsResponse:
     """Answered from this node's image and config (`kraft.controller.config_describe`)."""
     results = []
@@ -48,16 +45,14 @@ async def handle_describe_configs(
         described: list[ConfigEntry] | None = []
         code, message = 0, None
         if resource.resource_type == TOPIC_RESOURCE:
-            described = describe_topic_configs(
-                broker.config, broker.image, resource.resource_name, keys
-            )
+            described = describe_topic_configs(ctx.config, ctx.image, resource.resource_name, keys)
             if described is None:
                 code, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"
         elif resource.resource_type == BROKER_RESOURCE:
-            if resource.resource_name not in ("", str(broker.node_id)):
+            if resource.resource_name not in ("", str(ctx.node_id)):
                 code, message = ErrorCode.INVALID_REQUEST, "configs of other brokers live there"
             else:
-                described = describe_broker_configs(broker.config, keys)
+                described = describe_broker_configs(ctx.config, keys)
         else:
             code = ErrorCode.INVALID_REQUEST
             message = f"resource type {resource.resource_type} has no configs here"

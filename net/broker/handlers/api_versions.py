@@ -1,22 +1,19 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from kraft.net.protocol import ApiVersionsRequest, ApiVersionsResponse, RequestHeader
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import ApiVersionsContext
 
 
 async def handle_api_versions(
-    broker: Broker, header: RequestHeader, request: ApiVersionsRequest, conn: Connection
+    ctx: ApiVersionsContext, header: RequestHeader, request: ApiVersionsRequest, conn: Connection
 ) -> ApiVersionsResponse:
     return ApiVersionsResponse(
         error_code=0,
         api_keys=[
             ApiVersionsResponse.ApiVersion(api_key=key, min_version=lo, max_version=hi)
-            for key, (lo, hi) in sorted(broker.supported_versions.items())
+            for key, (lo, hi) in sorted(ctx.supported_versions.items())
         ],
         throttle_time_ms=0,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from kraft.net.groups.consumer_coordinator import HeartbeatRequest, HeartbeatResult
 from kraft.net.protocol import (
@@ -19,14 +18,15 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
+from .context import GroupContext
 from .groups import _authorized_operations, _client_host, _Reply
-
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
 
 
 async def handle_consumer_group_heartbeat(
-    broker: Broker, header: RequestHeader, request: ConsumerGroupHeartbeatRequest, conn: Connection
+    ctx: GroupContext,
+    header: RequestHeader,
+    request: ConsumerGroupHeartbeatRequest,
+    conn: Connection,
 ) -> ConsumerGroupHeartbeatResponse:
     version = header.api_version
     owned: dict[uuid.UUID, frozenset[int]] | None = None
@@ -52,7 +52,7 @@ async def handle_consumer_group_heartbeat(
         api_version=version,
     )
     reply: _Reply[HeartbeatResult] = _Reply()
-    broker.groups.consumer.heartbeat(heartbeat, reply)
+    ctx.groups.consumer.heartbeat(heartbeat, reply)
     result = await reply.future
     assignment = None
     if result.assignment is not None:
@@ -80,12 +80,15 @@ def _heartbeat_partitions(
 
 
 async def handle_consumer_group_describe(
-    broker: Broker, header: RequestHeader, request: ConsumerGroupDescribeRequest, conn: Connection
+    ctx: GroupContext,
+    header: RequestHeader,
+    request: ConsumerGroupDescribeRequest,
+    conn: Connection,
 ) -> ConsumerGroupDescribeResponse:
     operations = _authorized_operations(request.include_authorized_operations)
     out = []
     for group_id in request.group_ids:
-        code, message, d = broker.groups.consumer.describe(group_id)
+        code, message, d = ctx.groups.consumer.describe(group_id)
         if d is None:
             out.append(
                 ConsumerGroupDescribeResponse.DescribedGroup(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from kraft.log.partition_log import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP
 from kraft.metadata.image import MetadataImage
@@ -21,8 +20,7 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import ReplicaContext
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +29,21 @@ LATEST_TIERED_TIMESTAMP = -5
 
 
 def check_partition(
-    broker: Broker, topic: str, index: int, current_leader_epoch: int, need_leader: bool = True
+    ctx: ReplicaContext, topic: str, index: int, current_leader_epoch: int, need_leader: bool = True
 ) -> tuple[Partition | None, int]:
-    return broker.replica_manager.get_partition_or_error(
+    return ctx.replica_manager.get_partition_or_error(
         topic, index, current_leader_epoch, need_leader
     )
 
 
 async def handle_fetch(
-    broker: Broker, header: RequestHeader, request: FetchRequest, conn: Connection
+    ctx: ReplicaContext, header: RequestHeader, request: FetchRequest, conn: Connection
 ) -> FetchResponse:
     if request.session_id != 0:
         # No fetch sessions are ever handed out (KIP-227 allows a broker not to).
         return FetchResponse(error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0)
-    params, infos = fetch_params(broker.image, request, header.api_version)
-    data = await broker.replica_manager.fetch_messages_async(params, infos)
+    params, infos = fetch_params(ctx.image, request, header.api_version)
+    data = await ctx.replica_manager.fetch_messages_async(params, infos)
     return fetch_response(request, data, header.api_version)
 
 
@@ -89,7 +87,7 @@ def fetch_response(
 
 
 async def handle_list_offsets(
-    broker: Broker, header: RequestHeader, request: ListOffsetsRequest, conn: Connection
+    ctx: ReplicaContext, header: RequestHeader, request: ListOffsetsRequest, conn: Connection
 ) -> ListOffsetsResponse:
     topics = []
     debug = request.replica_id == -2
@@ -97,7 +95,7 @@ async def handle_list_offsets(
         parts = []
         for p in topic.partitions:
             partition, code = check_partition(
-                broker, topic.name, p.partition_index, p.current_leader_epoch, need_leader=not debug
+                ctx, topic.name, p.partition_index, p.current_leader_epoch, need_leader=not debug
             )
             if partition is None:
                 parts.append(
@@ -141,7 +139,7 @@ def _list_offset(partition: Partition, timestamp: int, debug: bool) -> tuple[int
 
 
 async def handle_offset_for_leader_epoch(
-    broker: Broker,
+    ctx: ReplicaContext,
     header: RequestHeader,
     request: OffsetForLeaderEpochRequest,
     conn: Connection,
@@ -150,9 +148,7 @@ async def handle_offset_for_leader_epoch(
     for topic in request.topics:
         parts = []
         for p in topic.partitions:
-            partition, code = check_partition(
-                broker, topic.topic, p.partition, p.current_leader_epoch
-            )
+            partition, code = check_partition(ctx, topic.topic, p.partition, p.current_leader_epoch)
             if partition is None:
                 parts.append(
                     OffsetForLeaderEpochResponse.EpochEndOffset(

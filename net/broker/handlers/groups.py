@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from kraft.net.groups.coordinator import (
     ALL_GROUP_OPERATIONS,
@@ -55,8 +55,7 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import GroupContext
 
 T = TypeVar("T")
 
@@ -100,7 +99,7 @@ def _client_host(conn: Connection) -> str:
 
 
 async def handle_find_coordinator(
-    broker: Broker, header: RequestHeader, request: FindCoordinatorRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: FindCoordinatorRequest, conn: Connection
 ) -> FindCoordinatorResponse:
     version = header.api_version
     keys = list(request.coordinator_keys) if version >= 4 else [request.key]
@@ -108,7 +107,7 @@ async def handle_find_coordinator(
     for key in keys:
         message: str | None = None
         if request.key_type == GROUP_KEY:
-            code, node, host, port = await broker.groups.find_coordinator(key, conn.listener)
+            code, node, host, port = await ctx.groups.find_coordinator(key, conn.listener)
         elif request.key_type == TRANSACTION_KEY:
             code, node, host, port = ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1
             message = "this broker has no transaction coordinator"
@@ -136,7 +135,7 @@ async def handle_find_coordinator(
 
 
 async def handle_join_group(
-    broker: Broker, header: RequestHeader, request: JoinGroupRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: JoinGroupRequest, conn: Connection
 ) -> JoinGroupResponse:
     version = header.api_version
     instance_id = request.group_instance_id if version >= 5 else None
@@ -159,11 +158,11 @@ async def handle_join_group(
     )
     reply: _Reply[JoinResult] = _Reply()
     # A KIP-848 consumer group of this id: converted if empty, else refused.
-    error = broker.groups.consumer.prepare_classic_join(join.group_id)
+    error = ctx.groups.consumer.prepare_classic_join(join.group_id)
     if error:
         reply(JoinResult(error, join.member_id))
     else:
-        broker.groups.coordinator.join_group(join, reply)
+        ctx.groups.coordinator.join_group(join, reply)
     result = await reply.future
     return JoinGroupResponse(
         error_code=result.error,
@@ -186,7 +185,7 @@ async def handle_join_group(
 
 
 async def handle_sync_group(
-    broker: Broker, header: RequestHeader, request: SyncGroupRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: SyncGroupRequest, conn: Connection
 ) -> SyncGroupResponse:
     version = header.api_version
     sync = SyncRequest(
@@ -199,7 +198,7 @@ async def handle_sync_group(
         assignments={a.member_id: bytes(a.assignment) for a in request.assignments},
     )
     reply: _Reply[SyncResult] = _Reply()
-    broker.groups.coordinator.sync_group(sync, reply)
+    ctx.groups.coordinator.sync_group(sync, reply)
     result = await reply.future
     return SyncGroupResponse(
         error_code=result.error,
@@ -210,9 +209,9 @@ async def handle_sync_group(
 
 
 async def handle_heartbeat(
-    broker: Broker, header: RequestHeader, request: HeartbeatRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: HeartbeatRequest, conn: Connection
 ) -> HeartbeatResponse:
-    code = broker.groups.coordinator.heartbeat(
+    code = ctx.groups.coordinator.heartbeat(
         request.group_id,
         request.generation_id,
         request.member_id,
@@ -222,7 +221,7 @@ async def handle_heartbeat(
 
 
 async def handle_leave_group(
-    broker: Broker, header: RequestHeader, request: LeaveGroupRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: LeaveGroupRequest, conn: Connection
 ) -> LeaveGroupResponse:
     version = header.api_version
     if version >= 3:
@@ -232,7 +231,7 @@ async def handle_leave_group(
         ]
     else:
         leaving = [LeavingMember(request.member_id)]
-    code, results = broker.groups.coordinator.leave_group(request.group_id, leaving)
+    code, results = ctx.groups.coordinator.leave_group(request.group_id, leaving)
     if version < 3:
         return LeaveGroupResponse(error_code=code or (results[0][1] if results else 0))
     return LeaveGroupResponse(
@@ -250,7 +249,7 @@ async def handle_leave_group(
 
 
 async def handle_offset_commit(
-    broker: Broker, header: RequestHeader, request: OffsetCommitRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: OffsetCommitRequest, conn: Connection
 ) -> OffsetCommitResponse:
     version = header.api_version
     order: list[TopicPartition] = []
@@ -260,7 +259,7 @@ async def handle_offset_commit(
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
             order.append(tp)
-            if broker.image.partition(topic.name, p.partition_index) is None:
+            if ctx.image.partition(topic.name, p.partition_index) is None:
                 results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             else:
                 offsets[tp] = CommittedOffset(
@@ -268,10 +267,10 @@ async def handle_offset_commit(
                     p.committed_leader_epoch if version >= 6 else -1,
                     p.committed_metadata or "",
                 )
-    if offsets and broker.groups.consumer.is_consumer_group(request.group_id):
+    if offsets and ctx.groups.consumer.is_consumer_group(request.group_id):
         # A KIP-848 group: v9+ carries the member epoch in the generation field.
         consumer_reply: _Reply[dict[TopicPartition, int]] = _Reply()
-        broker.groups.consumer.commit_offsets(
+        ctx.groups.consumer.commit_offsets(
             request.group_id,
             request.generation_id_or_member_epoch,
             request.member_id,
@@ -283,7 +282,7 @@ async def handle_offset_commit(
         results.update(await consumer_reply.future)
     elif offsets:
         reply: _Reply[dict[TopicPartition, int]] = _Reply()
-        broker.groups.coordinator.commit_offsets(
+        ctx.groups.coordinator.commit_offsets(
             request.group_id,
             request.generation_id_or_member_epoch,
             request.member_id,
@@ -313,18 +312,18 @@ async def handle_offset_commit(
 
 
 def _fetched(
-    broker: Broker,
+    ctx: GroupContext,
     group_id: str,
     partitions: list[TopicPartition] | None,
     member_id: str | None = None,
     member_epoch: int = -1,
 ) -> tuple[int, dict[str, list[tuple[int, CommittedOffset | None]]]]:
-    consumer = broker.groups.consumer
+    consumer = ctx.groups.consumer
     if consumer.is_consumer_group(group_id):
         # v9+: members of KIP-848 groups say who they are; their epoch must be current.
         code, found = consumer.fetch_offsets(group_id, partitions, member_id, member_epoch)
     else:
-        code, found = broker.groups.coordinator.fetch_offsets(group_id, partitions)
+        code, found = ctx.groups.coordinator.fetch_offsets(group_id, partitions)
     return code, _by_topic(found)
 
 
@@ -340,7 +339,7 @@ def _wanted(
 
 
 async def handle_offset_fetch(
-    broker: Broker, header: RequestHeader, request: OffsetFetchRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: OffsetFetchRequest, conn: Connection
 ) -> OffsetFetchResponse:
     """Committed offsets (-1 where none); all of a group's when the topics are null (v2+).
     `require_stable` changes nothing: only replicated commits are ever visible."""
@@ -350,9 +349,9 @@ async def handle_offset_fetch(
         for g in request.groups:
             wanted = _wanted(g.topics)
             code, by_topic = (
-                _fetched(broker, g.group_id, wanted, g.member_id, g.member_epoch)
+                _fetched(ctx, g.group_id, wanted, g.member_id, g.member_epoch)
                 if version >= 9
-                else _fetched(broker, g.group_id, wanted)
+                else _fetched(ctx, g.group_id, wanted)
             )
             groups.append(
                 OffsetFetchResponse.OffsetFetchResponseGroup(
@@ -377,7 +376,7 @@ async def handle_offset_fetch(
             )
         return OffsetFetchResponse(groups=groups)
     wanted = _wanted(request.topics)
-    code, by_topic = _fetched(broker, request.group_id, wanted)
+    code, by_topic = _fetched(ctx, request.group_id, wanted)
     if code and version >= 2:
         return OffsetFetchResponse(error_code=code)
     if code:
@@ -405,7 +404,7 @@ async def handle_offset_fetch(
 
 
 async def handle_offset_delete(
-    broker: Broker, header: RequestHeader, request: OffsetDeleteRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: OffsetDeleteRequest, conn: Connection
 ) -> OffsetDeleteResponse:
     order: list[TopicPartition] = []
     results: dict[TopicPartition, int] = {}
@@ -414,15 +413,15 @@ async def handle_offset_delete(
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
             order.append(tp)
-            if broker.image.partition(topic.name, p.partition_index) is None:
+            if ctx.image.partition(topic.name, p.partition_index) is None:
                 results[tp] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             else:
                 known.append(tp)
     reply: _Reply[tuple[int, dict[TopicPartition, int]]] = _Reply()
     delete_offsets = (
-        broker.groups.consumer.delete_offsets
-        if broker.groups.consumer.is_consumer_group(request.group_id)
-        else broker.groups.coordinator.delete_offsets
+        ctx.groups.consumer.delete_offsets
+        if ctx.groups.consumer.is_consumer_group(request.group_id)
+        else ctx.groups.coordinator.delete_offsets
     )
     delete_offsets(request.group_id, known, lambda code, errors: reply((code, errors)))
     code, errors = await reply.future
@@ -451,13 +450,13 @@ async def handle_offset_delete(
 
 
 async def handle_describe_groups(
-    broker: Broker, header: RequestHeader, request: DescribeGroupsRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: DescribeGroupsRequest, conn: Connection
 ) -> DescribeGroupsResponse:
     version = header.api_version
     operations = _authorized_operations(version >= 3 and request.include_authorized_operations)
     out = []
     for group_id in request.groups:
-        code, d = broker.groups.consumer.describe_group(group_id)  # either kind
+        code, d = ctx.groups.consumer.describe_group(group_id)  # either kind
         out.append(
             DescribeGroupsResponse.DescribedGroup(
                 error_code=code,
@@ -483,10 +482,10 @@ async def handle_describe_groups(
 
 
 async def handle_list_groups(
-    broker: Broker, header: RequestHeader, request: ListGroupsRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: ListGroupsRequest, conn: Connection
 ) -> ListGroupsResponse:
     version = header.api_version
-    code, groups = broker.groups.consumer.list_groups(  # both kinds
+    code, groups = ctx.groups.consumer.list_groups(  # both kinds
         request.states_filter if version >= 4 else (),
         request.types_filter if version >= 5 else (),
     )
@@ -505,10 +504,10 @@ async def handle_list_groups(
 
 
 async def handle_delete_groups(
-    broker: Broker, header: RequestHeader, request: DeleteGroupsRequest, conn: Connection
+    ctx: GroupContext, header: RequestHeader, request: DeleteGroupsRequest, conn: Connection
 ) -> DeleteGroupsResponse:
     reply: _Reply[dict[str, int]] = _Reply()
-    broker.groups.consumer.delete_groups(list(request.groups_names), reply)  # both kinds
+    ctx.groups.consumer.delete_groups(list(request.groups_names), reply)  # both kinds
     results = await reply.future
     return DeleteGroupsResponse(
         results=[

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from kraft.controller.controller import (
     INTERNAL_TOPICS,
@@ -24,16 +23,15 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import MetadataContext
 
 logger = logging.getLogger(__name__)
 
 
-def alive_brokers(broker: Broker, listener: str) -> list[tuple[int, str, int, str | None]]:
+def alive_brokers(ctx: MetadataContext, listener: str) -> list[tuple[int, str, int, str | None]]:
     """(id, host, port, rack) of every unfenced broker with an endpoint on `listener`."""
     out = []
-    for reg in sorted(broker.image.brokers.values(), key=lambda r: r.broker_id):
+    for reg in sorted(ctx.image.brokers.values(), key=lambda r: r.broker_id):
         if reg.fenced:
             continue
         endpoint = reg.endpoints.get(listener)
@@ -42,8 +40,10 @@ def alive_brokers(broker: Broker, listener: str) -> list[tuple[int, str, int, st
     return out
 
 
-def topic_metadata(broker: Broker, topic: TopicImage) -> MetadataResponse.MetadataResponseTopic:
-    alive = {b for b, reg in broker.image.brokers.items() if not reg.fenced}
+def topic_metadata(
+    ctx: MetadataContext, topic: TopicImage
+) -> MetadataResponse.MetadataResponseTopic:
+    alive = {b for b, reg in ctx.image.brokers.items() if not reg.fenced}
     partitions = []
     for index in sorted(topic.partitions):
         state = topic.partitions[index]
@@ -68,12 +68,12 @@ def topic_metadata(broker: Broker, topic: TopicImage) -> MetadataResponse.Metada
 
 
 async def handle_metadata(
-    broker: Broker, header: RequestHeader, request: MetadataRequest, conn: Connection
+    ctx: MetadataContext, header: RequestHeader, request: MetadataRequest, conn: Connection
 ) -> MetadataResponse:
-    image = broker.image
+    image = ctx.image
     topics: list[MetadataResponse.MetadataResponseTopic] = []
     if request.topics is None:
-        topics = [topic_metadata(broker, t) for _, t in sorted(image.topics.items())]
+        topics = [topic_metadata(ctx, t) for _, t in sorted(image.topics.items())]
     else:
         # v0 has no flag and always auto-creates (subject to the broker config).
         allow = request.allow_auto_topic_creation if header.api_version >= 4 else True
@@ -96,8 +96,8 @@ async def handle_metadata(
                 continue
             if name not in image.topics:
                 missing.append(name)
-        if missing and allow and broker.config.auto_create_topics_enable:
-            await auto_create(broker, missing)
+        if missing and allow and ctx.config.auto_create_topics_enable:
+            await auto_create(ctx, missing)
         for wanted in request.topics:
             name = wanted.name
             if name is None:
@@ -107,7 +107,7 @@ async def handle_metadata(
                 continue
             topic = image.topics.get(name)
             if topic is not None:
-                topics.append(topic_metadata(broker, topic))
+                topics.append(topic_metadata(ctx, topic))
                 continue
             try:
                 validate_topic_name(name)
@@ -118,17 +118,17 @@ async def handle_metadata(
     return MetadataResponse(
         brokers=[
             MetadataResponse.MetadataResponseBroker(node_id=i, host=h, port=p, rack=r)
-            for i, h, p, r in alive_brokers(broker, conn.listener)
+            for i, h, p, r in alive_brokers(ctx, conn.listener)
         ],
-        cluster_id=broker.cluster_id,
+        cluster_id=ctx.cluster_id,
         # KRaft clients cannot reach the controllers: any broker forwards admin requests,
         # so the "controller" a client sees is this broker.
-        controller_id=broker.node_id,
+        controller_id=ctx.node_id,
         topics=topics,
     )
 
 
-async def auto_create(broker: Broker, names: list[str]) -> None:
+async def auto_create(ctx: MetadataContext, names: list[str]) -> None:
     specs = []
     for name in names:
         try:
@@ -138,21 +138,21 @@ async def auto_create(broker: Broker, names: list[str]) -> None:
         specs.append(TopicSpec(name))
     if not specs:
         return
-    for name, code in await broker.create_topics(specs):
+    for name, code in await ctx.create_topics(specs):
         if code == 0:
-            logger.info("%sauto-created topic %s", broker.tag, name)
+            logger.info("%sauto-created topic %s", ctx.tag, name)
 
 
 async def handle_describe_quorum(
-    broker: Broker, header: RequestHeader, request: DescribeQuorumRequest, conn: Connection
+    ctx: MetadataContext, header: RequestHeader, request: DescribeQuorumRequest, conn: Connection
 ) -> DescribeQuorumResponse:
     """A single node is its own quorum; in a cluster the active controller answers."""
-    if broker.config.is_cluster:
-        response = await broker.forward(request, header.api_version)
+    if ctx.config.is_cluster:
+        response = await ctx.forward(request, header.api_version)
         assert isinstance(response, DescribeQuorumResponse)
         return response
-    end = broker.image.last_offset + 1
-    me = DescribeQuorumResponse.ReplicaState(replica_id=broker.node_id, log_end_offset=end)
+    end = ctx.image.last_offset + 1
+    me = DescribeQuorumResponse.ReplicaState(replica_id=ctx.node_id, log_end_offset=end)
     return DescribeQuorumResponse(
         topics=[
             DescribeQuorumResponse.TopicData(
@@ -160,7 +160,7 @@ async def handle_describe_quorum(
                 partitions=[
                     DescribeQuorumResponse.PartitionData(
                         partition_index=0,
-                        leader_id=broker.node_id,
+                        leader_id=ctx.node_id,
                         leader_epoch=0,
                         high_watermark=end,
                         current_voters=[me],
@@ -172,7 +172,7 @@ async def handle_describe_quorum(
 
 
 async def handle_describe_cluster(
-    broker: Broker, header: RequestHeader, request: DescribeClusterRequest, conn: Connection
+    ctx: MetadataContext, header: RequestHeader, request: DescribeClusterRequest, conn: Connection
 ) -> DescribeClusterResponse:
     if request.endpoint_type not in (1,):
         return DescribeClusterResponse(
@@ -181,11 +181,11 @@ async def handle_describe_cluster(
             endpoint_type=request.endpoint_type,
         )
     return DescribeClusterResponse(
-        cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        cluster_id=ctx.cluster_id,
+        controller_id=ctx.node_id,
         endpoint_type=1,
         brokers=[
             DescribeClusterResponse.DescribeClusterBroker(broker_id=i, host=h, port=p, rack=r)
-            for i, h, p, r in alive_brokers(broker, conn.listener)
+            for i, h, p, r in alive_brokers(ctx, conn.listener)
         ],
     )

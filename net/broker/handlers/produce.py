@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from kraft.controller.controller import INTERNAL_TOPICS
 from kraft.log.batch import COMPRESSION_MASK, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, OFFSET_LENGTH
@@ -18,8 +17,7 @@ from kraft.net.protocol import (
 )
 from kraft.net.server import Connection
 
-if TYPE_CHECKING:
-    from kraft.net.broker.broker import Broker
+from .context import ProduceContext
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ def _error(index: int, code: int, message: str | None = None) -> PartitionRespon
 
 
 async def handle_produce(
-    broker: Broker, header: RequestHeader, request: ProduceRequest, conn: Connection
+    ctx: ProduceContext, header: RequestHeader, request: ProduceRequest, conn: Connection
 ) -> ProduceResponse | None:
     acks = request.acks
     responses: list[ProduceResponse.TopicProduceResponse] = []
@@ -49,7 +47,7 @@ async def handle_produce(
             ProduceResponse.TopicProduceResponse(name=topic_data.name, partition_responses=out)
         )
         for data in topic_data.partition_data:
-            refused = _refusal(broker, header, request, topic_data.name, data.index, data.records)
+            refused = _refusal(ctx, header, request, topic_data.name, data.index, data.records)
             key = (topic_data.name, data.index)
             if refused is not None or key in entries:
                 out.append(
@@ -61,7 +59,7 @@ async def handle_produce(
             slots[key] = (out, len(out))
             out.append(_error(data.index, ErrorCode.UNKNOWN_SERVER_ERROR))
     if entries:
-        results = await broker.replica_manager.append_records_async(
+        results = await ctx.replica_manager.append_records_async(
             entries, acks, request.timeout_ms, AppendOrigin.CLIENT
         )
         for key, result in results.items():
@@ -81,7 +79,7 @@ async def handle_produce(
 
 
 def _refusal(
-    broker: Broker,
+    ctx: ProduceContext,
     header: RequestHeader,
     request: ProduceRequest,
     topic: str,
@@ -100,13 +98,13 @@ def _refusal(
         )
     if (
         topic in INTERNAL_TOPICS
-        and topic in broker.image.topics
+        and topic in ctx.image.topics
         and header.client_id != ADMIN_CLIENT_ID
     ):
         return _error(
             index, ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot append to internal topic {topic}"
         )
-    partition, code = broker.replica_manager.get_partition_or_error(topic, index)
+    partition, code = ctx.replica_manager.get_partition_or_error(topic, index)
     if partition is None:
         return _error(index, code)
     if records is None or not isinstance(records, bytes | bytearray | memoryview):
@@ -135,7 +133,7 @@ def _check_request_records(records: bytes | bytearray | memoryview, version: int
 
 
 async def handle_init_producer_id(
-    broker: Broker, header: RequestHeader, request: InitProducerIdRequest, conn: Connection
+    ctx: ProduceContext, header: RequestHeader, request: InitProducerIdRequest, conn: Connection
 ) -> InitProducerIdResponse:
     if request.transactional_id is not None:
         return InitProducerIdResponse(
@@ -148,5 +146,5 @@ async def handle_init_producer_id(
         return InitProducerIdResponse(
             producer_id=request.producer_id, producer_epoch=request.producer_epoch + 1
         )
-    pid = await broker.next_producer_id()
+    pid = await ctx.next_producer_id()
     return InitProducerIdResponse(producer_id=pid, producer_epoch=0)

@@ -1,8 +1,9 @@
 """The group coordinator service on a broker: which `__consumer_offsets` partitions it loads,
 when it reloads them, and what its writes report.
 
-The broker is a stand-in holding a real replica manager with real `Partition`s over real
-logs; the service, the pure coordinator and the record codec are the real ones.
+The service gets its narrow seams: a real replica manager with real `Partition`s over real
+logs behind the broker's `CoordinatorPartitionWriter`, an image and a config; the service,
+the pure coordinator and the record codec are the real ones.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import uuid
 from pathlib import Path
 
 from kraft.config import NodeConfig
+from kraft.controller.controller import TopicSpec
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.log.partition_log import wall_clock_ms
 from kraft.log.records import Record, build_batch
 from kraft.metadata.image import MetadataImage
+from kraft.net.broker.coordinator_partitions import CoordinatorPartitionWriter
 from kraft.net.broker.partition import Partition
 from kraft.net.broker.replica_manager import ReplicaManager
 from kraft.net.broker.replication import ReplicaFetcherManager
@@ -32,7 +35,7 @@ TP = ("t", 0)
 
 
 class StubBroker:
-    """What the service uses of a broker: its config, image and hosted partitions."""
+    """A replica manager hosting one offsets partition, and what the service is built from."""
 
     def __init__(self, root: Path) -> None:
         self.node_id = 1
@@ -53,6 +56,18 @@ class StubBroker:
             OFFSETS_TOPIC, self.index, uuid.uuid4(), LogConfig()
         )
         self.partitions = self.replica_manager.partitions
+
+    def service(self) -> GroupCoordinatorService:
+        async def no_create_topics(specs: list[TopicSpec]) -> list[tuple[str, int]]:
+            raise AssertionError("the offsets partition is hosted already")
+
+        return GroupCoordinatorService(
+            self.config,
+            lambda: self.image,
+            CoordinatorPartitionWriter(self.replica_manager),
+            no_create_topics,
+            tag=self.tag,
+        )
 
 
 async def loaded(service: GroupCoordinatorService, index: int) -> None:
@@ -94,7 +109,7 @@ async def test_a_newer_leader_epoch_reloads_the_groups_though_no_loss_was_seen(
     broker = StubBroker(tmp_path)
     p = broker.partition
     p.become_leader(leader_epoch=1, partition_epoch=1, replicas=[1], isr=[1])
-    service = GroupCoordinatorService(broker)  # type: ignore[arg-type]
+    service = broker.service()
     service.on_metadata_change()
     await loaded(service, broker.index)
     assert await commit(service, 5) == ErrorCode.NONE
@@ -113,7 +128,7 @@ async def test_an_isr_change_keeps_the_loaded_groups(tmp_path: Path) -> None:
     broker = StubBroker(tmp_path)
     p = broker.partition
     p.become_leader(leader_epoch=1, partition_epoch=1, replicas=[1], isr=[1])
-    service = GroupCoordinatorService(broker)  # type: ignore[arg-type]
+    service = broker.service()
     service.on_metadata_change()
     await loaded(service, broker.index)
     assert await commit(service, 5) == ErrorCode.NONE
@@ -133,7 +148,7 @@ async def test_a_write_pending_across_a_leader_epoch_change_fails(tmp_path: Path
     p = broker.partition
     p.min_insync_replicas = 1
     p.become_leader(leader_epoch=1, partition_epoch=1, replicas=[1, 2], isr=[1, 2])
-    service = GroupCoordinatorService(broker)  # type: ignore[arg-type]
+    service = broker.service()
     service.on_metadata_change()
     await loaded(service, broker.index)
     end = p.log.log_end_offset
