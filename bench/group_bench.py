@@ -4,7 +4,7 @@
                                 [--clients confluent-kafka,aiokafka] [--keep]
 
 Runs its own cluster of three combined nodes (`kraft serve` child processes on 127.0.0.1,
-configs from `kraft.up.write_configs`: group.initial.rebalance.delay.ms=0 like `kraft up`,
+configs from `kraft.launcher.write_configs`: group.initial.rebalance.delay.ms=0 like `kraft up`,
 plus broker.session.timeout.ms=2000 and min.insync.replicas=2) in a temporary directory
 under D, removed at the end with every process it started. `__consumer_offsets` (50
 partitions, RF=3) is created before any timing, by one FindCoordinator. Members use the

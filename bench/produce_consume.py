@@ -1,8 +1,9 @@
 """Produce/consume throughput of one kraft node with confluent-kafka (librdkafka).
 
-Starts `kraft serve` on 127.0.0.1 in a temporary directory, then for each case runs a producer
-(acks=all, idempotence off and on) and a consumer (manual assignment) on a one-partition topic,
-and measures the node's idle CPU. Prints a table, then one JSON line with every figure.
+Starts one `kraft serve` (through `kraft.launcher`) on 127.0.0.1 in a temporary directory,
+then for each case runs a producer (acks=all, idempotence off and on) and a consumer (manual
+assignment) on a one-partition topic, and measures the node's idle CPU. Prints a table, then
+one JSON line with every figure.
 
     python bench/produce_consume.py [--small N] [--large N]
 """
@@ -12,12 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -25,35 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_node(data: str) -> tuple[subprocess.Popen[bytes], str]:
-    port, cport = _free_port(), _free_port()
-    config = os.path.join(data, "server.properties")
-    with open(config, "w") as f:
-        f.write(
-            "node.id=1\nprocess.roles=broker,controller\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
-            "controller.listener.names=CONTROLLER\n"
-            f"controller.quorum.voters=1@127.0.0.1:{cport}\n"
-            f"log.dirs={data}/logs\n"
-        )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kraft.cli", "serve", "--config", config, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    if not ready or b"ready" not in proc.stdout.readline():
-        proc.kill()
-        raise SystemExit("node did not start")
-    return proc, f"127.0.0.1:{port}"
+from kraft.launcher import LocalCluster
 
 
 def cpu_seconds(pid: int) -> float:
@@ -134,15 +102,19 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000_000, help="100 B messages per case")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="kraft-bench-")
-    proc, bootstrap = start_node(data)
+    cluster = LocalCluster(data, 1, serve_args=("--log-level", "WARNING"))
+    cluster.start()
+    pid = cluster.nodes[1].pid
+    assert pid is not None
+    bootstrap = cluster.bootstrap_servers
     results: dict[str, Any] = {}
     rows = []
     try:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         time.sleep(0)  # admin connects lazily
-        idle_start_cpu, idle_start = cpu_seconds(proc.pid), time.monotonic()
+        idle_start_cpu, idle_start = cpu_seconds(pid), time.monotonic()
         time.sleep(5)
-        idle = (cpu_seconds(proc.pid) - idle_start_cpu) / (time.monotonic() - idle_start)
+        idle = (cpu_seconds(pid) - idle_start_cpu) / (time.monotonic() - idle_start)
         results["idle_cpu_percent"] = round(idle * 100, 2)
         for size, count in ((1024, args.large), (100, args.small)):
             for idem in (False, True):
@@ -159,8 +131,7 @@ def main() -> None:
                 results[f"consume_{name}_msgs_s"] = round(count / c_s)
                 rows.append((name, count, mb / p_s, count / p_s, mb / c_s, count / c_s))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        cluster.stop(30)
         shutil.rmtree(data, ignore_errors=True)
     heads = ("msgs", "prod MB/s", "prod msg/s", "cons MB/s", "cons msg/s")
     print(f"{'case':<16}" + "".join(f"{h:>12}" for h in heads))

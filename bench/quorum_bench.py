@@ -3,7 +3,7 @@
     python bench/quorum_bench.py [--dir D] [--propagation N] [--failovers N] [--up-runs N]
 
 Runs its own cluster of three combined nodes (`kraft serve` child processes on 127.0.0.1,
-configs from `kraft.up.write_configs`, free ports) in a temporary directory under D (default:
+configs from `kraft.launcher.write_configs`, free ports) in a temporary directory under D (default:
 the system's temp dir), removed at the end with every process it started. Phases:
 
   propagation   N single-partition topics, one CreateTopics each, sent to the nodes in turn;
@@ -35,7 +35,6 @@ import shutil
 import signal
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +43,7 @@ from typing import Any, TypeVar
 
 from _cluster import NODES, TRANSIENT, describe_quorum, node_specs, percentile
 
+from kraft.launcher import NodeProcess, NodeSpec, node_command
 from kraft.net.client import KafkaConnection
 from kraft.net.protocol import (
     CreateTopicsRequest,
@@ -53,7 +53,6 @@ from kraft.net.protocol import (
     MetadataRequest,
     MetadataResponse,
 )
-from kraft.up import NodeSpec
 
 T = TypeVar("T")
 
@@ -96,45 +95,24 @@ class Connections:
 
 
 class BenchNode:
+    """The launcher's node process, driven from this bench's event loop."""
+
     def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
-        self.proc: asyncio.subprocess.Process | None = None
-
-    def _open_log(self) -> Any:
-        return open(os.path.join(self.spec.directory, "node.log"), "ab")  # noqa: SIM115
+        self.process = NodeProcess(spec)
 
     async def start(self) -> None:
-        with self._open_log() as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "kraft.cli",
-                "serve",
-                "--config",
-                self.spec.config_path,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-            )
+        self.process.start()
 
     async def wait_ready(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async with asyncio.timeout(READY_TIMEOUT_S):
-            line = await self.proc.stdout.readline()
-        if b"ready" not in line:
-            raise RuntimeError(f"node {self.spec.node_id} did not start; see its node.log")
+        await asyncio.to_thread(self.process.wait_ready, READY_TIMEOUT_S)
 
     async def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.returncode is None:
-                self.proc.kill()
-            await self.proc.wait()
-        self.proc = None
+        self.process.kill()
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.process.alive
 
 
 class BenchCluster:
@@ -376,16 +354,15 @@ async def kraft_up_once(data_dir: Path) -> tuple[float, float]:
     """(seconds until ready, seconds from SIGTERM to exit) of one `kraft up --nodes 3`."""
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kraft.cli",
-        "up",
-        "--nodes",
-        str(NODES),
-        "--data-dir",
-        str(data_dir),
-        "--base-port",
-        str(free_base_port()),
+        *node_command(
+            "up",
+            "--nodes",
+            str(NODES),
+            "--data-dir",
+            str(data_dir),
+            "--base-port",
+            str(free_base_port()),
+        ),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

@@ -4,7 +4,7 @@
                                       [--rounds N] [--failovers N] [--controller-failovers N]
 
 Runs its own cluster of three combined nodes (`kraft serve` child processes on 127.0.0.1,
-configs from `kraft.up.write_configs` with broker.session.timeout.ms=2000 and
+configs from `kraft.launcher.write_configs` with broker.session.timeout.ms=2000 and
 min.insync.replicas=2) in a temporary directory under D, removed at the end with every process
 it started. Phases:
 

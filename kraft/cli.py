@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         from kraft.up import run_up
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        return asyncio.run(run_up(args.nodes, args.data_dir, args.base_port, args.brokers))
+        return run_up(args.nodes, args.data_dir, args.base_port, args.brokers)
 
     if args.command == "serve":
         overrides = {}

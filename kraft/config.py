@@ -1,8 +1,25 @@
 """Node configuration from a `server.properties`-style file, with Kafka's key names.
 
-Unknown keys are warned about and ignored (a Kafka config often carries keys for features a
+No key is accepted silently unless it is honoured: unknown keys, and known Kafka keys that have
+no effect here, are warned about at start-up (a Kafka config often carries keys for features a
 node does not have); a known key with an invalid value stops start-up with a message naming
-the key.
+the key. Security is refused outright until it is implemented: a listener whose protocol is
+SSL, SASL_PLAINTEXT or SASL_SSL (by name or through `listener.security.protocol.map`),
+`ssl.*`, `sasl.*`, `authorizer.class.name`, `super.users` and their kin stop start-up, since
+serving them as plaintext without authentication would mislead.
+
+Per-peer addresses (so a proxy can sit on each directed link between nodes)::
+
+    kraft.peer.broker.<id>.address=host:port      broker <id>'s inter-broker listener
+                                                  (replication fetches)
+    kraft.peer.controller.<id>.address=host:port  controller <id>'s CONTROLLER listener; when
+                                                  given (for every voter), the controllers this
+                                                  node dials instead of
+                                                  controller.quorum.bootstrap.servers
+    kraft.peer.raft.<id>.address=host:port        voter <id>'s Raft transport, instead of its
+                                                  controller.quorum.voters entry
+
+Each is the address this node dials for that peer; the peer binds what its own config says.
 """
 
 from __future__ import annotations
@@ -96,6 +113,9 @@ class NodeConfig:
     log_retention_check_interval_ms: int = 300000
     log_flush_scheduler_interval_ms: int = 2**63 - 1
     log_cleaner_backoff_ms: int = 15000
+    producer_id_expiration_check_interval_ms: int = 600000
+    # (peer kind, node id) → (host, port): "broker", "controller" or "raft"; see the module doc.
+    peer_addresses: Mapping[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
     log_config: LogConfig = field(default_factory=LogConfig)
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -118,6 +138,29 @@ class NodeConfig:
     def advertised(self, name: str) -> Endpoint | None:
         found = next((e for e in self.advertised_listeners if e.listener == name), None)
         return found or self.listener(name)
+
+    def peer_address(self, kind: str, node_id: int) -> tuple[str, int] | None:
+        """The address this node dials for peer `node_id` of `kind` ("broker", "controller",
+        "raft") when its config overrides it, else None."""
+        return self.peer_addresses.get((kind, node_id))
+
+    def raft_voters(self) -> dict[int, tuple[str, int]]:
+        """Every voter's Raft transport address as this node dials it (its own: as it binds)."""
+        return {
+            v.node_id: self.peer_address("raft", v.node_id) or (v.host, v.port)
+            for v in self.controller_quorum_voters
+        }
+
+    def controller_endpoints(self) -> tuple[tuple[str, int], ...]:
+        """The controllers' CONTROLLER listeners this node dials: the per-controller addresses
+        (`kraft.peer.controller.<id>.address`, by id) when given, else
+        `controller.quorum.bootstrap.servers`."""
+        by_id = sorted(
+            (i, a) for (kind, i), a in self.peer_addresses.items() if kind == "controller"
+        )
+        if by_id:
+            return tuple(a for _, a in by_id)
+        return self.controller_quorum_bootstrap_servers
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -306,6 +349,18 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log.retention.check.interval.ms": ("log_retention_check_interval_ms", _int(1)),
     "log.flush.scheduler.interval.ms": ("log_flush_scheduler_interval_ms", _int(1)),
     "log.cleaner.backoff.ms": ("log_cleaner_backoff_ms", _int(0)),
+    "producer.id.expiration.check.interval.ms": (
+        "producer_id_expiration_check_interval_ms",
+        _int(1),
+    ),
+}
+
+_PEER_KEY = re.compile(r"^kraft\.peer\.(broker|controller|raft)\.(\d+)\.address$")
+
+# Parsed keys that are not honoured yet: accepted (a value is still checked), with a warning.
+_NO_EFFECT_YET = {
+    "transactional.id.expiration.ms": "transactions are not implemented yet",
+    "kraft.admin.listener": "the HTTP admin API is not implemented yet",
 }
 
 # Broker-wide log defaults (`log.*`) → topic config keys of log.config.LogConfig.
@@ -331,20 +386,89 @@ _LOG_KEYS: dict[str, tuple[str, Callable[[str], str]]] = {
 _LOG_KEY_ORDER = sorted(_LOG_KEYS, key=lambda k: (k.endswith(".hours"), k.endswith(".minutes")))
 _LOG_KEY_PRIORITY = {k: i for i, k in enumerate(reversed(_LOG_KEY_ORDER))}
 
-# Keys Kafka users carry in their files that need no action here.
-_IGNORED = frozenset(
+# Kafka keys with no counterpart here, accepted with a warning saying why (a Kafka user's file
+# often carries them).
+_NOT_APPLICABLE = {
+    "num.network.threads": "a node serves its connections from one event loop",
+    "num.io.threads": "a node serves its requests from one event loop",
+    "num.recovery.threads.per.data.dir": "logs are recovered on the event loop's thread",
+    "socket.send.buffer.bytes": "the operating system's socket buffer sizes are used",
+    "socket.receive.buffer.bytes": "the operating system's socket buffer sizes are used",
+    "transaction.state.log.replication.factor": "transactions are not implemented yet",
+    "transaction.state.log.min.isr": "transactions are not implemented yet",
+    "group.coordinator.rebalance.protocols": "both the classic and the consumer protocol "
+    "are always served",
+}
+
+# Security, until it is implemented: these stop start-up rather than be served as plaintext
+# without authentication or authorization.
+SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_PROTOCOLS = ("PLAINTEXT", *SECURE_PROTOCOLS)
+_SECURITY_KEYS = frozenset(
     {
-        "listener.security.protocol.map",
-        "num.network.threads",
-        "num.io.threads",
-        "num.recovery.threads.per.data.dir",
-        "socket.send.buffer.bytes",
-        "socket.receive.buffer.bytes",
-        "transaction.state.log.replication.factor",
-        "transaction.state.log.min.isr",
-        "group.coordinator.rebalance.protocols",
+        "authorizer.class.name",
+        "super.users",
+        "allow.everyone.if.no.acl.found",
+        "principal.builder.class",
+        "security.inter.broker.protocol",
+        "connections.max.reauth.ms",
     }
 )
+_SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
+# Checked by _refuse_security: accepted only when they ask for plaintext, which is served.
+_SECURITY_CHECKED = frozenset({"listener.security.protocol.map", "security.inter.broker.protocol"})
+
+
+def _is_security_key(key: str, value: str) -> bool:
+    if key == "security.inter.broker.protocol":
+        return value.strip().upper() != "PLAINTEXT"
+    if key.startswith("listener.name."):
+        # Per-listener overrides: listener.name.<l>.ssl.*, listener.name.<l>.<mech>.sasl.*
+        return ".ssl." in key or ".sasl." in key
+    return key in _SECURITY_KEYS or key.startswith(_SECURITY_PREFIXES)
+
+
+def _protocol_map(v: str) -> dict[str, str]:
+    out = {}
+    for item in (p.strip() for p in v.split(",") if p.strip()):
+        name, sep, protocol = item.partition(":")
+        protocol = protocol.strip().upper()
+        if not sep or not name.strip() or protocol not in _PROTOCOLS:
+            raise ValueError(f"{item!r} is not LISTENER:{'|'.join(_PROTOCOLS)}")
+        out[name.strip().upper()] = protocol
+    return out
+
+
+def _refuse_security(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) -> None:
+    """ConfigError naming every listener, protocol map entry and key that asks for security."""
+    named: list[str] = []
+    try:
+        mapping = _protocol_map(props.get("listener.security.protocol.map", ""))
+    except ValueError as e:
+        raise ConfigError(f"invalid value for listener.security.protocol.map: {e}") from None
+    for name, protocol in mapping.items():
+        if protocol in SECURE_PROTOCOLS:
+            named.append(f"listener.security.protocol.map entry {name}:{protocol}")
+    for endpoint in listeners:
+        protocol = mapping.get(endpoint.listener, endpoint.listener)
+        if protocol in SECURE_PROTOCOLS and endpoint.listener not in mapping:
+            named.append(f"listener {endpoint}")
+    named += sorted(k for k, v in props.items() if v.strip() and _is_security_key(k, v))
+    if named:
+        raise ConfigError(
+            "security (SSL, SASL, authorization) is not implemented yet, and kraft will not "
+            "serve it as plaintext without authentication: remove " + ", ".join(named)
+        )
+
+
+def _peer_address(v: str) -> tuple[str, int]:
+    found = _hostports(v)
+    if len(found) != 1:
+        raise ValueError("expected one host:port")
+    host, port = found[0]
+    if not 0 < port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
 
 
 def build_config(props: Mapping[str, str]) -> NodeConfig:
@@ -352,6 +476,7 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
     log_props: dict[str, str] = {}
     log_sources: dict[str, str] = {}
     extra: dict[str, str] = {}
+    peers: dict[tuple[str, int], tuple[str, int]] = {}
     if "node.id" in props and "broker.id" in props and props["node.id"] != props["broker.id"]:
         raise ConfigError(
             f"node.id ({props['node.id']}) and broker.id ({props['broker.id']}) disagree"
@@ -373,14 +498,27 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
             if previous is None or _LOG_KEY_PRIORITY[key] > _LOG_KEY_PRIORITY[previous]:
                 log_props[topic_key] = converted
                 log_sources[topic_key] = key
-        if key not in _NODE_KEYS and key not in _LOG_KEYS:
-            if key not in _IGNORED:
+        peer = _PEER_KEY.match(key)
+        if peer is not None:
+            try:
+                peers[(peer.group(1), int(peer.group(2)))] = _peer_address(raw.strip())
+            except ValueError as e:
+                raise ConfigError(f"invalid value {raw!r} for {key}: {e}") from None
+        elif key not in _NODE_KEYS and key not in _LOG_KEYS:
+            if key in _NOT_APPLICABLE:
+                logger.warning("config key %s has no effect: %s", key, _NOT_APPLICABLE[key])
+            elif key in _SECURITY_CHECKED or (_is_security_key(key, raw) and raw.strip()):
+                pass  # honoured (plaintext) or refused by _refuse_security below
+            else:
                 logger.warning("unknown config key %s ignored", key)
             extra[key] = raw
+        if key in _NO_EFFECT_YET:
+            logger.warning("config key %s has no effect: %s", key, _NO_EFFECT_YET[key])
     for required in ("node_id", "listeners", "log_dirs"):
         if required not in values:
             name = {"node_id": "node.id", "listeners": "listeners", "log_dirs": "log.dirs"}
             raise ConfigError(f"missing required key {name[required]}")
+    _refuse_security(props, values["listeners"])
     values.setdefault("process_roles", ("broker", "controller"))
     values.setdefault("advertised_listeners", ())
     for topic_key, value in log_props.items():
@@ -390,6 +528,7 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
             raise ConfigError(f"{log_sources[topic_key]}: {e}") from None
     values["log_config"] = LogConfig().with_overrides(log_props)
     values["extra"] = extra
+    values["peer_addresses"] = peers
     config = NodeConfig(**values)
     _check(config)
     return config
@@ -421,13 +560,14 @@ def _check(config: NodeConfig) -> None:
                 "controller.listener.names: none of "
                 f"{','.join(config.controller_listener_names)} is in listeners"
             )
+    _check_peers(config)
     if config.is_controller and config.is_cluster:
-        if not config.controller_quorum_bootstrap_servers:
+        if not config.controller_endpoints():
             raise ConfigError(
                 "controller.quorum.bootstrap.servers: required with more than one voter "
                 "(the controllers' CONTROLLER listener addresses)"
             )
-    if not config.is_controller and not config.controller_quorum_bootstrap_servers:
+    if not config.is_controller and not config.controller_endpoints():
         raise ConfigError(
             "controller.quorum.bootstrap.servers: required when process.roles=broker (the "
             "controllers' CONTROLLER listener addresses: where the broker registers and "
@@ -439,6 +579,28 @@ def _check(config: NodeConfig) -> None:
             "controller.quorum.voters: a controller-only node (process.roles=controller) "
             "needs more than one voter"
         )
+
+
+def _check_peers(config: NodeConfig) -> None:
+    voters = {v.node_id for v in config.controller_quorum_voters}
+    controllers = set()
+    for kind, node_id in config.peer_addresses:
+        key = f"kraft.peer.{kind}.{node_id}.address"
+        if kind == "raft" and node_id not in voters:
+            raise ConfigError(f"{key}: {node_id} is not in controller.quorum.voters")
+        if kind == "raft" and node_id == config.node_id:
+            raise ConfigError(f"{key}: this node binds its own controller.quorum.voters entry")
+        if kind == "controller":
+            if voters and node_id not in voters:
+                raise ConfigError(f"{key}: {node_id} is not in controller.quorum.voters")
+            controllers.add(node_id)
+    if controllers and voters and controllers != voters:
+        # The addresses replace the bootstrap list: a missing one would be a controller this
+        # node never reaches.
+        missing = ", ".join(
+            f"kraft.peer.controller.{i}.address" for i in sorted(voters - controllers)
+        )
+        raise ConfigError(f"{missing}: needed, as the other controllers' addresses are given")
 
 
 def load_config(path: str, overrides: Mapping[str, str] | None = None) -> NodeConfig:

@@ -178,6 +178,7 @@ class Node:
         self.cleaner.start(lambda: self.log_manager.all_logs().values() if self.log_manager else [])
         self._every(cfg.log_retention_check_interval_ms / 1000, self._retention)
         self._every(CHECKPOINT_INTERVAL_S, self._checkpoint)
+        self._every(cfg.producer_id_expiration_check_interval_ms / 1000, self._expire_producers)
         if cfg.log_flush_scheduler_interval_ms < 2**62:
             self._every(cfg.log_flush_scheduler_interval_ms / 1000, self._flush)
         logger.info(
@@ -208,13 +209,17 @@ class Node:
         from kraft.quorum import Quorum
 
         cfg = self.config
-        for voter in cfg.controller_quorum_voters:
+        for voter_id, (host, port) in cfg.raft_voters().items():
             try:
-                socket.getaddrinfo(voter.host, voter.port)
+                socket.getaddrinfo(host, port)
             except OSError as e:
+                key = (
+                    f"kraft.peer.raft.{voter_id}.address"
+                    if cfg.peer_address("raft", voter_id)
+                    else "controller.quorum.voters"
+                )
                 raise ConfigError(
-                    f"controller.quorum.voters: cannot resolve {voter.host} of voter "
-                    f"{voter.node_id}: {e}"
+                    f"{key}: cannot resolve {host} of voter {voter_id}: {e}"
                 ) from None
         qlog = QuorumMetadataLog(publisher)
         self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
@@ -251,9 +256,10 @@ class Node:
                 previous["leader"] = leader_id
             service.metadata_fetch.on_leader_change()
 
+        own = next(v for v in cfg.controller_quorum_voters if v.node_id == cfg.node_id)
         quorum = Quorum(
             cfg.node_id,
-            {v.node_id: (v.host, v.port) for v in cfg.controller_quorum_voters},
+            cfg.raft_voters(),  # the peers as this node dials them (kraft.peer.raft.<id>)
             os.path.join(cfg.log_dirs[0], QUORUM_DIR),
             cfg.cluster_secret or self.cluster_id,
             on_commit=on_commit,
@@ -262,6 +268,7 @@ class Node:
             on_snapshot=qlog.load_snapshot,
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
+            listen=(own.host, own.port),
         )
         qlog.quorum = quorum
         self.quorum = quorum
@@ -286,7 +293,7 @@ class Node:
         cfg = self.config
         quorum = self.quorum
         client = ControllerClient(
-            cfg.controller_quorum_bootstrap_servers,
+            cfg.controller_endpoints(),
             attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
             local=self.controller_service,
             leader_hint=(lambda: quorum.leader_id) if quorum is not None else lambda: None,
@@ -301,7 +308,7 @@ class Node:
                 cfg.node_id,
                 self.cluster_id,
                 ControllerClient(
-                    cfg.controller_quorum_bootstrap_servers,
+                    cfg.controller_endpoints(),
                     attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
                     tag=self.tag,
                 ),
@@ -368,6 +375,18 @@ class Node:
     async def _retention(self) -> None:
         if self.log_manager is not None:
             self.log_manager.run_retention()
+
+    async def _expire_producers(self) -> None:
+        """`producer.id.expiration.ms`: forget idle producers in every partition."""
+        if self.log_manager is None:
+            return
+        for tp, log in self.log_manager.all_logs().items():
+            with log.lock:
+                expired = log.producer_state.remove_expired_producers(
+                    log.clock(), self.config.producer_id_expiration_ms
+                )
+            if expired:
+                logger.debug("%s%s: producer ids %s expired", self.tag, tp, expired)
 
     async def _checkpoint(self) -> None:
         if self.log_manager is not None:

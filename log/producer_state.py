@@ -145,15 +145,18 @@ class ProducerStateManager:
                 self.update(h, h.base_offset, h.max_timestamp)
             self.snapshot_offset = max(self.snapshot_offset, h.next_offset)
 
-    def expire(self, now_ms: int, expiration_ms: int) -> int:
-        doomed = [
-            pid
-            for pid, e in self.producers.items()
-            if e.last_timestamp >= 0 and now_ms - e.last_timestamp > expiration_ms
-        ]
-        for pid in doomed:
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> list[int]:
+        """Forget the producers whose last write (the newest batch timestamp) is at least
+        `expiration_ms` (`producer.id.expiration.ms`) before `now_ms`, as Kafka's
+        ProducerStateManager.removeExpiredProducers does; their ids, sorted. A forgotten
+        producer's next batch is accepted at any sequence, as from a new producer. (Kafka
+        keeps a producer with an open transaction; kraft has no transactions yet.)"""
+        expired = sorted(
+            pid for pid, e in self.producers.items() if now_ms - e.last_timestamp >= expiration_ms
+        )
+        for pid in expired:
             del self.producers[pid]
-        return len(doomed)
+        return expired
 
     def truncate(self) -> None:
         """Forget everything (after a log truncation the state is rebuilt by replay)."""

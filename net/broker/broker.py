@@ -341,8 +341,11 @@ class Broker:
         return reg.epoch if reg is not None else -1
 
     def endpoint_of(self, broker_id: int) -> tuple[str, int] | None:
-        """Where to reach a broker for replication (its inter-broker listener)."""
+        """Where to reach a registered broker for replication: its inter-broker listener, or
+        the address this node's config gives for it (`kraft.peer.broker.<id>.address`, e.g.
+        a proxy on this directed link)."""
         reg = self.image.brokers.get(broker_id)
         if reg is None:
             return None
-        return reg.endpoints.get(self.config.inter_broker_listener_name)
+        override = self.config.peer_address("broker", broker_id)
+        return override or reg.endpoints.get(self.config.inter_broker_listener_name)

@@ -81,3 +81,64 @@ def test_truncation_rewinds_producer_state(open_log: OpenLog) -> None:
     follower = open_log(name="f-0")
     follower.append_as_follower(b"".join(bytes(log.read(0, 1 << 20).records) for _ in [0]))
     assert follower.append_as_leader(pbatch(4), 0).duplicate
+
+
+def test_idle_producers_expire_after_producer_id_expiration_ms(open_log: OpenLog) -> None:
+    """Kafka's removeExpiredProducers: a producer whose last batch timestamp is at least
+    producer.id.expiration.ms old is forgotten; its next batch is taken as a new producer's
+    (no sequence check, no deduplication against what it wrote before)."""
+    log = open_log()
+    log.append_as_leader(pbatch(0, pid=1), 0)  # batch timestamps: 1000
+    log.append_as_leader(
+        build_simple_batch(
+            [b"y"], timestamp=5000, producer_id=2, producer_epoch=0, base_sequence=0
+        ),
+        0,
+    )
+    state = log.producer_state
+    assert state.remove_expired_producers(now_ms=1999, expiration_ms=1000) == []
+    assert state.remove_expired_producers(now_ms=2000, expiration_ms=1000) == [1]
+    assert sorted(state.producers) == [2]
+    # Sequence 4 does not follow the forgotten 1: accepted as a new producer's first batch.
+    again = log.append_as_leader(pbatch(4, pid=1), 0)
+    assert not again.duplicate and again.first_offset == 3
+    with pytest.raises(OutOfOrderSequenceError):  # and from there on checked again
+        log.append_as_leader(pbatch(20, pid=1), 0)
+    assert state.remove_expired_producers(now_ms=6000, expiration_ms=1000) == [1, 2]
+    assert state.producers == {}
+
+
+def test_the_node_expires_producers_in_every_partition(open_log: OpenLog) -> None:
+    """The node's periodic job applies producer.id.expiration.ms to each log, by its clock."""
+    import asyncio
+
+    from kraft.config import build_config
+    from kraft.node import Node
+
+    logs = {("a", 0): open_log(name="a-0"), ("b", 0): open_log(name="b-0")}
+    for i, log in enumerate(logs.values()):
+        log.append_as_leader(pbatch(0, pid=10 + i), 0)
+    node = Node(
+        build_config(
+            {
+                "node.id": "1",
+                "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+                "controller.quorum.voters": "1@127.0.0.1:9093",
+                "log.dirs": "/nonexistent",
+                "producer.id.expiration.ms": "60000",
+            }
+        )
+    )
+
+    class Logs:
+        def all_logs(self) -> dict[tuple[str, int], PartitionLog]:
+            return logs  # type: ignore[return-value]
+
+    node.log_manager = Logs()  # type: ignore[assignment]
+    clock = logs["a", 0].clock
+    clock.now = 1000 + 59_999  # type: ignore[attr-defined]
+    asyncio.run(node._expire_producers())
+    assert all(log.producer_state.producers for log in logs.values())
+    clock.now = 1000 + 60_000  # type: ignore[attr-defined]
+    asyncio.run(node._expire_producers())
+    assert all(not log.producer_state.producers for log in logs.values())
