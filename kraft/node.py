@@ -95,7 +95,6 @@ class Node:
         self.cluster_id = ""
         self.servers: list[KafkaServer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = asyncio.Event()
         self.cleaner = LogCleaner(backoff_ms=config.log_cleaner_backoff_ms)
         self.broker: Broker | None = None
         self.log_manager: LogManager | None = None
@@ -408,7 +407,8 @@ class Node:
         if self.controller_client is not None:
             await self.controller_client.close()
         if self.broker is not None:
-            await self.broker.fetchers.stop()
+            # Fetchers stop and the delayed-operation expiry timer is cancelled.
+            await self.broker.replica_manager.shutdown()
         for server in self.servers:
             await server.stop()
         if self.controller_service is not None:
@@ -429,7 +429,3 @@ class Node:
         if self.record_log is not None:
             self.record_log.close()
         logger.info("%sstopped", self.tag)
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
