@@ -282,8 +282,13 @@ class ReplicaFetcherManager:
         self.new_fetcher = new_fetcher or self._socket_fetcher
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._assigned: dict[tuple[str, int], int] = {}
+        self._stopped = False
 
     def follow(self, partition: Partition) -> None:
+        if self._stopped:
+            # Shutting down: metadata still arriving (e.g. after the controlled shutdown
+            # moved leaders) must not start fetchers that nothing would stop.
+            return
         key = (partition.topic, partition.index)
         source = partition.leader
         current = self._assigned.get(key)
@@ -312,7 +317,9 @@ class ReplicaFetcherManager:
             self.fetchers[source].remove(key)
 
     async def stop(self) -> None:
-        for fetcher in self.fetchers.values():
-            await fetcher.stop()
+        self._stopped = True
+        fetchers = list(self.fetchers.values())
         self.fetchers.clear()
         self._assigned.clear()
+        for fetcher in fetchers:
+            await fetcher.stop()
