@@ -206,6 +206,14 @@ class ReplicaManager:
         self.fetch_purgatory = DelayedOperationPurgatory("Fetch", clock)
         # Asks the driver to call `expire_delayed` at a deadline (ms of `clock`).
         self.wake_at: Callable[[int], None] = self._wake_on_loop
+        # Runs the delayed-operation checks of changed partitions soon, not inside the change
+        # itself (the driver: the loop's call_soon; the simulation's event queue). A follower
+        # fetch parked on a partition then answers once per loop pass with everything the
+        # pipelined produce requests of that pass appended — one reply per append would double
+        # the replication round trips a Python broker pays for (RF=3 acks=all measured 0.67x
+        # of that).
+        self.defer: Callable[[Callable[[], None]], None] = self._call_soon
+        self._changed: dict[TopicPartition, None] = {}
         self._wake_deadline: int | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
 
@@ -299,10 +307,28 @@ class ReplicaManager:
 
     def _on_partition_change(self, partition: Partition) -> None:
         """The one place delayed operations learn of a change: the high watermark or the
-        log end moved, leadership changed, or the partition stopped here."""
-        key = (partition.topic, partition.index)
-        self.produce_purgatory.check_and_complete(key)
-        self.fetch_purgatory.check_and_complete(key)
+        log end moved, leadership changed, or the partition stopped here. Changes coalesce
+        until the deferred check runs (`defer`)."""
+        first = not self._changed
+        self._changed[(partition.topic, partition.index)] = None
+        if first:
+            self.defer(self.complete_delayed)
+
+    def complete_delayed(self) -> None:
+        """Try the delayed operations watching every partition changed since the last call."""
+        changed, self._changed = self._changed, {}
+        for key in changed:
+            self.produce_purgatory.check_and_complete(key)
+            self.fetch_purgatory.check_and_complete(key)
+
+    @staticmethod
+    def _call_soon(fn: Callable[[], None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            fn()  # driven without a loop (pure tests): nothing to coalesce with, check now
+            return
+        loop.call_soon(fn)
 
     # ---------------------------------------------------------------- append
 

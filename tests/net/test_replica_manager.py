@@ -4,6 +4,7 @@ error codes, and a follower's position is recorded once per fetch request."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import cast
@@ -12,6 +13,7 @@ import pytest
 
 from kraft.config import NodeConfig
 from kraft.controller.controller import Controller
+from kraft.log.batch import OFFSET_LENGTH
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.log.records import build_simple_batch
@@ -53,6 +55,8 @@ class Harness:
             clock=self.clock,
         )
         self.manager.wake_at = self.wakes.append
+        # This harness is the driver: delayed operations are checked at once after a change.
+        self.manager.defer = lambda check: check()
         self.partition = self.manager.get_or_create_partition("t", 0, uuid.UUID(int=1), LogConfig())
         self.partition.min_insync_replicas = min_isr
         self.manager.become_leader(self.partition, 1, 1, [1, 2], isr)
@@ -263,3 +267,31 @@ def test_the_replica_fetch_configs_shape_the_followers_fetch(tmp_path: Path) -> 
     h.manager.fetch_messages(params, [("t", fp)], answers.append)
     assert batch < 200 < 5 * batch
     assert len(answers[0][0].records) == (200 // batch) * batch
+
+
+async def test_changes_in_one_loop_pass_answer_a_parked_follower_fetch_once(
+    tmp_path: Path,
+) -> None:
+    """On the loop, checks run after the pass: a follower fetch parked on the partition gets
+    every batch appended in that pass in one answer (not one answer per append)."""
+    h = Harness(tmp_path, isr=[1, 2])
+    h.manager.defer = ReplicaManager._call_soon
+    answers = h.fetch(2, 0)
+    assert answers == [] and h.manager.fetch_purgatory.watched() == 1
+    h.produce(acks=1)
+    h.produce(acks=1)
+    assert answers == []  # not answered inside the appends
+    # Yield once: the deferred check (queued by the first append) runs before this resumes.
+    await asyncio.sleep(0)
+    assert len(answers) == 1
+    (data,) = answers[0]
+    assert _batch_count(bytes(data.records)) == 2
+
+
+def _batch_count(records: bytes) -> int:
+    count = position = 0
+    while position < len(records):
+        _, length = OFFSET_LENGTH.unpack_from(records, position)
+        position += OFFSET_LENGTH.size + length
+        count += 1
+    return count

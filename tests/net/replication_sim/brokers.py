@@ -206,6 +206,7 @@ class SimBroker:
             self.id, broker.endpoint_of, broker.tag, lambda source: SimFetcher(self, source)
         )
         broker.replica_manager.wake_at = self._expire_at
+        broker.replica_manager.defer = lambda fn: self.later(0, f"purgatory {self.id}", fn)
         self.broker = broker
         self._register()
         self.later(0, f"metadata {self.id}", self._fetch_metadata)
