@@ -90,14 +90,14 @@ ConfigKey = Annotated[str, Field(min_length=1, max_length=249)]
 
 class CreateTopic(Strict):
     name: TopicName
-    partitions: int = Field(-1, ge=-1, le=10_000, description="-1: num.partitions")
+    partitions: int = Field(-1, ge=-1, le=1000, description="-1: num.partitions")
     replication_factor: int = Field(-1, ge=-1, le=32, description="-1: the broker default")
     configs: dict[ConfigKey, str] = Field(default_factory=dict)
     validate_only: bool = False
 
 
 class CreatePartitions(Strict):
-    count: int = Field(ge=1, le=10_000, description="the topic's partition count in all")
+    count: int = Field(ge=1, le=1000, description="the topic's partition count in all")
 
 
 class AlterConfigs(Strict):
@@ -536,10 +536,21 @@ async def _parse(route: Route, request: web.Request) -> Args:
         if not isinstance(data, dict):
             raise ApiError(400, "INVALID_REQUEST", "body: a JSON object is expected")
         try:
-            body = route.body.model_validate(data)
+            body = route.body.model_validate(_integral(data))
         except ValidationError as e:
             raise ApiError(400, "INVALID_REQUEST", _describe(e, "body")) from None
     return Args(request.app[API_KEY], path, query, body)
+
+
+def _integral(data: Any) -> Any:
+    """JSON numbers with no fraction as ints (JSON Schema's "integer" counts 3.0 as one)."""
+    if isinstance(data, float) and data.is_integer() and abs(data) < 2**63:
+        return int(data)
+    if isinstance(data, list):
+        return [_integral(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _integral(v) for k, v in data.items()}
+    return data
 
 
 def _describe(error: ValidationError, where: str) -> str:
@@ -560,9 +571,23 @@ REF = "#/components/schemas/{model}"
 
 
 def _schema(kind: Any, mode: Literal["validation", "serialization"], defs: dict[str, Any]) -> Any:
-    schema = TypeAdapter(kind).json_schema(mode=mode, ref_template=REF)
+    schema = _no_tuples(TypeAdapter(kind).json_schema(mode=mode, ref_template=REF))
     defs.update(schema.pop("$defs", {}))
     return schema
+
+
+def _no_tuples(schema: Any) -> Any:
+    """Tuples (e.g. a [topic, partition] pair) as arrays of any of their item types:
+    `prefixItems` is 3.1-only and not every OpenAPI tool reads it."""
+    if isinstance(schema, list):
+        return [_no_tuples(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _no_tuples(v) for k, v in schema.items()}
+    items = out.pop("prefixItems", None)
+    if items is not None:
+        out["items"] = {"anyOf": items}
+    return out
 
 
 def openapi() -> dict[str, Any]:

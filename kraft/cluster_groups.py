@@ -174,6 +174,10 @@ class ClusterGroups:
                 )
         return GroupList(sorted(groups, key=lambda g: g.group_id), unreachable)
 
+    def _offsets_topic_exists(self) -> bool:
+        image = self._image()
+        return image is not None and OFFSETS_TOPIC in image.topics
+
     def coordinator_of(self, group_id: str) -> int | None:
         image = self._image()
         topic = image.topics.get(OFFSETS_TOPIC) if image is not None else None
@@ -185,6 +189,8 @@ class ClusterGroups:
     async def describe_group(self, group_id: str) -> GroupDetail | None:
         """The group's members, assignment, committed offsets and lag; None if no group of
         that id exists (nothing committed and no members)."""
+        if not self._offsets_topic_exists():
+            return None  # no group was ever coordinated: none exists
         coordinator = self.coordinator_of(group_id)
         if coordinator is None:
             return _failed(group_id, -1, "COORDINATOR_NOT_AVAILABLE")
@@ -377,6 +383,8 @@ class ClusterGroups:
 
     async def delete_group(self, group_id: str) -> str | None:
         """Delete an empty group and its offsets: None, or the error name."""
+        if not self._offsets_topic_exists():
+            return "GROUP_ID_NOT_FOUND"
         coordinator = self.coordinator_of(group_id)
         if coordinator is None:
             return "COORDINATOR_NOT_AVAILABLE"
