@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable
@@ -547,11 +548,11 @@ def _send_and_wait_close(port: int, payload: bytes, timeout: float) -> float | N
 
 
 def _free_base_port() -> int:
-    """A base port P with P..P+2, P+100..P+102 and P+200..P+202 free."""
+    """A base port P with P..P+2, P+100..P+102, P+200..P+202 and P+300..P+302 free."""
     rng = random.Random()
     for _ in range(100):
         base = rng.randrange(20000, 40000)
-        wanted = [base + off + i for off in (0, 100, 200) for i in range(3)]
+        wanted = [base + off + i for off in (0, 100, 200, 300) for i in range(3)]
         held = []
         try:
             for port in wanted:
@@ -692,6 +693,14 @@ def test_kraft_up_starts_stops_and_restarts(tmp_path: Path) -> None:
         assert info["bootstrap_servers"] == ",".join(f"127.0.0.1:{base + i}" for i in range(3))
         pids = [int(n["pid"]) for n in info["nodes"]]
         assert len(pids) == 3 and all(_pid_exists(p) for p in pids)
+        # Each node's admin API on P+300+i-1, printed and in cluster.json.
+        admin_urls = [n["admin"] for n in info["nodes"]]
+        assert admin_urls == [f"http://127.0.0.1:{base + 300 + i}" for i in range(3)]
+        printed = b"".join(up.output).decode()
+        assert all(url in printed for url in admin_urls), printed
+        for url in admin_urls:
+            with urllib.request.urlopen(url + "/v1/health", timeout=10) as answer:
+                assert json.loads(answer.read())["node_id"] in {1, 2, 3}
         metadata = call(base + 1, _metadata_all())
         assert isinstance(metadata, MetadataResponse)
         assert {b.node_id for b in metadata.brokers} == {1, 2, 3}
