@@ -360,7 +360,6 @@ _PEER_KEY = re.compile(r"^kraft\.peer\.(broker|controller|raft)\.(\d+)\.address$
 # Parsed keys that are not honoured yet: accepted (a value is still checked), with a warning.
 _NO_EFFECT_YET = {
     "transactional.id.expiration.ms": "transactions are not implemented yet",
-    "kraft.admin.listener": "the HTTP admin API is not implemented yet",
 }
 
 # Broker-wide log defaults (`log.*`) → topic config keys of log.config.LogConfig.

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
 from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, ControllerDefaults
@@ -19,11 +21,13 @@ from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher, NotController
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
+from kraft.metrics import NodeMetrics
 from kraft.net.broker.broker import Broker
 from kraft.net.broker.lifecycle import BrokerLifecycle
 from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
+from kraft.node_metrics import NodeCollector
 
 if TYPE_CHECKING:
     from kraft.controller.service import ControllerService
@@ -107,10 +111,17 @@ class Node:
         self.lifecycle: BrokerLifecycle | None = None
         self.follower: MetadataFollower | None = None
         self.controller_client: ControllerClient | None = None
+        # This node's instruments and scrape-time gauges, in a registry of its own.
+        self.metrics = NodeMetrics()
+        self.metrics_collector = NodeCollector(self)
+        self.metrics.registry.register(self.metrics_collector)
+        self.admin_runner: web.AppRunner | None = None
+        self.admin_port: int | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.cluster_id = ensure_meta_properties(cfg)
+        await self._start_admin()
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
         defaults = ControllerDefaults(
@@ -131,7 +142,9 @@ class Node:
         if not cfg.is_broker:
             logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
             return
-        controller = self.controller or Controller(image, metadata_log, defaults, node_tag=self.tag)
+        controller = self.controller or Controller(
+            image, metadata_log, defaults, node_tag=self.tag, metrics=self.metrics
+        )
         holder: dict[str, Broker] = {}
         self.log_manager = LogManager(
             cfg.log_dirs,
@@ -139,9 +152,16 @@ class Node:
             config_for=lambda topic: holder["broker"].log_config(topic),
             exclude={f"{METADATA_TOPIC}-0", QUORUM_DIR},
         )
+        self.log_manager.on_flush = self.metrics.flush_timer()
         epoch = {"value": -1}
         broker = Broker(
-            cfg, image, self.log_manager, controller, self.cluster_id, lambda: epoch["value"]
+            cfg,
+            image,
+            self.log_manager,
+            controller,
+            self.cluster_id,
+            lambda: epoch["value"],
+            metrics=self.metrics,
         )
         holder["broker"] = broker
         self.broker = broker
@@ -187,6 +207,27 @@ class Node:
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
 
+    # ---- metrics helper (issue 11) BEGIN: serves /metrics on kraft.admin.listener. The
+    # admin server (kraft.admin.server) builds the one app of every feature module; when
+    # it lands, this hook becomes its start-up (keep `admin_port`: tests read it).
+    async def _start_admin(self) -> None:
+        endpoint = self.config.admin_listener
+        if endpoint is None:
+            return
+        from kraft.admin import metrics
+        from kraft.node_api import NodeApi
+
+        app = web.Application()
+        metrics.setup(app, NodeApi(self))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self.admin_runner = runner
+        await web.TCPSite(runner, endpoint.host, endpoint.port).start()
+        self.admin_port = runner.addresses[0][1]
+        logger.info("%sadmin listener on http://%s:%d/", self.tag, endpoint.host, self.admin_port)
+
+    # ---- metrics helper (issue 11) END
+
     async def _listen(self, handler: RequestHandler, endpoint: Endpoint) -> KafkaServer:
         server = KafkaServer(
             handler,
@@ -221,7 +262,7 @@ class Node:
                     f"{key}: cannot resolve {host} of voter {voter_id}: {e}"
                 ) from None
         qlog = QuorumMetadataLog(publisher)
-        self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
+        self.controller = Controller(image, qlog, defaults, node_tag=self.tag, metrics=self.metrics)
         # Decisions are taken only while the quorum's thread confirms this node leads, in
         # the term the loop knows, heard by a majority (a frozen leader wakes believing it
         # still leads).
@@ -428,4 +469,6 @@ class Node:
             self.log_manager.shutdown(self.lifecycle.epoch if self.lifecycle else -1)
         if self.record_log is not None:
             self.record_log.close()
+        if self.admin_runner is not None:  # metrics helper (issue 11)
+            await self.admin_runner.cleanup()
         logger.info("%sstopped", self.tag)

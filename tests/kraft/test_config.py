@@ -325,7 +325,6 @@ def test_kafka_keys_without_effect_are_warned_about_with_the_reason(
     ("key", "value", "reason"),
     [
         ("transactional.id.expiration.ms", "1000", "transactions are not implemented yet"),
-        ("kraft.admin.listener", "http://127.0.0.1:8080", "the HTTP admin API"),
     ],
 )
 def test_parsed_keys_not_honoured_yet_are_warned_about(
