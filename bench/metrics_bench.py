@@ -1,7 +1,8 @@
-"""What metrics cost the produce path: produce_consume.py's produce case (acks=all, 100 B by
-default — the most requests per byte —, idempotence off) on one kraft node, with `/metrics` scraped every second and not, in
-alternating rounds; optionally also on a node of another source tree (e.g. main, without the
-instrumentation), in the same rotation so drift of the machine hits every variant alike.
+"""What metrics cost the produce path: produce_consume.py's produce case (acks=all,
+idempotence off; 100 B by default, the most requests per byte) on one kraft node, with
+`/metrics` scraped every second and not, in alternating rounds; optionally also on a node of
+another source tree (e.g. main, without the instrumentation), in the same rotation so drift
+of the machine hits every variant alike.
 
 Each variant has its own node (`kraft serve` child, its own data dir), started once; every
 round produces to a fresh one-partition topic. Prints a table of the medians, then one JSON
