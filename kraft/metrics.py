@@ -71,6 +71,11 @@ class NodeMetrics:
             "Record bytes sent to follower replicas in fetch responses",
             registry=r,
         )
+        self.replication_bytes_in = Counter(
+            "kafka_server_brokertopicmetrics_replicationbytesin",
+            "Record bytes received from leaders by this broker's replica fetchers",
+            registry=r,
+        )
         self.isr_shrinks = Counter(
             "kafka_server_replicamanager_isrshrinks",
             "Committed ISR changes of partitions led here that removed a replica",

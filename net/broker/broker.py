@@ -93,6 +93,7 @@ class Broker:
             tag=self.tag,
             metrics=self.metrics,
         )
+        self.replica_manager.fetchers.on_bytes = self.metrics.replication_bytes_in.inc
         self.forwarding = ForwardingManager(lambda: self.controller_client)
         self.producer_ids = ProducerIdManager(
             self.node_id, lambda: self.broker_epoch(), lambda: self.controller_client

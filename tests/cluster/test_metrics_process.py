@@ -95,7 +95,16 @@ def test_counters_under_replication_active_controller_and_lag(
     size = value(after[leader], "kafka_log_log_size", topic=TOPIC, partition="0")
     assert size == RECORDS * BATCH_BYTES
     for follower in (n for n in ports if n != leader):
-        # Replication is not producer traffic.
+        # Replication is not producer traffic: it is counted apart.
+        poll_until(
+            lambda f=follower: (
+                value(scrape(ports[f]), "kafka_server_brokertopicmetrics_replicationbytesin_total")
+                - value(before[f], "kafka_server_brokertopicmetrics_replicationbytesin_total")
+                >= RECORDS * BATCH_BYTES
+            ),
+            10.0,
+            f"node {follower} to count the replicated bytes in",
+        )
         assert moved(follower, "kafka_server_brokertopicmetrics_messagesin_total", topic=TOPIC) == 0
         assert (
             moved(follower, "kafka_network_requestmetrics_requests_total", request="Produce") == 0
