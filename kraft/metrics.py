@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.metrics import Counter as CounterChild
 from prometheus_client.metrics import Histogram as HistogramChild
 
@@ -35,6 +35,8 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes...: read at scrape time.
+        ProcessCollector(registry=r)
         self.requests = Counter(
             "kafka_network_requestmetrics_requests",
             "Requests handled, by Kafka API name",
