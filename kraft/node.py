@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+
 from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, ControllerDefaults
@@ -19,11 +20,13 @@ from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
 from kraft.metadata.publisher import MetadataLog, MetadataPublisher, NotController
 from kraft.metadata.record_log import METADATA_TOPIC, LocalRecordLog
+from kraft.metrics import NodeMetrics
 from kraft.net.broker.broker import Broker
 from kraft.net.broker.lifecycle import BrokerLifecycle
 from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
+from kraft.node_metrics import NodeCollector
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -109,10 +112,15 @@ class Node:
         self.follower: MetadataFollower | None = None
         self.controller_client: ControllerClient | None = None
         self.admin: AdminServer | None = None
+        # This node's instruments and scrape-time gauges, in a registry of its own.
+        self.metrics = NodeMetrics()
+        self.metrics_collector = NodeCollector(self)
+        self.metrics.registry.register(self.metrics_collector)
 
     async def start(self) -> None:
         cfg = self.config
         self.cluster_id = ensure_meta_properties(cfg)
+        await self._start_admin()
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
         defaults = ControllerDefaults(
@@ -134,7 +142,9 @@ class Node:
             await self._start_admin()
             logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
             return
-        controller = self.controller or Controller(image, metadata_log, defaults, node_tag=self.tag)
+        controller = self.controller or Controller(
+            image, metadata_log, defaults, node_tag=self.tag, metrics=self.metrics
+        )
         holder: dict[str, Broker] = {}
         self.log_manager = LogManager(
             cfg.log_dirs,
@@ -142,9 +152,16 @@ class Node:
             config_for=lambda topic: holder["broker"].log_config(topic),
             exclude={f"{METADATA_TOPIC}-0", QUORUM_DIR},
         )
+        self.log_manager.on_flush = self.metrics.flush_timer()
         epoch = {"value": -1}
         broker = Broker(
-            cfg, image, self.log_manager, controller, self.cluster_id, lambda: epoch["value"]
+            cfg,
+            image,
+            self.log_manager,
+            controller,
+            self.cluster_id,
+            lambda: epoch["value"],
+            metrics=self.metrics,
         )
         holder["broker"] = broker
         self.broker = broker
@@ -244,7 +261,7 @@ class Node:
                     f"{key}: cannot resolve {host} of voter {voter_id}: {e}"
                 ) from None
         qlog = QuorumMetadataLog(publisher)
-        self.controller = Controller(image, qlog, defaults, node_tag=self.tag)
+        self.controller = Controller(image, qlog, defaults, node_tag=self.tag, metrics=self.metrics)
         # Decisions are taken only while the quorum's thread confirms this node leads, in
         # the term the loop knows, heard by a majority (a frozen leader wakes believing it
         # still leads).
@@ -417,6 +434,11 @@ class Node:
     async def _flush(self) -> None:
         if self.log_manager is not None:
             self.log_manager.flush_due()
+
+    @property
+    def admin_port(self) -> int | None:
+        """The port the HTTP admin API is bound to (None without kraft.admin.listener)."""
+        return self.admin.port if self.admin is not None else None
 
     @property
     def bootstrap_servers(self) -> str:

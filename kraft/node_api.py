@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from kraft.cluster_groups import ClusterGroups, GroupDetail, GroupList, TopicPartition, error_name
 from kraft.cluster_ops import (
     GroupOffsetsReset,
@@ -526,6 +528,28 @@ class NodeApi:
 
     def broker_configs(self) -> list[ConfigEntry]:
         return describe_broker_configs(self._node.config)
+
+    # ---------------------------------------------------------------- metrics
+
+    def metrics_registry(self) -> CollectorRegistry:
+        """This node's Prometheus registry (instruments and scrape-time gauges)."""
+        return self._node.metrics.registry
+
+    async def metrics_text(self) -> bytes:
+        """The node's metrics in the Prometheus text format. The consumer lag of groups
+        coordinated here needs the log end of partitions led by other brokers: those are
+        asked for first (ListOffsets, bounded like every façade request)."""
+        collector = self._node.metrics_collector
+        broker = self._node.broker
+        local = broker.replica_manager.partitions if broker is not None else {}
+        remote = {
+            tp
+            for offsets in collector.coordinated_offsets().values()
+            for tp in offsets
+            if not ((p := local.get(tp)) is not None and p.is_leader)
+        }
+        collector.remote_end_offsets = await self.groups.end_offsets(remote) if remote else {}
+        return generate_latest(self._node.metrics.registry)
 
     # ----------------------------------------------------------------- groups
 

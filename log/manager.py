@@ -72,6 +72,9 @@ class LogManager:
         # The broker epoch every log dir's clean-shutdown marker named at start-up, or -1
         # (some dir was not shut down cleanly, or the markers disagree or name none).
         self.previous_broker_epoch = -1
+        # Told each flush's duration in seconds (the node's flush-time histogram); logs
+        # created or loaded afterwards get it too.
+        self.on_flush: Callable[[float], None] | None = None
 
     # -------------------------------------------------------------- startup
 
@@ -114,6 +117,7 @@ class LogManager:
                 clean_shutdown=clean,
                 clock=self.clock,
             )
+            log.on_flush = self.on_flush
             if tp in self._logs:
                 raise RuntimeError(f"{tp[0]}-{tp[1]} is in two log dirs: {path}")
             self._logs[tp] = log
@@ -149,6 +153,7 @@ class LogManager:
                 clean_shutdown=True,
                 clock=self.clock,
             )
+            log.on_flush = self.on_flush
             fsync_dir(log_dir)
             self._logs[tp] = log
             self._dir_of[tp] = log_dir

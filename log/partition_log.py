@@ -124,6 +124,8 @@ class PartitionLog:
         self.directory = directory
         self.config = config
         self.clock = clock
+        # Told how long each flush took, in seconds (the owner's flush-time metric).
+        self.on_flush: Callable[[float], None] | None = None
         self._lock = threading.RLock()
         os.makedirs(directory, exist_ok=True)
         self.segments: list[LogSegment] = []
@@ -668,9 +670,12 @@ class PartitionLog:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        start = time.perf_counter()
         for segment in self.segments:
             if segment.next_offset > self.recovery_point or segment is self.active_segment:
                 segment.flush()
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - start)
         self.recovery_point = self.log_end_offset
         self._unflushed_messages = 0
         self._last_flush_ms = self.clock()

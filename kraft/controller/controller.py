@@ -14,12 +14,14 @@ import asyncio
 import logging
 import random
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from kraft.controller.replication import (
+    RECOVERING,
     PartitionRef,
     all_partitions,
     elect_leaderless,
@@ -31,6 +33,7 @@ from kraft.controller.topic_configs import validate_topic_configs
 from kraft.log.config import ConfigError
 from kraft.metadata.image import TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataLog
+from kraft.metrics import NodeMetrics
 from kraft.net.protocol import ErrorCode, Message
 from kraft.net.protocol import _generated as m
 
@@ -125,9 +128,11 @@ class Controller:
         defaults: ControllerDefaults,
         rng: random.Random | None = None,
         node_tag: str = "",
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.image = image
         self.log = log
+        self.metrics = metrics or NodeMetrics()
         self.defaults = defaults
         self.rng = rng or random.Random()
         self.node_tag = node_tag
@@ -166,7 +171,21 @@ class Controller:
         async with self._lock:
             result = command(self.image)
             if result.records:
+                start = time.perf_counter()
                 await self.log.append(result.records)
+                self.metrics.commit_latency.observe((time.perf_counter() - start) * 1000.0)
+                # Committed: an election that took a leader from outside the ISR and ELR
+                # leaves its partition RECOVERING (only unclean elections do).
+                unclean = 0
+                for record in result.records:
+                    if (
+                        isinstance(record, m.PartitionChangeRecord)
+                        and record.leader_recovery_state == RECOVERING
+                        and record.leader >= 0
+                    ):
+                        unclean += 1
+                if unclean:
+                    self.metrics.unclean_elections.inc(unclean)
             return result.response
 
     # ----------------------------------------------------------- topics

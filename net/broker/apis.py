@@ -6,11 +6,13 @@ the one that implements them all, and mypy checks it against each."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from kraft.config import NodeConfig
 from kraft.controller.controller import TopicSpec
 from kraft.metadata.image import MetadataImage
+from kraft.metrics import NodeMetrics
 from kraft.net.broker.forwarding import ForwardingManager
 from kraft.net.broker.handlers import HANDLERS, supported_versions
 from kraft.net.broker.handlers.context import (
@@ -23,10 +25,21 @@ from kraft.net.broker.handlers.context import (
 )
 from kraft.net.broker.replica_manager import ReplicaManager
 from kraft.net.groups.service import GroupCoordinatorService
-from kraft.net.protocol import Message, RequestHeader
+from kraft.net.protocol import ApiKey, FetchRequest, Message, RequestHeader
 from kraft.net.server import CloseConnection, Connection
 
 API_VERSIONS_KEY = 18
+FETCH_KEY = 1
+
+
+def _request_names() -> dict[int, str]:
+    """RequestMetrics' `request` tag: Kafka's API names (ApiKeys.name), e.g. `Produce`,
+    `ApiVersions`, `OffsetCommit`; Fetch is split into FetchConsumer and FetchFollower."""
+    names = {k.value: "".join(p.capitalize() for p in k.name.split("_")) for k in ApiKey}
+    return names
+
+
+REQUEST_NAMES = _request_names()
 
 
 class KafkaApis(
@@ -49,6 +62,7 @@ class KafkaApis(
         forwarding: ForwardingManager,
         next_producer_id: Callable[[], Awaitable[int]],
         tag: str = "",
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self._node_id = node_id
         self._cluster_id = cluster_id
@@ -61,6 +75,7 @@ class KafkaApis(
         self._tag = tag
         self._handlers = HANDLERS
         self._supported_versions = supported_versions()
+        self.metrics = metrics or NodeMetrics()
 
     async def handle(
         self, header: RequestHeader, request: Message, conn: Connection
@@ -76,7 +91,13 @@ class KafkaApis(
                 f"version {header.api_version} of api key {header.api_key} is outside the "
                 f"advertised range {versions[0]}-{versions[1]}"
             )
+        start = time.perf_counter()
         response: Message | None = await handler(self, header, request, conn)
+        if header.api_key == FETCH_KEY:
+            name = "FetchFollower" if _fetch_replica_id(request, header) >= 0 else "FetchConsumer"
+        else:
+            name = REQUEST_NAMES[header.api_key]
+        self.metrics.request_done(name, time.perf_counter() - start)
         return response
 
     # ------------------------------------------------ the handlers' collaborators
@@ -121,3 +142,10 @@ class KafkaApis(
 
     async def next_producer_id(self) -> int:
         return await self._next_producer_id()
+
+
+def _fetch_replica_id(request: Message, header: RequestHeader) -> int:
+    assert isinstance(request, FetchRequest)
+    if header.api_version >= 15:
+        return request.replica_state.replica_id
+    return request.replica_id

@@ -21,6 +21,7 @@ from kraft.controller.topic_configs import log_config_for
 from kraft.log.config import LogConfig
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
+from kraft.metrics import NodeMetrics
 from kraft.net.broker.apis import API_VERSIONS_KEY, KafkaApis
 from kraft.net.broker.coordinator_partitions import CoordinatorPartitionWriter
 from kraft.net.broker.forwarding import FORWARD_TIMEOUT_S, ForwardingManager
@@ -54,8 +55,10 @@ class Broker:
         cluster_id: str,
         broker_epoch_getter: Callable[[], int] = lambda: -1,
         clock: Callable[[], int] = monotonic_ms,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or NodeMetrics()
         self.node_id = config.node_id
         self.image = image
         self.log_manager = log_manager
@@ -88,7 +91,9 @@ class Broker:
             # Through a lambda: a simulation replaces the event after construction.
             on_follower_caught_up=lambda: self._isr_wake.set(),
             tag=self.tag,
+            metrics=self.metrics,
         )
+        self.replica_manager.fetchers.on_bytes = self.metrics.replication_bytes_in.inc
         self.forwarding = ForwardingManager(lambda: self.controller_client)
         self.producer_ids = ProducerIdManager(
             self.node_id, lambda: self.broker_epoch(), lambda: self.controller_client
@@ -110,6 +115,7 @@ class Broker:
             forwarding=self.forwarding,
             next_producer_id=self.producer_ids.next_producer_id,
             tag=self.tag,
+            metrics=self.metrics,
         )
 
     @property
@@ -183,6 +189,7 @@ class Broker:
                 ):
                     continue  # every change of leader, replicas or ISR bumps an epoch
                 if state.leader == self.node_id:
+                    self._count_isr_change(partition, state.leader_epoch, state.isr)
                     replicas.become_leader(
                         partition,
                         state.leader_epoch,
@@ -200,6 +207,8 @@ class Broker:
                         state.isr,
                     )
         self._topic_configs = configs
+        for gone in self.metrics.topics() - self.image.topics.keys():
+            self.metrics.forget_topic(gone)
         for key in list(replicas.partitions):
             if key not in wanted:
                 replicas.stop_replica(key)
@@ -213,6 +222,17 @@ class Broker:
                     logger.error("%scannot delete the log of %s-%d: %s", self.tag, *key, e)
         # The group coordinator follows the leadership of the __consumer_offsets partitions.
         self.groups.on_metadata_change()
+
+    def _count_isr_change(self, partition: Partition, leader_epoch: int, isr: list[int]) -> None:
+        """IsrShrinks/IsrExpands: an ISR change committed for a partition this broker keeps
+        leading (same leader epoch; a new leader's first ISR is no shrink or expansion)."""
+        if not partition.is_leader or partition.leader_epoch != leader_epoch:
+            return
+        before, after = set(partition.isr), set(isr)
+        if before - after:
+            self.metrics.isr_shrinks.inc()
+        if after - before:
+            self.metrics.isr_expands.inc()
 
     async def maintain_isr(self) -> None:
         """Leaders shrink and expand their ISR through AlterPartition (every lag/2, like

@@ -29,6 +29,7 @@ from kraft.log.config import LogConfig
 from kraft.log.errors import LogError
 from kraft.log.manager import LogManager
 from kraft.metadata.image import MetadataImage
+from kraft.metrics import NodeMetrics
 from kraft.net.broker.partition import Partition, monotonic_ms
 from kraft.net.broker.purgatory import DelayedOperation, DelayedOperationPurgatory
 from kraft.net.broker.replication import ReplicaFetcherManager
@@ -193,8 +194,10 @@ class ReplicaManager:
         clock: Callable[[], int] = monotonic_ms,
         on_follower_caught_up: Callable[[], None] | None = None,
         tag: str = "",
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.broker_id = broker_id
+        self.metrics = metrics or NodeMetrics()
         self.log_manager = log_manager
         self.image = image
         self.fetchers = fetchers
@@ -363,6 +366,12 @@ class ReplicaManager:
                     error_code=ErrorCode.KAFKA_STORAGE_ERROR, error_message=str(e)
                 )
                 continue
+            if origin is AppendOrigin.CLIENT and not appended.duplicate:
+                # The batch headers' record counts: no record is decoded for the count.
+                count = 0
+                for batch in appended.batches:
+                    count += batch.records_count
+                self.metrics.produced(key[0], count, appended.valid_bytes)
             result = PartitionAppendResult(
                 base_offset=appended.first_offset,
                 log_append_time=appended.log_append_time,
@@ -415,6 +424,7 @@ class ReplicaManager:
         """Read each partition; `done(partition data, in the order asked)` at once when there
         are `min_bytes`, an error, or nothing to wait for, else when a change brings them or
         after `max_wait_ms`. A follower's position is recorded by this first read only."""
+        metered = self._metered(params, infos, done)
         read = self._read(params, infos, record=params.is_follower)
         if (
             read.answer_now
@@ -422,11 +432,37 @@ class ReplicaManager:
             or params.max_wait_ms <= 0
             or not read.hosted
         ):
-            done(read.partitions)
+            metered(read.partitions)
             return
-        op = DelayedFetch(self, params, infos, done)
+        op = DelayedFetch(self, params, infos, metered)
         if not self.fetch_purgatory.try_complete_else_watch(op, read.hosted):
             self._request_wake(op.deadline_ms)
+
+    def _metered(
+        self,
+        params: FetchParams,
+        infos: Sequence[FetchInfo],
+        done: Callable[[list[FetchResponse.PartitionData]], None],
+    ) -> Callable[[list[FetchResponse.PartitionData]], None]:
+        """`done` after counting the record bytes answered: a consumer's per topic
+        (BytesOut), a follower's apart (ReplicationBytesOut), as Kafka keeps them."""
+        metrics = self.metrics
+
+        def counted(data: list[FetchResponse.PartitionData]) -> None:
+            if params.is_follower:
+                size = 0
+                for d in data:
+                    if d.records:
+                        size += len(d.records)
+                if size:
+                    metrics.replication_bytes_out.inc(size)
+            else:
+                for (name, _), d in zip(infos, data, strict=False):
+                    if d.records:
+                        metrics.fetched(name, len(d.records))
+            done(data)
+
+        return counted
 
     async def fetch_messages_async(
         self, params: FetchParams, infos: Sequence[FetchInfo]

@@ -63,6 +63,8 @@ class ReplicaFetcher:
         self.endpoint = endpoint
         self.tag = tag
         self.settings = settings
+        # Told the record bytes of each fetch response (ReplicationBytesIn).
+        self.on_bytes: Callable[[int], None] | None = None
         self.partitions: dict[tuple[str, int], Partition] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: KafkaConnection | None = None
@@ -130,6 +132,14 @@ class ReplicaFetcher:
         async with asyncio.timeout(self.settings.max_wait_ms / 1000 + 10):
             response = await conn.send(request, version)
         assert isinstance(response, FetchResponse)
+        if self.on_bytes is not None:
+            size = 0
+            for answer in response.responses:
+                for data in answer.partitions:
+                    if data.records:
+                        size += len(data.records)
+            if size:
+                self.on_bytes(size)
         if apply_fetch_response(response, wanted, self.partitions, self.tag):
             await asyncio.sleep(RETRY_BACKOFF_S)
 
@@ -283,6 +293,8 @@ class ReplicaFetcherManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._assigned: dict[tuple[str, int], int] = {}
         self._stopped = False
+        # Given to each fetcher it starts: told the record bytes each fetch brought.
+        self.on_bytes: Callable[[int], None] | None = None
 
     def follow(self, partition: Partition) -> None:
         if self._stopped:
@@ -301,6 +313,7 @@ class ReplicaFetcherManager:
         fetcher = self.fetchers.get(source)
         if fetcher is None:
             fetcher = self.new_fetcher(source)
+            fetcher.on_bytes = self.on_bytes
             self.fetchers[source] = fetcher
             fetcher.start()
         fetcher.add(partition)

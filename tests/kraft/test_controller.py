@@ -633,9 +633,19 @@ async def test_enabling_unclean_election_elects_leaderless_partitions_now() -> N
     await c.run(alter("t", {"unclean.leader.election.enable": "true"}, True, True))
     await c.run(alter("t", {"retention.ms": "1000"}, True, False))
     assert state.leader == -1 and len(c.log.entries) == before + 1  # validate-only: nothing
+    assert unclean_elections(c) == 0
     await c.run(alter("t", {"unclean.leader.election.enable": "true"}, True, False))
     assert (state.leader, state.isr, state.leader_recovery_state) == (2, [2], 1)
+    assert unclean_elections(c) == 1  # counted once committed (ControllerStats)
+    registry = c.controller.metrics.registry
+    assert registry.get_sample_value("kafka_server_raft_metrics_commit_latency_ms_count")
     assert_replay_matches(c)
+
+
+def unclean_elections(c: Cluster) -> float | None:
+    return c.controller.metrics.registry.get_sample_value(
+        "kafka_controller_controllerstats_uncleanleaderelections_total"
+    )
 
 
 async def test_the_cluster_default_allows_unclean_election_on_unfencing() -> None:
@@ -705,8 +715,10 @@ async def test_elect_leaders_preferred_and_unclean() -> None:
     }
     await c.add_broker(2)  # back, but neither eligible nor the last leader
     assert state.leader == -1
+    assert unclean_elections(c) == 0  # preferred elections are clean
     assert await c.run(elect(1, {"t": [1]})) == {"t": [(1, 0, None)]}
     assert (state.leader, state.isr, state.leader_recovery_state) == (2, [2], 1)
+    assert unclean_elections(c) == 1
     assert await c.run(elect(5, {"t": [0]})) == {
         "t": [(0, ErrorCode.INVALID_REQUEST, "election type 5")]
     }
