@@ -45,6 +45,7 @@ from kraft.net.protocol import (
 
 OFFSETS_TOPIC = "__consumer_offsets"
 LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
 CLIENT_ID = "kraft-node-api"
 UNREACHABLE = (OSError, ConnectionError, TimeoutError, ProtocolError)
 TopicPartition = tuple[str, int]
@@ -267,16 +268,32 @@ class ClusterGroups:
     async def _with_lag(
         self, offsets: list[tuple[TopicPartition, int, str | None]]
     ) -> list[GroupOffsetInfo]:
-        ends = await self.end_offsets([tp for tp, _, _ in offsets])
+        partitions = [tp for tp, _, _ in offsets]
+        ends, starts = await asyncio.gather(
+            self.end_offsets(partitions), self.list_offsets(partitions, EARLIEST_TIMESTAMP)
+        )
         out = []
         for (topic, index), committed, metadata in offsets:
             end = ends.get((topic, index))
-            lag = max(end - committed, 0) if end is not None and committed >= 0 else None
+            # Lag counts from the log start at the earliest: offsets before it are gone (a
+            # consumer resumes at the log start), and it is never negative.
+            start = starts.get((topic, index))
+            lag = None
+            if end is not None and committed >= 0:
+                lag = max(end - max(committed, start if start is not None else 0), 0)
             out.append(GroupOffsetInfo(topic, index, committed, end, lag, metadata))
         return out
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The high watermark of each partition (ListOffsets LATEST to its leader)."""
+        return await self.list_offsets(partitions, LATEST_TIMESTAMP)
+
+    async def list_offsets(
+        self, partitions: Iterable[TopicPartition], timestamp: int
+    ) -> dict[TopicPartition, int]:
+        """ListOffsets to each partition's leader: LATEST (-1), EARLIEST (-2) or the first
+        offset at or after a timestamp (-1 when there is none). Partitions without a leader
+        or an answer are left out."""
         image = self._image()
         if image is None:
             return {}
@@ -298,7 +315,7 @@ class ClusterGroups:
                                 name=topic,
                                 partitions=[
                                     ListOffsetsRequest.ListOffsetsPartition(
-                                        partition_index=i, timestamp=LATEST_TIMESTAMP
+                                        partition_index=i, timestamp=timestamp
                                     )
                                     for i in indexes
                                 ],
@@ -372,6 +389,10 @@ class ClusterGroups:
 
     async def _ask(self, broker: int, request: Message) -> Message | str:
         return await self._ask_at(broker, request, VERSIONS[type(request).API_KEY or 0])
+
+    async def ask_at(self, broker: int, request: Message, version: int) -> Message | str:
+        """One request to one broker at `version`: its answer, or why there is none."""
+        return await self._ask_at(broker, request, version)
 
     async def _ask_at(self, broker: int, request: Message, version: int) -> Message | str:
         """The broker's answer, or why there is none (as text)."""

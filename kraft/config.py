@@ -74,6 +74,8 @@ class NodeConfig:
     controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
     inter_broker_listener_name: str = "PLAINTEXT"
     admin_listener: Endpoint | None = None
+    # With a token, the admin API's writes need it as a bearer token (reads stay open).
+    admin_auth_token: str = ""
     cluster_id: str = ""
     cluster_secret: str = ""
     broker_rack: str | None = None
@@ -311,6 +313,7 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "controller.quorum.bootstrap.servers": ("controller_quorum_bootstrap_servers", _hostports),
     "inter.broker.listener.name": ("inter_broker_listener_name", lambda v: v.strip().upper()),
     "kraft.admin.listener": ("admin_listener", _admin),
+    "kraft.admin.auth.token": ("admin_auth_token", _str),
     "cluster.id": ("cluster_id", _str),
     "kraft.cluster.secret": ("cluster_secret", _str),
     "broker.rack": ("broker_rack", _str),
@@ -360,7 +363,6 @@ _PEER_KEY = re.compile(r"^kraft\.peer\.(broker|controller|raft)\.(\d+)\.address$
 # Parsed keys that are not honoured yet: accepted (a value is still checked), with a warning.
 _NO_EFFECT_YET = {
     "transactional.id.expiration.ms": "transactions are not implemented yet",
-    "kraft.admin.listener": "the HTTP admin API is not implemented yet",
 }
 
 # Broker-wide log defaults (`log.*`) → topic config keys of log.config.LogConfig.

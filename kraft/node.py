@@ -26,6 +26,7 @@ from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 
 if TYPE_CHECKING:
+    from kraft.admin.server import AdminServer
     from kraft.controller.service import ControllerService
     from kraft.metadata.quorum_log import QuorumMetadataLog
     from kraft.quorum import Quorum
@@ -107,6 +108,7 @@ class Node:
         self.lifecycle: BrokerLifecycle | None = None
         self.follower: MetadataFollower | None = None
         self.controller_client: ControllerClient | None = None
+        self.admin: AdminServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -129,6 +131,7 @@ class Node:
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
         if not cfg.is_broker:
+            await self._start_admin()
             logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
             return
         controller = self.controller or Controller(image, metadata_log, defaults, node_tag=self.tag)
@@ -180,12 +183,32 @@ class Node:
         self._every(cfg.producer_id_expiration_check_interval_ms / 1000, self._expire_producers)
         if cfg.log_flush_scheduler_interval_ms < 2**62:
             self._every(cfg.log_flush_scheduler_interval_ms / 1000, self._flush)
+        await self._start_admin()
         logger.info(
             "%sstarted: cluster %s, listening on %s",
             self.tag,
             self.cluster_id,
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
+
+    async def _start_admin(self) -> None:
+        """The HTTP admin API (kraft.admin.listener), once the node is up."""
+        endpoint = self.config.admin_listener
+        if endpoint is None:
+            return
+        # Imported here: the admin API sits above the node assembly (it uses the façade).
+        from kraft.admin.server import AdminServer
+        from kraft.node_api import NodeApi
+
+        admin = AdminServer(
+            NodeApi(self),
+            endpoint.host or "127.0.0.1",
+            endpoint.port,
+            self.config.admin_auth_token,
+            tag=self.tag,
+        )
+        await admin.start()
+        self.admin = admin
 
     async def _listen(self, handler: RequestHandler, endpoint: Endpoint) -> KafkaServer:
         server = KafkaServer(
@@ -400,6 +423,10 @@ class Node:
         return ",".join(f"{s.host}:{s.port}" for s in self.servers)
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            # First: nothing should act on the node through its API while it stops.
+            await self.admin.stop()
+            self.admin = None
         if self.lifecycle is not None:
             await self.lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
         if self.follower is not None:

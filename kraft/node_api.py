@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kraft.cluster_groups import ClusterGroups, GroupDetail, GroupList, TopicPartition, error_name
+from kraft.cluster_ops import (
+    GroupOffsetsReset,
+    PartitionRecords,
+    ResetTo,
+    latest_records,
+    reset_offsets,
+)
 from kraft.controller.config_describe import (
     ConfigEntry,
     describe_broker_configs,
@@ -48,6 +55,7 @@ TOPIC_RESOURCE = 2
 SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
 WRITE_TIMEOUT_MS = 30_000
+CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,8 @@ class BrokerInfo:
     in_controlled_shutdown: bool
     # Listener name → "host:port" as registered (what clients and peers are told to dial).
     endpoints: dict[str, str]
+    # "registered" (unfenced, serving), "fenced" or "controlled_shutdown".
+    state: str = "registered"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +162,45 @@ class ClusterInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigView:
+    """One config of a topic: its value, where it comes from and what it is without the
+    topic's own override."""
+
+    name: str
+    value: str
+    source: str  # DYNAMIC_TOPIC_CONFIG (the topic's override), STATIC_BROKER_CONFIG, DEFAULT_CONFIG
+    is_default: bool
+    read_only: bool
+    default: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    topic: TopicInfo
+    partitions: list[PartitionInfo]
+    configs: list[ConfigView]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOverview:
+    """The cluster at a glance, with what is wrong with it (`reasons`, empty when healthy)."""
+
+    cluster_id: str
+    node_id: int
+    controller_id: int | None
+    quorum: QuorumInfo | None  # None on broker-only nodes (not quorum members)
+    brokers: list[BrokerInfo]
+    topics: int
+    partitions: int
+    under_replicated: list[TopicPartition]
+    under_min_isr: list[TopicPartition]
+    offline: list[TopicPartition]  # no leader and no live replica to elect
+    leaderless: list[TopicPartition]  # no leader at the moment
+    is_healthy: bool
+    reasons: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """Liveness is the process answering at all; readiness is this node doing its job."""
 
@@ -238,6 +287,13 @@ class NodeApi:
                 fenced=reg.fenced,
                 in_controlled_shutdown=reg.in_controlled_shutdown,
                 endpoints={name: f"{h}:{p}" for name, (h, p) in sorted(reg.endpoints.items())},
+                state=(
+                    "controlled_shutdown"
+                    if reg.in_controlled_shutdown
+                    else "fenced"
+                    if reg.fenced
+                    else "registered"
+                ),
             )
             for _, reg in sorted(image.brokers.items())
         ]
@@ -280,6 +336,27 @@ class NodeApi:
             [self._partition_info(image, name, i, parts[i]) for i in sorted(parts)],
         )
 
+    def describe_topic(self, name: str) -> TopicDescription | None:
+        """The topic, its partitions and every config with its source (None: unknown)."""
+        detail = self.topic(name)
+        entries = self.topic_configs(name)
+        if detail is None or entries is None:
+            return None
+        configs = []
+        for e in entries:
+            below = [s.value for s in e.synonyms if s.source != e.source]
+            configs.append(
+                ConfigView(
+                    e.name,
+                    e.value,
+                    e.source_name,
+                    e.is_default,
+                    e.read_only,
+                    e.value if e.is_default else (below[0] if below else None),
+                )
+            )
+        return TopicDescription(detail.topic, detail.partitions, configs)
+
     def partition(self, topic: str, index: int) -> PartitionInfo | None:
         image = self._image()
         state = image.partition(topic, index) if image is not None else None
@@ -313,6 +390,95 @@ class NodeApi:
             under_min_isr_partitions=under_min,
             metadata_offset=image.last_offset if image is not None else -1,
         )
+
+    def overview(self) -> ClusterOverview:
+        image = self._image()
+        brokers = self.brokers()
+        live = {b.node_id for b in brokers if b.state == "registered"}
+        under: list[TopicPartition] = []
+        under_min: list[TopicPartition] = []
+        offline: list[TopicPartition] = []
+        leaderless: list[TopicPartition] = []
+        partitions = 0
+        for name in sorted(image.topics) if image is not None else []:
+            assert image is not None
+            min_isr = self._min_isr(image, name)
+            for index, state in sorted(image.topics[name].partitions.items()):
+                partitions += 1
+                tp = (name, index)
+                if len(state.isr) < len(state.replicas):
+                    under.append(tp)
+                if len(state.isr) < min_isr:
+                    under_min.append(tp)
+                if state.leader == OFFLINE:
+                    leaderless.append(tp)
+                    if not live.intersection(state.replicas):
+                        offline.append(tp)
+        controller_id = self._controller_id()
+        reasons = []
+        if controller_id is None:
+            reasons.append("no active controller is known")
+        if not_live := [b.node_id for b in brokers if b.state != "registered"]:
+            reasons.append(f"brokers not serving (fenced or shutting down): {not_live}")
+        for what, items in (
+            ("leaderless", leaderless),
+            ("offline", offline),
+            ("under-replicated", under),
+            ("under min ISR", under_min),
+        ):
+            if items:
+                reasons.append(f"{len(items)} {what} partition(s)")
+        return ClusterOverview(
+            cluster_id=self._node.cluster_id,
+            node_id=self.node_id,
+            controller_id=controller_id,
+            quorum=self.quorum(),
+            brokers=brokers,
+            topics=len(image.topics) if image is not None else 0,
+            partitions=partitions,
+            under_replicated=under,
+            under_min_isr=under_min,
+            offline=offline,
+            leaderless=leaderless,
+            is_healthy=not reasons,
+            reasons=reasons,
+        )
+
+    async def records(self, topic: str, partition: int, limit: int) -> PartitionRecords | None:
+        """The latest `limit` records of a partition, read from its leader (None: unknown)."""
+        return await latest_records(self.groups, self._image(), topic, partition, limit)
+
+    async def reset_group_offsets(
+        self,
+        group_id: str,
+        to: ResetTo,
+        topic: str | None = None,
+        partitions: list[int] | None = None,
+        timestamp: int | None = None,
+        offset: int | None = None,
+    ) -> GroupOffsetsReset | None:
+        return await reset_offsets(
+            self.groups, self._image(), group_id, to, topic, partitions, timestamp, offset
+        )
+
+    async def controlled_shutdown(self, broker_id: int) -> WriteResult:
+        """Kafka's controlled shutdown of this node's broker: the controller moves its
+        leaderships away and it stops heartbeating (fenced) until the process restarts. Only
+        the broker itself asks for it (its heartbeat carries want_shut_down), so another
+        broker's is refused; there is no way back short of a restart."""
+        name = str(broker_id)
+        lifecycle = self._node.lifecycle
+        if broker_id != self.node_id:
+            return WriteResult(
+                name,
+                "INVALID_REQUEST",
+                f"ask node {broker_id}'s own admin API: a broker "
+                "enters controlled shutdown through its own heartbeat",
+            )
+        if lifecycle is None:
+            return WriteResult(name, "INVALID_REQUEST", "this node runs no broker of a cluster")
+        await lifecycle.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT_S)
+        return WriteResult(name)
 
     def health(self) -> Health:
         node = self._node

@@ -6,7 +6,8 @@ launcher's (`kraft.launcher`), plus DIR/cluster.json, written once the cluster i
 removed on stop.
 
 Ports from --base-port P: node i serves Kafka on P+i-1, its controller listener on P+100+i-1
-and its Raft transport on P+200+i-1. Broker-only nodes are numbered after the combined ones
+its Raft transport on P+200+i-1 and its HTTP admin API on P+300+i-1 (printed, and in
+cluster.json). Broker-only nodes are numbered after the combined ones
 and have only the Kafka port.
 """
 
@@ -68,6 +69,8 @@ def run_up(nodes: int, data_dir: str, base_port: int, brokers: int = 0) -> int:
             + (f", {brokers} broker-only" if brokers else "")
         )
         print(f"bootstrap servers: {cluster.bootstrap_servers}")
+        for node_id, url in cluster.admin_urls.items():
+            print(f"admin API of node {node_id}: {url}/v1 (dashboard: {url}/)")
         print(f"cluster file: {path}", flush=True)
         stop.wait()
         print("stopping the cluster", flush=True)

@@ -79,6 +79,11 @@ class LocalCluster:
     def logs(self, lines: int = 40) -> str:
         return "\n".join(n.log_tail(lines) for n in self.nodes.values())
 
+    @property
+    def admin_urls(self) -> dict[int, str]:
+        """Node id → the base URL of its HTTP admin API."""
+        return {i: n.spec.admin_url for i, n in self.nodes.items() if n.spec.admin_url}
+
     def info(self) -> dict[str, Any]:
         """What `kraft up` writes to cluster.json."""
         return {
@@ -88,6 +93,7 @@ class LocalCluster:
                     "id": n.node_id,
                     "kafka": n.bootstrap,
                     "controller": f"127.0.0.1:{n.controller_port}" if n.controller_port else None,
+                    "admin": n.spec.admin_url,
                     "pid": n.pid,
                     "log": str(n.log_path),
                 }

@@ -19,6 +19,11 @@ class NodeSpec:
     controller_port: int
     raft_port: int
     directory: str
+    admin_port: int = 0  # the HTTP admin API (kraft.admin.listener); 0: none
+
+    @property
+    def admin_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.admin_port}" if self.admin_port else None
 
     @property
     def config_path(self) -> str:
@@ -57,21 +62,29 @@ def plan(
     """Combined nodes 1..`nodes`, then broker-only nodes, each in `root/node-<id>`.
 
     With `base_port` P (`kraft up`'s fixed layout): node i serves Kafka on P+i-1, its
-    controller listener on P+100+i-1 and its Raft transport on P+200+i-1. Without: free ports.
+    controller listener on P+100+i-1, its Raft transport on P+200+i-1 and its HTTP admin API
+    on P+300+i-1. Without: free ports.
     """
     total = nodes + brokers
     if base_port is None:
-        ports = iter(free_ports(3 * nodes + brokers))
+        ports = iter(free_ports(3 * nodes + 2 * brokers))
         kafka = {i: next(ports) for i in range(1, total + 1)}
         controller = {i: next(ports) for i in range(1, nodes + 1)}
         raft = {i: next(ports) for i in range(1, nodes + 1)}
+        admin = {i: next(ports) for i in range(1, total + 1)}
     else:
         kafka = {i: base_port + i - 1 for i in range(1, total + 1)}
         controller = {i: base_port + 100 + i - 1 for i in range(1, nodes + 1)}
         raft = {i: base_port + 200 + i - 1 for i in range(1, nodes + 1)}
+        admin = {i: base_port + 300 + i - 1 for i in range(1, total + 1)}
     return [
         NodeSpec(
-            i, kafka[i], controller.get(i, 0), raft.get(i, 0), os.path.join(str(root), f"node-{i}")
+            i,
+            kafka[i],
+            controller.get(i, 0),
+            raft.get(i, 0),
+            os.path.join(str(root), f"node-{i}"),
+            admin[i],
         )
         for i in range(1, total + 1)
     ]
@@ -112,6 +125,7 @@ def write_configs(
             "min.insync.replicas": "1",
             # Local setups start groups at once (Kafka's default waits 3 s).
             "group.initial.rebalance.delay.ms": "0",
+            **({"kraft.admin.listener": f"127.0.0.1:{spec.admin_port}"} if spec.admin_port else {}),
         }
         with open(spec.config_path, "w") as f:
             f.write("# written by kraft.launcher\n")

@@ -325,7 +325,6 @@ def test_kafka_keys_without_effect_are_warned_about_with_the_reason(
     ("key", "value", "reason"),
     [
         ("transactional.id.expiration.ms", "1000", "transactions are not implemented yet"),
-        ("kraft.admin.listener", "http://127.0.0.1:8080", "the HTTP admin API"),
     ],
 )
 def test_parsed_keys_not_honoured_yet_are_warned_about(
@@ -337,6 +336,19 @@ def test_parsed_keys_not_honoured_yet_are_warned_about(
     assert warning.startswith(f"config key {key} has no effect: {reason}")
     # Still checked: a bad value stops start-up.
     assert key in build_config_error({key: "x"})
+
+
+def test_admin_listener_and_token_are_honoured_without_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kraft.config")
+    c = build_config(
+        {**BASE, "kraft.admin.listener": "127.0.0.1:0", "kraft.admin.auth.token": "s3cret"}
+    )
+    assert c.admin_listener is not None
+    assert (c.admin_listener.host, c.admin_listener.port) == ("127.0.0.1", 0)
+    assert c.admin_auth_token == "s3cret"
+    assert _warnings(caplog) == []
 
 
 def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureFixture) -> None:
