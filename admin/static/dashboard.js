@@ -90,43 +90,40 @@ const enc = encodeURIComponent;
 
 // ------------------------------------------------------------------ health and cluster
 
+const count = (v) => (Array.isArray(v) ? v.length : v || 0);
+const partitionNames = (v) => (Array.isArray(v) ? v.map(([t, p]) => `${t}-${p}`) : []);
+
+// ClusterOverview: is_healthy with its reasons; the node's own readiness (Health) adds its own.
 function renderCluster(cluster, health) {
   $("cluster-id").textContent = show(cluster.cluster_id);
   $("node-id").textContent = show(cluster.node_id);
   $("controller-id").textContent = show(cluster.controller_id);
 
-  const reasons = [...((health && health.reasons) || []), ...(cluster.reasons || [])];
-  if (cluster.offline_partitions) reasons.push(`${cluster.offline_partitions} offline partition(s)`);
-  if (cluster.under_replicated_partitions)
-    reasons.push(`${cluster.under_replicated_partitions} under-replicated partition(s)`);
-  if (cluster.under_min_isr_partitions)
-    reasons.push(`${cluster.under_min_isr_partitions} partition(s) under min ISR`);
-  const fenced = (cluster.brokers || []).filter((b) => b.fenced).map((b) => b.node_id);
-  if (fenced.length) reasons.push(`fenced broker(s): ${fenced.join(", ")}`);
-  const unique = [...new Set(reasons)];
-  const healthy = cluster.is_healthy !== undefined ? cluster.is_healthy
-    : health && health.is_healthy !== undefined ? health.is_healthy : unique.length === 0;
+  const reasons = [...new Set([...(cluster.reasons || []), ...((health && health.reasons) || [])])];
+  const healthy = cluster.is_healthy !== undefined ? cluster.is_healthy && reasons.length === 0
+    : reasons.length === 0;
 
   const badge = $("health-badge");
   badge.textContent = healthy ? "healthy" : "unhealthy";
   badge.className = `badge ${healthy ? "ok" : "bad"}`;
   badge.dataset.healthy = String(healthy);
   $("health-reasons").replaceChildren(
-    ...(unique.length ? unique.map((r) => el("li", {class: "bad"}, r))
-      : [el("li", {class: "ok"}, "all brokers registered, every partition fully replicated")]));
+    ...(reasons.length ? reasons.map((r) => el("li", {class: "bad"}, r))
+      : [el("li", {class: "ok"}, "all brokers serving, every partition fully replicated")]));
 
-  const stat = (label, value, bad) =>
-    el("div", {class: `stat${bad ? " bad" : ""}`}, el("span", {class: "value"}, show(value)),
-      el("span", {class: "label"}, label));
+  const stat = (label, value, bad, title) =>
+    el("div", {class: `stat${bad ? " bad" : ""}`, title},
+      el("span", {class: "value"}, show(value)), el("span", {class: "label"}, label));
+  const listed = (label, v) => stat(label, count(v), count(v) > 0,
+    partitionNames(v).join(", ") || null);
   $("cluster-stats").replaceChildren(
     stat("brokers", (cluster.brokers || []).length),
     stat("topics", cluster.topics),
     stat("partitions", cluster.partitions),
-    stat("under-replicated", cluster.under_replicated_partitions,
-      cluster.under_replicated_partitions > 0),
-    stat("under min ISR", cluster.under_min_isr_partitions, cluster.under_min_isr_partitions > 0),
-    stat("offline", cluster.offline_partitions, cluster.offline_partitions > 0),
-    stat("metadata offset", cluster.metadata_offset),
+    listed("under-replicated", cluster.under_replicated),
+    listed("under min ISR", cluster.under_min_isr),
+    listed("leaderless", cluster.leaderless),
+    listed("offline", cluster.offline),
   );
 }
 
@@ -305,11 +302,16 @@ function drawChart() {
       4, y + 4);
   }
   ctx.fillText(`last ${Math.round((CHART_POINTS * POLL_MS) / 1000)} s`, pad.l, height - 4);
-  if (state.rates.length < 2) return;
+  if (!state.rates.length) return;
   const x = (i) => pad.l + (w * i) / (CHART_POINTS - 1);
   const y = (v) => pad.t + h - (h * v) / top;
   const offset = CHART_POINTS - state.rates.length;
   const accent = css.getPropertyValue("--accent").trim() || "#36c";
+  // The latest sample as a dot, so a single one shows too.
+  const last = state.rates[state.rates.length - 1];
+  ctx.fillStyle = accent;
+  ctx.beginPath(); ctx.arc(x(CHART_POINTS - 1), y(last), 3, 0, 2 * Math.PI); ctx.fill();
+  if (state.rates.length < 2) return;
   ctx.beginPath();
   state.rates.forEach((v, i) => (i ? ctx.lineTo(x(i + offset), y(v)) : ctx.moveTo(x(i + offset), y(v))));
   ctx.strokeStyle = accent; ctx.lineWidth = 2; ctx.stroke();
@@ -371,9 +373,8 @@ async function settle(promise) {
 
 async function poll() {
   try {
-    const [cluster, health, quorum, topics, groups] = await Promise.all([
-      get("/cluster"), settle(get("/health")), settle(get("/quorum")), get("/topics"),
-      settle(get("/groups")),
+    const [cluster, health, topics, groups] = await Promise.all([
+      get("/cluster"), settle(get("/health")), get("/topics"), settle(get("/groups")),
     ]);
     state.topics = topics;
     const details = await Promise.all(topics.map((t) => settle(get(`/topics/${enc(t.name)}`))));
@@ -386,7 +387,7 @@ async function poll() {
 
     renderCluster(cluster, health);
     renderBrokers(cluster.brokers || [], cluster.controller_id);
-    renderQuorum(quorum);
+    renderQuorum(cluster.quorum);
     renderTopics();
     renderGroups(groups, groupDetails);
     sampleThroughput();
@@ -404,20 +405,22 @@ async function poll() {
 
 // ------------------------------------------------------------------ records
 
-function bytesText(v) {
-  // The API sends bytes as text when they decode, else in an object naming the encoding.
+// Keys, values and header values arrive as text: UTF-8 when the bytes decode, else base64
+// (the record says which), shown as such rather than guessed at.
+function bytesText(v, encoding) {
   if (v === null || v === undefined) return el("span", {class: "muted"}, "null");
-  if (typeof v === "string") return v;
-  if (typeof v === "object" && v.base64 !== undefined)
-    return el("span", {class: "binary", title: "base64"}, v.base64);
-  return JSON.stringify(v);
+  if (encoding && encoding !== "utf-8")
+    return el("span", {class: "binary", title: encoding}, `${encoding}:${v}`);
+  return typeof v === "string" ? v : JSON.stringify(v);
 }
 
-function headersText(h) {
-  if (!h || (Array.isArray(h) && !h.length)) return "–";
-  const pairs = Array.isArray(h) ? h.map((x) => Array.isArray(x) ? x : [x.key, x.value])
-    : Object.entries(h);
-  return pairs.map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ");
+function headersText(headers) {
+  if (!headers || !headers.length) return "–";
+  return headers.map((h) => {
+    const value = h.value === null || h.value === undefined ? "null"
+      : h.value_encoding && h.value_encoding !== "utf-8" ? `${h.value_encoding}:${h.value}` : h.value;
+    return `${h.key}=${value}`;
+  }).join(", ");
 }
 
 async function fetchRecords(event) {
@@ -435,11 +438,14 @@ async function fetchRecords(event) {
       cell("offset", r.offset),
       cell("timestamp", typeof r.timestamp === "number" && r.timestamp >= 0
         ? new Date(r.timestamp).toISOString() : r.timestamp),
-      el("td", {"data-col": "key", class: "mono"}, bytesText(r.key)),
-      el("td", {"data-col": "value", class: "mono"}, bytesText(r.value)),
+      el("td", {"data-col": "key", class: "mono"}, bytesText(r.key, r.key_encoding)),
+      el("td", {"data-col": "value", class: "mono"}, bytesText(r.value, r.value_encoding)),
       el("td", {"data-col": "headers", class: "mono small"}, headersText(r.headers)))));
+    const bounds = data.high_watermark !== undefined
+      ? ` (log start ${data.log_start_offset}, high watermark ${data.high_watermark}, leader ${data.leader})`
+      : "";
     out.replaceChildren(el("span", {class: "muted"},
-      `${records.length} record(s) from ${topic}-${partition}`));
+      `${records.length} record(s) from ${topic}-${partition}${bounds}`));
   } catch (e) {
     out.replaceChildren(errorText(e));
   }
@@ -453,9 +459,16 @@ function errorText(e) {
       : String(e.message || e));
 }
 
-// A write answers WriteResult {name, error, message} or a list of them.
+// A write answers a WriteResult {name, error, message}, a list of them (elect leaders), or the
+// new offsets of a group (reset offsets).
 function resultText(data) {
-  const results = Array.isArray(data) ? data : data && data.results ? data.results : [data];
+  if (data && Array.isArray(data.offsets)) {
+    const failed = data.offsets.filter((o) => o.error);
+    const text = data.offsets.map((o) => `${o.topic}-${o.partition} → ${o.error || o.offset}`);
+    return el("span", {class: failed.length ? "error" : "ok"},
+      `${failed.length ? "failed" : "done"}: ${text.join(", ") || "nothing to reset"}`);
+  }
+  const results = Array.isArray(data) ? data : [data];
   const failed = results.filter((r) => r && r.error);
   if (failed.length) {
     return el("span", {class: "error"},
@@ -507,13 +520,13 @@ const ACTIONS = {
       const all = info ? [...Array(info.partitions).keys()] : [0];
       partitions = (partition === null ? all : [partition]).map((p) => ({topic, partition: p}));
     }
-    return ["POST", "/elect-leaders", {partitions, election_type: f.election.value}];
+    return ["POST", "/elect-leaders", {partitions, election: f.election.value}];
   },
   "reset-offsets": (f) => {
     const body = {to: f.to.value};
     if (f.to.value === "timestamp") body.timestamp = optionalInt(f.value.value);
     if (f.to.value === "offset") body.offset = optionalInt(f.value.value);
-    if (f.topic.value.trim()) body.topics = [f.topic.value.trim()];
+    if (f.topic.value.trim()) body.topic = f.topic.value.trim();
     return ["POST", `/groups/${enc(f.group.value.trim())}/reset-offsets`, body];
   },
   "delete-group": (f) => {

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 FAST_SESSIONS = {"broker.session.timeout.ms": "2000", "broker.heartbeat.interval.ms": "500"}
 TOPIC = "orders"
+GROUP = "billing"
 PARTITIONS = 3
 RECORDS = 240
 PAGE_TIMEOUT_S = 30.0
@@ -83,8 +84,8 @@ def _wait(driver: Any, what: str, check: Callable[[Any], Any]) -> Any:
         ) from None
 
 
-def _produce(bootstrap: str) -> Counter[int]:
-    """RECORDS keyed records with acks=all; how many each partition got."""
+def _produce(bootstrap: str, first: int = 0, count: int = RECORDS) -> Counter[int]:
+    """`count` keyed records with acks=all; how many each partition got."""
     from confluent_kafka import Producer
 
     per_partition: Counter[int] = Counter()
@@ -97,7 +98,7 @@ def _produce(bootstrap: str) -> Counter[int]:
             per_partition[msg.partition()] += 1
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    for i in range(RECORDS):
+    for i in range(first, first + count):
         producer.produce(TOPIC, key=f"key-{i}", value=f"value-{i}", on_delivery=delivered)
     assert producer.flush(30) == 0, "records still in flight after 30 s"
     assert not failures, failures
@@ -130,6 +131,52 @@ def _screenshot(driver: Any, out: Path, name: str) -> Path:
     assert driver.save_screenshot(str(path)), f"no screenshot at {path}"
     print(f"dashboard screenshot: {path}")
     return path
+
+
+def _consumer(bootstrap: str) -> Any:
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": GROUP, "enable.auto.commit": False}
+    )
+
+
+def _commit(bootstrap: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for GROUP as a consumer that joined nothing (an empty group)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(bootstrap)
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(TOPIC, p, o) for p, o in offsets.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
+
+
+def _committed(bootstrap: str) -> dict[int, int]:
+    from confluent_kafka import TopicPartition
+
+    consumer = _consumer(bootstrap)
+    try:
+        found = consumer.committed(
+            [TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found}
+
+
+def _group_rows(driver: Any) -> dict[int, dict[str, str]]:
+    from selenium.webdriver.common.by import By
+
+    selector = f'table.group-offsets[data-group="{GROUP}"] tbody tr[data-partition]'
+    return {
+        int(tr.get_attribute("data-partition")): {
+            td.get_attribute("data-col"): td.text for td in tr.find_elements(By.TAG_NAME, "td")
+        }
+        for tr in driver.find_elements(By.CSS_SELECTOR, selector)
+    }
 
 
 def _kafka_topic(bootstrap: str, name: str) -> Any:
@@ -224,6 +271,53 @@ def test_dashboard_shows_the_cluster_and_drives_writes(
     records = _wait(browser, "the latest records of partition 0", records_shown)
     assert sorted(o for o, _ in records) == list(range(produced[0] - latest, produced[0]))
     assert all(v.startswith("value-") for _, v in records), records
+
+    # Traffic while the page watches: the chart's rate rises above zero and the HWs follow.
+    produced += _produce(cluster.bootstrap_servers, RECORDS, RECORDS)
+    _wait(
+        browser,
+        "a non-zero throughput",
+        lambda d: float((d.find_element(By.ID, "throughput-now").text.split() or ["0"])[0]) > 0,
+    )
+    _wait(
+        browser,
+        f"{2 * RECORDS} records in all",
+        lambda d: sum(int(r["hw"]) for r in _partition_rows(d, TOPIC).values()) == 2 * RECORDS,
+    )
+
+    # A group's lag per partition: the high watermark minus its committed offset.
+    half = {p: n // 2 for p, n in produced.items()}
+    _commit(cluster.bootstrap_servers, half)
+    want_lag = {p: str(produced[p] - half[p]) for p in half}
+
+    def group_lag(d: Any) -> bool:
+        rows = _group_rows(d)
+        return {p: r["lag"] for p, r in rows.items()} == want_lag and all(
+            rows[p]["committed"] == str(half[p]) for p in half
+        )
+
+    _wait(browser, f"group {GROUP} with its lag per partition", group_lag)
+
+    # A write from the page: reset the group to the earliest offsets; a Kafka client agrees.
+    reset = browser.find_element(By.ID, "reset-offsets")
+    reset.find_element(By.NAME, "group").send_keys(GROUP)
+    reset.find_element(By.NAME, "topic").send_keys(TOPIC)
+    Select(reset.find_element(By.NAME, "to")).select_by_value("earliest")
+    reset.find_element(By.TAG_NAME, "button").click()
+    _wait(
+        browser,
+        "the reset result",
+        lambda d: reset.find_element(By.CSS_SELECTOR, ".result .ok").text.startswith("done"),
+    )
+    assert _committed(cluster.bootstrap_servers) == dict.fromkeys(range(PARTITIONS), 0)
+    _wait(
+        browser,
+        f"group {GROUP} lagging by everything",
+        lambda d: (
+            {p: r["lag"] for p, r in _group_rows(d).items()}
+            == {p: str(n) for p, n in produced.items()}
+        ),
+    )
     _screenshot(browser, shots, "1-healthy")
 
     # A node stops: its partitions lose a replica from the ISR, and the page highlights them.
