@@ -273,11 +273,15 @@ def test_dashboard_shows_the_cluster_and_drives_writes(
     assert all(v.startswith("value-") for _, v in records), records
 
     # Traffic while the page watches: the chart's rate rises above zero and the HWs follow.
+    def counted(d: Any) -> int:
+        return int(d.find_element(By.ID, "throughput").get_attribute("data-counted") or 0)
+
+    before = counted(browser)
     produced += _produce(cluster.bootstrap_servers, RECORDS, RECORDS)
     _wait(
         browser,
-        "a non-zero throughput",
-        lambda d: float((d.find_element(By.ID, "throughput-now").text.split() or ["0"])[0]) > 0,
+        f"the chart counting the {RECORDS} new records",
+        lambda d: counted(d) - before == RECORDS,
     )
     _wait(
         browser,
