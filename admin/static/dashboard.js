@@ -98,6 +98,9 @@ const partitionNames = (v) => (Array.isArray(v) ? v.map(([t, p]) => `${t}-${p}`)
 function renderCluster(cluster, health) {
   $("cluster-id").textContent = show(cluster.cluster_id);
   $("node-id").textContent = show(cluster.node_id);
+  // Controlled shutdown is asked of the node's own broker: offer this node's id.
+  const shutdown = $("controlled-shutdown").broker;
+  if (shutdown.value === "" && document.activeElement !== shutdown) shutdown.value = cluster.node_id;
   $("controller-id").textContent = show(cluster.controller_id);
 
   const reasons = [...new Set([...(cluster.reasons || []), ...((health && health.reasons) || [])])];
@@ -533,6 +536,11 @@ const ACTIONS = {
     if (f.to.value === "offset") body.offset = optionalInt(f.value.value);
     if (f.topic.value.trim()) body.topic = f.topic.value.trim();
     return ["POST", `/groups/${enc(f.group.value.trim())}/reset-offsets`, body];
+  },
+  "controlled-shutdown": (f) => {
+    const broker = Number(f.broker.value);
+    if (!confirm(`Move leadership off broker ${broker} and fence it (until it restarts)?`)) return null;
+    return ["POST", `/brokers/${enc(broker)}/controlled-shutdown`];
   },
   "delete-group": (f) => {
     if (!confirm(`Delete group ${f.group.value}?`)) return null;
