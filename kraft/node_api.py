@@ -499,6 +499,8 @@ class NodeApi:
                 reasons.append("the broker is not registered with the controller")
             elif fenced:
                 reasons.append("the broker is fenced")
+            elif reg is not None and reg.in_controlled_shutdown:
+                reasons.append("the broker is in controlled shutdown")
         controller_id = self._controller_id()
         if cfg.is_cluster and controller_id is None:
             reasons.append("no active controller is known")

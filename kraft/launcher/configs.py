@@ -67,7 +67,7 @@ def plan(
     """
     total = nodes + brokers
     if base_port is None:
-        ports = iter(free_ports(3 * nodes + 2 * brokers))
+        ports = iter(free_ports(4 * nodes + 2 * brokers))
         kafka = {i: next(ports) for i in range(1, total + 1)}
         controller = {i: next(ports) for i in range(1, nodes + 1)}
         raft = {i: next(ports) for i in range(1, nodes + 1)}
