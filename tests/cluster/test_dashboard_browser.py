@@ -8,6 +8,8 @@ output directory (tmp_path, under --basetemp when given); the path is printed.
 from __future__ import annotations
 
 import shutil
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,6 +205,13 @@ def test_dashboard_shows_the_cluster_and_drives_writes(
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
+    try:
+        urllib.request.urlopen(urls[1] + "/", timeout=10).close()
+    except urllib.error.HTTPError as e:
+        raise AssertionError(
+            f"GET / answered {e.code}: the node does not serve the dashboard "
+            "(kraft.admin.server.FEATURES needs kraft.admin.dashboard)"
+        ) from None
     browser.get(urls[1] + "/")
     assert browser.title == "kraft dashboard"
 
