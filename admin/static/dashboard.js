@@ -13,7 +13,9 @@ const state = {
   lastOffsets: null,    // {at: ms, offsets: Map "partition topic" -> high watermark}
   rates: [],            // messages/s, oldest first
   counted: 0,           // messages the chart has seen arrive
+  // Topics the reader opened or closed: a few topics start open, many start closed.
   openTopics: new Set(),
+  closedTopics: new Set(),
 };
 
 // ------------------------------------------------------------------ helpers
@@ -209,7 +211,8 @@ function renderTopics() {
   const blocks = topics.map((t) => {
     const detail = state.details.get(t.name);
     const bad = t.offline_partitions > 0 || t.under_replicated_partitions > 0;
-    const open = state.openTopics.has(t.name) || topics.length <= 4;
+    const open = !state.closedTopics.has(t.name)
+      && (state.openTopics.has(t.name) || topics.length <= 4);
     const summary = el("summary", {},
       el("span", {class: "topic-name"}, t.name),
       el("span", {class: "muted"},
@@ -229,7 +232,10 @@ function renderTopics() {
     const details = el("details", {class: `topic${bad ? " degraded" : ""}`, "data-topic": t.name,
       open: open}, summary, table);
     details.addEventListener("toggle", () => {
-      if (details.open) state.openTopics.add(t.name); else state.openTopics.delete(t.name);
+      const [add, remove] = details.open ? [state.openTopics, state.closedTopics]
+        : [state.closedTopics, state.openTopics];
+      add.add(t.name);
+      remove.delete(t.name);
     });
     return details;
   });
