@@ -17,5 +17,14 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== layering contracts (import-linter)"
 .venv/bin/lint-imports
+# The dashboard's browser test needs Debian's chromium and its driver (CI runs as root).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "== installing chromium and chromium-driver"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        chromium chromium-driver >/dev/null
+fi
 echo "== pytest"
 .venv/bin/pytest -q "$@"

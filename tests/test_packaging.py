@@ -77,6 +77,14 @@ def test_wheel_owns_only_the_kraft_import_name(wheel: Path) -> None:
         assert f"kraft/{part}/__init__.py" in names
 
 
+def test_wheel_ships_the_dashboard_page(wheel: Path) -> None:
+    """The page is package data: a node installed from the wheel serves it with no checkout."""
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    for name in ("index.html", "dashboard.js", "dashboard.css", "favicon.svg"):
+        assert f"kraft/admin/static/{name}" in names, sorted(n for n in names if "admin" in n)
+
+
 def test_imports_from_a_directory_with_shadowing_modules(venv: Path, project_dir: Path) -> None:
     code = (
         "import kraft.log.segment, kraft.net.broker.broker, kraft.admin, kraft.chaos\n"
