@@ -13,6 +13,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from kraft.node_api import NodeApi
+
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -68,7 +70,7 @@ async def _static(request: web.Request) -> web.Response:
     return _respond(request.match_info["name"])
 
 
-def setup(app: web.Application, api: object) -> None:
+def setup(app: web.Application, api: NodeApi) -> None:
     """Serve the page at `/` and its files at `/static/{name}`.
 
     `api` is the node's `NodeApi`, as every feature module's `setup` receives it; the

@@ -17,7 +17,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from kraft.admin import api_v1
+from kraft.admin import api_v1, dashboard, metrics
 from kraft.admin.app_keys import API_KEY
 from kraft.admin.replies import MAX_BODY_BYTES, ApiError, error_response
 from kraft.node_api import NodeApi
@@ -29,7 +29,7 @@ TOKEN_KEY = web.AppKey("token", str)
 TAG_KEY = web.AppKey("tag", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The feature modules whose routes every node serves (the lead adds metrics and dashboard).
-FEATURES = (api_v1,)
+FEATURES = (api_v1, metrics, dashboard)
 
 
 @web.middleware

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-
 from kraft.config import ConfigError, Endpoint, NodeConfig
 from kraft.controller.client import ControllerClient
 from kraft.controller.controller import Controller, ControllerDefaults
