@@ -119,7 +119,6 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         self.cluster_id = ensure_meta_properties(cfg)
-        await self._start_admin()
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
         defaults = ControllerDefaults(
