@@ -12,10 +12,10 @@ from typing import TypeVar
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from kraft.config import build_config
 from kraft.controller.config_describe import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG
 from kraft.node import Node
 from kraft.node_api import NodeApi
+from tests.inprocess import running_node
 
 HOST = "127.0.0.1"
 DEADLINE_S = 20.0
@@ -24,23 +24,10 @@ T = TypeVar("T")
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    props = {
-        "node.id": "1",
-        "process.roles": "broker,controller",
-        "listeners": f"PLAINTEXT://{HOST}:0,CONTROLLER://{HOST}:0",
-        "controller.listener.names": "CONTROLLER",
-        "controller.quorum.voters": f"1@{HOST}:0",
-        "log.dirs": str(tmp_path / "logs"),
-        "num.partitions": "1",
-        "offsets.topic.num.partitions": "2",
-        "group.initial.rebalance.delay.ms": "0",
-    }
-    n = Node(build_config(props))
-    await n.start()
-    try:
+    async with running_node(
+        tmp_path, **{"offsets.topic.num.partitions": "2", "group.initial.rebalance.delay.ms": "0"}
+    ) as n:
         yield n
-    finally:
-        await n.stop()
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], what: str) -> T:

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from kraft.config import build_config
 from kraft.metrics import NodeMetrics
 from kraft.node import Node
 from kraft.node_api import NodeApi
+from tests.inprocess import running_node
 
 HOST = "127.0.0.1"
 DEADLINE_S = 20.0
@@ -33,25 +33,14 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    props = {
-        "node.id": "1",
-        "process.roles": "broker,controller",
-        "listeners": f"PLAINTEXT://{HOST}:0,CONTROLLER://{HOST}:0",
-        "controller.listener.names": "CONTROLLER",
-        "controller.quorum.voters": f"1@{HOST}:0",
-        "log.dirs": str(tmp_path / "logs"),
-        "num.partitions": "1",
+    extra = {
         "offsets.topic.num.partitions": "2",
         "group.initial.rebalance.delay.ms": "0",
         "log.flush.interval.messages": "1",
         "kraft.admin.listener": f"{HOST}:0",
     }
-    n = Node(build_config(props))
-    await n.start()
-    try:
+    async with running_node(tmp_path, **extra) as n:
         yield n
-    finally:
-        await n.stop()
 
 
 async def scrape(node: Node) -> tuple[str, Samples]:

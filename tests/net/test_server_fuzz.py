@@ -38,7 +38,6 @@ from typing import Any
 
 import pytest
 
-from kraft.config import build_config
 from kraft.log.batch import CRC_START, HEADER, HEADER_SIZE, LOG_OVERHEAD, validate_batch
 from kraft.log.compression import CompressionType
 from kraft.log.errors import LogError
@@ -69,6 +68,7 @@ from kraft.net.protocol import (
     spec_of,
 )
 from kraft.node import Node
+from tests.inprocess import running_node
 from tests.net.protocol.test_protocol_fuzz import sample_struct
 from tests.wait import wait_until_async
 
@@ -83,27 +83,6 @@ _PEER = re.compile(r"from (\d+\.\d+\.\d+\.\d+:\d+)")
 
 
 # --------------------------------------------------------------------------- node
-
-
-@contextlib.asynccontextmanager
-async def running_node(tmp_path: Path, **extra: str) -> AsyncIterator[Node]:
-    """A single broker+controller node on 127.0.0.1 with port-0 listeners."""
-    props = {
-        "node.id": "1",
-        "process.roles": "broker,controller",
-        "listeners": f"PLAINTEXT://{HOST}:0,CONTROLLER://{HOST}:0",
-        "controller.listener.names": "CONTROLLER",
-        "controller.quorum.voters": f"1@{HOST}:0",
-        "log.dirs": str(tmp_path / "logs"),
-        "num.partitions": "1",
-        **extra,
-    }
-    node = Node(build_config(props))
-    await node.start()
-    try:
-        yield node
-    finally:
-        await node.stop()
 
 
 @pytest.fixture
