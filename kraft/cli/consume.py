@@ -226,7 +226,7 @@ async def _command(admin: KafkaAdmin, args: argparse.Namespace) -> int:
                 )
         if refresh:
             leaders = await admin.leaders(topic)
-    if args.timeout_ms is not None and printed == 0 and not args.json:
+    if not args.json:
         print(f"Processed a total of {printed} messages", file=sys.stderr)
     return 0
 

@@ -4,6 +4,7 @@ Offsets reset with --execute are what a real consumer of the group then gets."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from kraft.launcher import LocalCluster
+from kraft.launcher import LocalCluster, request
+from kraft.net.protocol import MetadataRequest, MetadataResponse
 from tests.wait import wait_until
 
 PARTITIONS = 3
@@ -35,7 +38,26 @@ def topic(cluster: LocalCluster, cli: Any) -> str:
         "3",
     )
     assert created.code == 0, created
+    # Every broker lists it before a client joins a group for it: a join whose metadata lacks
+    # the topic is assigned nothing until the next rebalance.
+    for node in cluster.nodes.values():
+        wait_until(
+            functools.partial(_lists_topic, node.kafka_port, name),
+            f"node {node.node_id}'s Metadata to list {name}",
+        )
     return name
+
+
+def _lists_topic(port: int, name: str) -> bool:
+    response = request(
+        port,
+        MetadataRequest(
+            topics=[MetadataRequest.MetadataRequestTopic(name=name)],
+            allow_auto_topic_creation=False,
+        ),
+    )
+    assert isinstance(response, MetadataResponse)
+    return all(t.error_code == 0 and len(t.partitions) == PARTITIONS for t in response.topics)
 
 
 def _produce(cluster: LocalCluster, topic: str, per_partition: int) -> list[int]:
@@ -233,3 +255,64 @@ def test_unknown_group_exits_4(cli: Any) -> None:
     for action in ("--describe", "--delete"):
         result = cli("groups", action, "--group", "no-such-group")
         assert result.code == 4 and "no-such-group" in result.stderr, result
+
+
+def test_describe_a_classic_group_with_a_live_member(
+    cluster: LocalCluster, cli: Any, topic: str
+) -> None:
+    group = f"classic-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": cluster.bootstrap_servers,
+            "group.id": group,
+            "group.protocol": "classic",
+            "client.id": "classic-member",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        wait_until(
+            lambda: (consumer.poll(0.1), len(consumer.assignment()))[1] == PARTITIONS,
+            "the member to be assigned every partition",
+            timeout_s=30,
+        )
+        consumer.commit(
+            offsets=[ConfluentPartition(topic, p, 1) for p in range(PARTITIONS)],
+            asynchronous=False,
+        )
+        described = cli("groups", "--describe", "--group", group, "--json").json()
+    finally:
+        consumer.close()
+    assert described["state"] == "Stable" and described["protocol_type"] == "consumer"
+    (member,) = described["members"]
+    assert member["client_id"] == "classic-member"
+    assert sorted((a["topic"], a["partition"]) for a in member["assignment"]) == [
+        (topic, p) for p in range(PARTITIONS)
+    ]
+    committed = {p["partition"]: p["committed_offset"] for p in described["partitions"]}
+    assert committed == {p: 1 for p in range(PARTITIONS)}
+
+
+def test_consume_with_a_group_starts_at_and_commits_its_offsets(
+    cluster: LocalCluster, cli: Any, topic: str
+) -> None:
+    group = f"cg-{uuid.uuid4().hex[:8]}"
+    _produce(cluster, topic, 4)
+    _commit(cluster, group, {TopicPartition(topic, p): 2 for p in range(PARTITIONS)})
+    result = cli(
+        "consume",
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--max-messages",
+        "6",
+        "--timeout-ms",
+        "10000",
+    )
+    assert result.code == 0, result
+    assert sorted(result.stdout.split()) == sorted(
+        f"{p}-{i}" for p in range(PARTITIONS) for i in (2, 3)
+    )
+    assert _committed(cluster, group, topic) == {p: 4 for p in range(PARTITIONS)}

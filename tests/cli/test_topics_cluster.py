@@ -138,3 +138,27 @@ def test_unknown_topic_is_named_with_exit_4(cli: Any) -> None:
         result = cli("topics", *args, "--topic", "no-such-topic")
         assert result.code == EXIT_NOT_FOUND, result
         assert "no-such-topic" in result.stderr and "UNKNOWN_TOPIC_OR_PARTITION" in result.stderr
+
+
+def test_a_bootstrap_that_never_answers_exits_3_within_the_timeout() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        result = kraft("cluster", "--bootstrap-server", f"127.0.0.1:{port}", "--timeout", "1.5")
+    assert result.code == EXIT_UNREACHABLE, result
+    assert f"127.0.0.1:{port}" in result.stderr and "1.5s" in result.stderr, result
+    assert 1.5 <= result.seconds < 1.5 + 5, result
+
+
+def test_describe_every_topic(cli: Any) -> None:
+    names = []
+    for _ in range(2):
+        names.append(f"all-{uuid.uuid4().hex[:8]}")
+        assert cli("topics", "--create", "--topic", names[-1], "--partitions", "2").code == 0
+    described = {t["name"]: t for t in cli("topics", "--describe", "--json").json()}
+    for name in names:
+        assert described[name]["partition_count"] == 2
+        assert described[name]["replication_factor"] == 3  # the default, min(3, nodes)
+    listed = cli("topics", "--list", "--json").json()
+    assert set(names) <= set(listed) and listed == sorted(listed)
