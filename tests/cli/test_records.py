@@ -227,3 +227,40 @@ def test_consume_follows_new_records_and_stops_after_idle_timeout(
 def test_consume_unknown_topic_exits_4(cli: Any) -> None:
     result = cli("consume", "--topic", "no-such-topic", "--max-messages", "1")
     assert result.code == 4 and "no-such-topic" in result.stderr, result
+
+
+def test_consume_into_a_reader_that_goes_away_exits_quietly(
+    cluster: LocalCluster, cli: Any
+) -> None:
+    topic = _topic(cli)
+    lines = "".join(f"line {i}\n" for i in range(50_000))
+    assert cli("produce", "--topic", topic, "--partition", "0", stdin=lines).code == 0
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kraft.cli",
+            "consume",
+            "--bootstrap-server",
+            cluster.bootstrap_servers,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            "50000",
+            "--timeout-ms",
+            "10000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert consumer.stdout is not None and consumer.stderr is not None
+        assert consumer.stdout.readline() == b"line 0\n"
+        consumer.stdout.close()  # like `| head -1`
+        err = consumer.stderr.read().decode()
+        assert consumer.wait(timeout=30) == 0, err
+    finally:
+        consumer.kill()
+        consumer.wait()
+    assert "Traceback" not in err, err
