@@ -9,6 +9,7 @@ placement; unkeyed records fill one partition per batch, round robin.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -18,10 +19,17 @@ import orjson
 from kraft.log.records import Record, build_batch
 from kraft.net.protocol import ErrorCode, ProduceRequest, ProduceResponse
 
-from .kafka_admin import KafkaAdmin, KafkaError, check, send_without_response
+from .kafka_admin import KafkaAdmin, check, send_without_response
 from .output import UsageError, add_connection_options, run
 
 ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
+_RETRY_BACKOFF_S = 0.1
+_LEADER_MOVED = {
+    ErrorCode.NOT_LEADER_OR_FOLLOWER,
+    ErrorCode.LEADER_NOT_AVAILABLE,
+    ErrorCode.FENCED_LEADER_EPOCH,
+    ErrorCode.UNKNOWN_LEADER_EPOCH,
+}
 _BATCH_LINES = 500
 
 
@@ -159,13 +167,37 @@ async def produce_batches(
     per_partition: dict[int, list[Record]],
     acks: int,
 ) -> None:
+    """Send each partition's records to its leader; partitions whose leader moved (or has
+    none yet) are sent again to the new one, within the admin's timeout. `leaders` is
+    updated in place."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + admin.timeout
+    batches = {p: build_batch(records) for p, records in per_partition.items()}
+    while True:
+        retry = await _send(admin, topic, leaders, batches, acks)
+        if not retry:
+            return
+        if loop.time() >= deadline:
+            code, partition = next(iter(retry.items()))
+            check(code, f"produce to {topic}-{partition}")
+        await asyncio.sleep(_RETRY_BACKOFF_S)  # retry.backoff.ms, not a wait for an event
+        leaders.update(await admin.leaders(topic))
+        batches = {p: batches[p] for p in retry}
+
+
+async def _send(
+    admin: KafkaAdmin, topic: str, leaders: dict[int, int], batches: dict[int, bytes], acks: int
+) -> dict[int, int]:
+    """One round of Produce requests; partition -> retriable error code of those to resend."""
+    retry: dict[int, int] = {}
     by_leader: dict[int, list[ProduceRequest.PartitionProduceData]] = {}
-    for partition, records in per_partition.items():
+    for partition, batch in batches.items():
         leader = leaders[partition]
         if leader < 0:
-            raise KafkaError(ErrorCode.LEADER_NOT_AVAILABLE, f"partition {topic}-{partition}")
+            retry[partition] = ErrorCode.LEADER_NOT_AVAILABLE
+            continue
         by_leader.setdefault(leader, []).append(
-            ProduceRequest.PartitionProduceData(index=partition, records=build_batch(records))
+            ProduceRequest.PartitionProduceData(index=partition, records=batch)
         )
     for leader, data in by_leader.items():
         request = ProduceRequest(
@@ -180,4 +212,8 @@ async def produce_batches(
         response = await admin.call(leader, request, ProduceResponse, max_version=11, min_version=3)
         for t in response.responses:
             for p in t.partition_responses:
-                check(p.error_code, f"produce to {t.name}-{p.index}", p.error_message)
+                if p.error_code in _LEADER_MOVED:
+                    retry[p.index] = p.error_code
+                else:
+                    check(p.error_code, f"produce to {t.name}-{p.index}", p.error_message)
+    return retry
