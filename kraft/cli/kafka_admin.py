@@ -235,20 +235,31 @@ class KafkaAdmin:
             else [MetadataRequest.MetadataRequestTopic(name=t) for t in topics],
             allow_auto_topic_creation=False,
         )
-        node = None if not self.brokers else self.any_broker_connected()
-        response = await self.call(node, request, MetadataResponse, max_version=12, min_version=1)
+        # Any broker will do: connected ones first, then the bootstrap connection, then the
+        # others (one may have died since the last refresh).
+        connected = [n for n, c in self._connections.items() if c.connected]
+        others = [n for n in sorted(self.brokers) if n not in connected]
+        candidates: list[int | None] = [*connected, None, *others]
+        if self._bootstrap_conn is None or not self._bootstrap_conn.connected:
+            candidates.remove(None)
+        response: MetadataResponse | None = None
+        failure: Unreachable | None = None
+        for node in candidates:
+            try:
+                response = await self.call(
+                    node, request, MetadataResponse, max_version=12, min_version=1
+                )
+                break
+            except Unreachable as e:
+                failure = e
+        if response is None:
+            raise failure or Unreachable("no broker left to ask for metadata")
         self.brokers = {
             b.node_id: Broker(b.node_id, b.host, b.port, b.rack) for b in response.brokers
         }
         self.controller_id = response.controller_id
         self.cluster_id = response.cluster_id
         return response
-
-    def any_broker_connected(self) -> int | None:
-        for node_id, conn in self._connections.items():
-            if conn.connected:
-                return node_id
-        return None
 
     async def refresh_metadata(self) -> MetadataResponse:
         return await self.metadata([])

@@ -19,7 +19,7 @@ import orjson
 from kraft.log.records import Record, build_batch
 from kraft.net.protocol import ErrorCode, ProduceRequest, ProduceResponse
 
-from .kafka_admin import KafkaAdmin, check, send_without_response
+from .kafka_admin import KafkaAdmin, Unreachable, check, send_without_response
 from .output import UsageError, add_connection_options, run
 
 ACKS = {"all": -1, "-1": -1, "1": 1, "0": 0}
@@ -208,8 +208,17 @@ async def _send(
         if acks == 0:
             await send_without_response(admin, leader, request)
             continue
-        # v3 is the first with record batches (magic 2); v12+ may name topics by id.
-        response = await admin.call(leader, request, ProduceResponse, max_version=11, min_version=3)
+        try:
+            # v3 is the first with record batches (magic 2); v12+ may name topics by id.
+            response = await admin.call(
+                leader, request, ProduceResponse, max_version=11, min_version=3
+            )
+        except Unreachable:
+            # A leader that died: the metadata names its successor soon (a request that timed
+            # out may have been written, so a resend can duplicate: at least once, as a
+            # non-idempotent Kafka producer).
+            retry.update((d.index, ErrorCode.NOT_LEADER_OR_FOLLOWER) for d in data)
+            continue
         for t in response.responses:
             for p in t.partition_responses:
                 if p.error_code in _LEADER_MOVED:

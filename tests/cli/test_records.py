@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from kraft.launcher import LocalCluster
+from tests.cli.conftest import kraft
 
 PARTITIONS = 3
 
@@ -264,3 +265,47 @@ def test_consume_into_a_reader_that_goes_away_exits_quietly(
         consumer.kill()
         consumer.wait()
     assert "Traceback" not in err, err
+
+
+def test_produce_goes_to_the_new_leader_when_the_leader_dies(
+    cluster: LocalCluster, cli: Any
+) -> None:
+    topic = _topic(cli)
+    (described,) = cli("topics", "--describe", "--topic", topic, "--json").json()
+    leader = described["partitions"][0]["leader"]
+    cluster.kill(leader)
+    try:
+        alive = ",".join(
+            f"127.0.0.1:{n.kafka_port}" for i, n in cluster.nodes.items() if i != leader
+        )
+        result = kraft(
+            "produce",
+            "--bootstrap-server",
+            f"{cluster.bootstrap_servers}",
+            "--topic",
+            topic,
+            "--partition",
+            "0",
+            "--timeout",
+            "20",
+            stdin="after the leader died\n",
+        )
+        assert result.code == 0, result
+        consumed = kraft(
+            "consume",
+            "--bootstrap-server",
+            alive,
+            "--topic",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            "earliest",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "10000",
+        )
+        assert consumed.stdout == "after the leader died\n", consumed
+    finally:
+        cluster.restart(leader)
