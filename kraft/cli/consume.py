@@ -22,10 +22,11 @@ from kraft.log.records import AbsoluteRecord, decode_absolute
 from kraft.net.protocol import ErrorCode, FetchRequest, FetchResponse
 
 from .group_requests import commit_offsets, committed_offsets, find_coordinator
-from .kafka_admin import EARLIEST, LATEST, KafkaAdmin, check, list_offsets
+from .kafka_admin import EARLIEST, LATEST, KafkaAdmin, Unreachable, check, list_offsets
 from .output import UsageError, add_connection_options, run
 
 _MAX_WAIT_MS = 500
+_RETRY_BACKOFF_S = 0.1
 _PARTITION_MAX_BYTES = 1 << 20
 _REFRESH = {
     ErrorCode.NOT_LEADER_OR_FOLLOWER,
@@ -225,6 +226,8 @@ async def _command(admin: KafkaAdmin, args: argparse.Namespace) -> int:
                     admin, args.group, coordinator, {(topic, p): o for p, o in positions.items()}
                 )
         if refresh:
+            if not got:
+                await asyncio.sleep(_RETRY_BACKOFF_S)  # retry.backoff.ms while leaders move
             leaders = await admin.leaders(topic)
     if not args.json:
         print(f"Processed a total of {printed} messages", file=sys.stderr)
@@ -253,8 +256,12 @@ async def _fetch(
             )
         ],
     )
-    # v13+ names topics by id; v4 is the oldest Kafka 4 serves.
-    response = await admin.call(leader, request, FetchResponse, max_version=12, min_version=4)
+    try:
+        # v13+ names topics by id; v4 is the oldest Kafka 4 serves.
+        response = await admin.call(leader, request, FetchResponse, max_version=12, min_version=4)
+    except Unreachable:
+        # A leader that died: ask the metadata for its successor.
+        return {p: (ErrorCode.NOT_LEADER_OR_FOLLOWER, []) for p in offsets}
     check(response.error_code, f"fetch from {topic}")
     out: dict[int, tuple[int, list[AbsoluteRecord]]] = {}
     for t in response.responses:

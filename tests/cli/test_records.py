@@ -267,21 +267,44 @@ def test_consume_into_a_reader_that_goes_away_exits_quietly(
     assert "Traceback" not in err, err
 
 
-def test_produce_goes_to_the_new_leader_when_the_leader_dies(
+def test_produce_and_consume_follow_the_new_leader_when_the_leader_dies(
     cluster: LocalCluster, cli: Any
 ) -> None:
     topic = _topic(cli)
+    assert cli("produce", "--topic", topic, "--partition", "0", stdin="before\n").code == 0
     (described,) = cli("topics", "--describe", "--topic", topic, "--json").json()
     leader = described["partitions"][0]["leader"]
-    cluster.kill(leader)
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kraft.cli",
+            "consume",
+            "--bootstrap-server",
+            cluster.bootstrap_servers,
+            "--topic",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            "0",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "30000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        alive = ",".join(
-            f"127.0.0.1:{n.kafka_port}" for i, n in cluster.nodes.items() if i != leader
-        )
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "before\n"
+        cluster.kill(leader)
         result = kraft(
             "produce",
             "--bootstrap-server",
-            f"{cluster.bootstrap_servers}",
+            cluster.bootstrap_servers,
             "--topic",
             topic,
             "--partition",
@@ -291,21 +314,10 @@ def test_produce_goes_to_the_new_leader_when_the_leader_dies(
             stdin="after the leader died\n",
         )
         assert result.code == 0, result
-        consumed = kraft(
-            "consume",
-            "--bootstrap-server",
-            alive,
-            "--topic",
-            topic,
-            "--partition",
-            "0",
-            "--offset",
-            "earliest",
-            "--max-messages",
-            "1",
-            "--timeout-ms",
-            "10000",
-        )
-        assert consumed.stdout == "after the leader died\n", consumed
+        out, err = follower.communicate(timeout=40)
+        assert follower.returncode == 0, err
+        assert out == "after the leader died\n"
     finally:
+        follower.kill()
+        follower.wait()
         cluster.restart(leader)
