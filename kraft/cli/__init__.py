@@ -1,4 +1,18 @@
-"""`kraft` command line: `kraft serve --config server.properties`."""
+"""`kraft` command line.
+
+Node commands: `kraft serve --config server.properties` runs one node, `kraft up` a local
+cluster. Client commands, over the Kafka protocol only (they work against any Kafka-compatible
+cluster, Apache Kafka included; see `kafka_admin`): `kraft topics`, `kraft groups`,
+`kraft cluster`, `kraft produce`, `kraft consume`, each with Kafka's tool option names
+(`--bootstrap-server`, `--topic`, `--describe`...), tables by default and `--json`.
+
+Exit codes of the client commands:
+    0  success
+    1  the cluster answered with an error (e.g. TOPIC_ALREADY_EXISTS, INVALID_CONFIG)
+    2  usage: bad or missing arguments
+    3  no broker reachable, or no answer, within `--timeout`
+    4  unknown topic, partition or group
+"""
 
 from __future__ import annotations
 
@@ -7,9 +21,14 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, load_config
-from kraft.node import Node
+
+from . import cluster, consume, groups, produce, topics
+
+if TYPE_CHECKING:
+    from kraft.node import Node
 
 logger = logging.getLogger("kraft")
 
@@ -58,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--brokers", type=int, default=0, help="broker-only nodes besides them (default 0)"
     )
+    for family in (topics, groups, cluster, produce, consume):
+        family.add_parser(sub)
     args = parser.parse_args(argv)
+
+    if hasattr(args, "run"):
+        code: int = args.run(args)
+        return code
 
     if args.command == "up":
         if args.nodes < 1:
@@ -87,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         logging.getLogger().handlers.clear()
         _setup_logging(args.log_level, config.node_id)
+        # Imported here so the client commands never load the node.
+        from kraft.node import Node
+
         try:
             asyncio.run(_serve(Node(config)))
         except ConfigError as e:
