@@ -151,7 +151,17 @@ class DelayedProduce(DelayedOperation):
             waiting.done = True
 
     def on_complete(self) -> None:
-        self.done(self.results)
+        # Kept in the expiry heap until its deadline, it must not keep its caller alive.
+        done, self.done = self.done, _no_results
+        done(self.results)
+
+
+def _no_results(results: AppendResults) -> None:
+    """What a completed DelayedProduce holds instead of its caller's callback."""
+
+
+def _answered(data: list[FetchResponse.PartitionData]) -> None:
+    """What a completed DelayedFetch holds instead of its caller's callback."""
 
 
 class DelayedFetch(DelayedOperation):
@@ -181,7 +191,10 @@ class DelayedFetch(DelayedOperation):
 
     def on_complete(self) -> None:
         read = self._read or self.manager._read(self.params, self.infos, record=False)
-        self.done(read.partitions)
+        # A completed operation may stay in the purgatory's expiry heap until its deadline:
+        # it must not keep what it read (up to a MiB per follower fetch) alive that long.
+        done, self.done, self._read = self.done, _answered, None
+        done(read.partitions)
 
 
 class ReplicaManager:

@@ -295,3 +295,21 @@ def _batch_count(records: bytes) -> int:
         position += OFFSET_LENGTH.size + length
         count += 1
     return count
+
+
+def test_completed_operations_left_in_the_expiry_heap_hold_no_data(tmp_path: Path) -> None:
+    """A completed delayed fetch or produce may wait in the expiry heap until its deadline;
+    it must not keep what it answered alive (a leader under acks=all load held ~250 MB of
+    follower reads that way)."""
+    h = Harness(tmp_path, isr=[1, 2])
+    answers = h.fetch(2, 0)
+    produced = h.produce()
+    assert len(answers) == 1 and len(answers[0][0].records) > 0
+    h.fetch(2, 1, max_wait_ms=0)
+    assert [r[KEY].error_code for r in produced] == [ErrorCode.NONE]
+    left = [op for _, _, op in h.manager.fetch_purgatory._deadlines]
+    left += [op for _, _, op in h.manager.produce_purgatory._deadlines]
+    assert left and all(op.completed for op in left)
+    for op in left:
+        assert getattr(op, "_read", None) is None
+        assert op.done.__module__ == "kraft.net.broker.replica_manager"  # not the caller's
