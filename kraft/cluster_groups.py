@@ -29,7 +29,6 @@ from kraft.net.protocol import (
     DeleteGroupsResponse,
     DescribeGroupsRequest,
     DescribeGroupsResponse,
-    ErrorCode,
     ListGroupsRequest,
     ListGroupsResponse,
     ListOffsetsRequest,
@@ -42,6 +41,7 @@ from kraft.net.protocol import (
     ProtocolError,
     decode_message,
 )
+from kraft.net.protocol import error_name as kafka_error_name
 
 OFFSETS_TOPIC = "__consumer_offsets"
 LATEST_TIMESTAMP = -1
@@ -63,12 +63,8 @@ VERSIONS = {
 
 
 def error_name(code: int) -> str | None:
-    if not code:
-        return None
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"ERROR_{code}"
+    """The error's name, or None for no error (how the façade's results say success)."""
+    return kafka_error_name(code) if code else None
 
 
 @dataclass(frozen=True, slots=True)

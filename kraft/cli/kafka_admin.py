@@ -29,6 +29,7 @@ from kraft.net.protocol import (
     MetadataResponse,
     ProtocolError,
     encode_request,
+    error_name,
 )
 
 M = TypeVar("M", bound=Message)
@@ -50,10 +51,7 @@ class Unreachable(CliError):
 
 class KafkaError(CliError):
     def __init__(self, code: int, message: str) -> None:
-        try:
-            self.name = ErrorCode(code).name
-        except ValueError:
-            self.name = f"ERROR_{code}"
+        self.name = error_name(code)
         self.code = code
         super().__init__(f"{message}: {self.name}")
 

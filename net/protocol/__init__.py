@@ -93,7 +93,7 @@ from .codec import (
     write_varint,
     write_varlong,
 )
-from .errors import EncodeError, ErrorCode, ProtocolError, UnsupportedVersionError
+from .errors import EncodeError, ErrorCode, ProtocolError, UnsupportedVersionError, error_name
 from .framing import FrameReader, FrameTooLargeError
 from .schema import (
     ZERO_UUID,
@@ -116,6 +116,7 @@ __all__ = [
     "ApiInfo",
     "EncodeError",
     "ErrorCode",
+    "error_name",
     "FieldSpec",
     "FrameReader",
     "FrameTooLargeError",

@@ -159,6 +159,14 @@ class ErrorCode(IntEnum):
     REBOOTSTRAP_REQUIRED = 129
 
 
+def error_name(code: int) -> str:
+    """Kafka's name of an error code (`ERROR_<n>` for one these definitions do not know)."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"ERROR_{code}"
+
+
 class ProtocolError(Exception):
     """The peer broke the Kafka protocol: the bytes cannot be decoded."""
 
