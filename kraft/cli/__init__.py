@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().handlers.clear()
         _setup_logging(args.log_level, config.node_id)
         # Imported here so the client commands never load the node.
+        from kraft.allocator import keep_freed_memory
         from kraft.node import Node
+
+        keep_freed_memory()
 
         try:
             asyncio.run(_serve(Node(config)))

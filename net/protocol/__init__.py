@@ -94,7 +94,7 @@ from .codec import (
     write_varlong,
 )
 from .errors import EncodeError, ErrorCode, ProtocolError, UnsupportedVersionError, error_name
-from .framing import FrameReader, FrameTooLargeError
+from .framing import FrameAssembler, FrameReader, FrameTooLargeError
 from .schema import (
     ZERO_UUID,
     ApiInfo,
@@ -118,6 +118,7 @@ __all__ = [
     "ErrorCode",
     "error_name",
     "FieldSpec",
+    "FrameAssembler",
     "FrameReader",
     "FrameTooLargeError",
     "Message",

@@ -81,3 +81,82 @@ class FrameReader:
         while (frame := self.next_frame()) is not None:
             out.append(frame)
         return out
+
+
+class FrameAssembler:
+    """Framing for a receiver that reads into buffers it is handed (asyncio's
+    ``BufferedProtocol``): ``buffer()`` is where the next bytes go, ``received(n)`` returns
+    the frames they completed.
+
+    A frame larger than the staging buffer is received straight into a bytearray of its
+    exact size — the socket writes into the frame itself, no copy and no growing buffer —
+    so a stream of 1 MiB produce requests allocates one block per request and nothing
+    else. Smaller frames are copied out of the reused staging buffer once. A negative or
+    oversized size sets ``error`` as soon as its 4 bytes are in (the frames before it are
+    still returned); nothing after it is framed.
+    """
+
+    def __init__(
+        self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, staging_bytes: int = 64 * 1024
+    ) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._staging = bytearray(max(staging_bytes, 2 * SIZE_PREFIX_BYTES))
+        self._start = 0  # first unconsumed byte of the staging buffer
+        self._end = 0  # end of the bytes received into it
+        self._frame: bytearray | None = None  # a large frame being received in place
+        self._filled = 0
+        self.error: ProtocolError | None = None
+
+    def buffer(self) -> memoryview:
+        frame = self._frame
+        if frame is not None:
+            return memoryview(frame)[self._filled :]
+        staging = self._staging
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(staging) - self._end < SIZE_PREFIX_BYTES * 1024:
+            # Little room left: move the unconsumed tail (less than one frame) to the front.
+            # An equal-length slice assignment: the buffer never resizes.
+            kept = self._end - self._start
+            staging[:kept] = staging[self._start : self._end]
+            self._start, self._end = 0, kept
+        return memoryview(staging)[self._end :]
+
+    def received(self, count: int) -> list[bytes | bytearray]:
+        """The frames (size prefix stripped) completed by ``count`` bytes written into the
+        last ``buffer()``."""
+        if self.error is not None:
+            return []
+        frame = self._frame
+        if frame is not None:
+            self._filled += count
+            if self._filled < len(frame):
+                return []
+            self._frame = None
+            return [frame]
+        self._end += count
+        out: list[bytes | bytearray] = []
+        staging = self._staging
+        while self._end - self._start >= SIZE_PREFIX_BYTES:
+            (size,) = _SIZE.unpack_from(staging, self._start)
+            if size < 0:
+                self.error = ProtocolError(f"negative frame size {size}")
+                break
+            if size > self.max_frame_bytes:
+                self.error = FrameTooLargeError(size, self.max_frame_bytes)
+                break
+            body = self._start + SIZE_PREFIX_BYTES
+            have = self._end - body
+            if have >= size:
+                with memoryview(staging) as view:
+                    out.append(bytes(view[body : body + size]))
+                self._start = body + size
+                continue
+            if SIZE_PREFIX_BYTES + size > len(staging):
+                # Larger than the staging buffer: the rest is received into the frame itself.
+                big = bytearray(size)
+                big[:have] = staging[body : self._end]
+                self._frame, self._filled = big, have
+                self._start = self._end = 0
+            break
+        return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 import uuid
 
@@ -21,6 +22,7 @@ from kraft.net.protocol import (
     ErrorCode,
     FetchRequest,
     FetchResponse,
+    FrameAssembler,
     FrameReader,
     FrameTooLargeError,
     MetadataRecordType,
@@ -458,6 +460,60 @@ def test_frame_reader_compacts() -> None:
         reader.feed(frame[2:])
         assert reader.next_frame() == b"z" * 70000
     assert reader.buffered == 0
+
+
+def _assemble(assembler: FrameAssembler, stream: bytes, sizes: list[int]) -> list[bytes]:
+    """Feed `stream` the way a socket would: into the handed buffer, at most `sizes[i]`
+    bytes per receive (cycled)."""
+    got: list[bytes] = []
+    pos = i = 0
+    while pos < len(stream):
+        buf = assembler.buffer()
+        n = min(len(buf), sizes[i % len(sizes)], len(stream) - pos)
+        assert n > 0, "the assembler handed out an empty buffer"
+        buf[:n] = stream[pos : pos + n]
+        pos += n
+        i += 1
+        got += [bytes(f) for f in assembler.received(n)]
+    return got
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [3, 65536, 5], [1 << 20], [4, 4, 100000]])
+def test_frame_assembler_gives_the_frames_of_any_chunking(sizes: list[int]) -> None:
+    rng = random.Random(len(sizes) * 31 + sizes[0])
+    frames = [
+        rng.randbytes(rng.choice([0, 1, 10, 5000, 65531, 65532, 70000, 300000])) for _ in range(40)
+    ]
+    stream = b"".join(struct.pack(">i", len(f)) + f for f in frames)
+    assert _assemble(FrameAssembler(staging_bytes=65536), stream, sizes) == frames
+
+
+def test_frame_assembler_receives_a_large_frame_in_place() -> None:
+    assembler = FrameAssembler(staging_bytes=1024)
+    body = bytes(range(256)) * 40  # larger than the staging buffer
+    stream = struct.pack(">i", len(body)) + body
+    buf = assembler.buffer()
+    buf[:100] = stream[:100]
+    assert assembler.received(100) == []
+    target = assembler.buffer()  # the frame's own buffer, past what staging already held
+    assert len(target) == len(body) - 96
+    target[:] = stream[100:]
+    (frame,) = assembler.received(len(target))
+    assert isinstance(frame, bytearray) and frame == body
+
+
+def test_frame_assembler_errors_come_after_the_frames_before_them() -> None:
+    assembler = FrameAssembler(max_frame_bytes=10)
+    stream = struct.pack(">i", 2) + b"ok" + struct.pack(">i", 11) + struct.pack(">i", 1) + b"x"
+    buf = assembler.buffer()
+    buf[: len(stream)] = stream
+    assert assembler.received(len(stream)) == [b"ok"]
+    assert isinstance(assembler.error, FrameTooLargeError) and assembler.error.size == 11
+    assert assembler.received(0) == []  # nothing after the bad size is framed
+    negative = FrameAssembler()
+    negative.buffer()[:4] = struct.pack(">i", -5)
+    assert negative.received(4) == []
+    assert isinstance(negative.error, ProtocolError)
 
 
 def test_responses_drop_fields_their_version_lacks_unless_strict() -> None:
