@@ -611,6 +611,7 @@ class Controller:
             records: list[Message] = []
             out: dict[str, list[tuple[int, int, str | None]]] = {}
             usable = usable_brokers(image)
+            in_maintenance = image.in_maintenance()
             min_isr = self.min_isr_for(image)
             every = partitions is None
             wanted: dict[str, list[int]] = {}
@@ -640,7 +641,11 @@ class Controller:
                         continue
                     ref = PartitionRef(topic_name, topic.topic_id, index, state)
                     code, record = elect_preferred_or_unclean(
-                        ref, usable, min_isr(topic_name), election_type == UNCLEAN_ELECTION
+                        ref,
+                        usable,
+                        min_isr(topic_name),
+                        election_type == UNCLEAN_ELECTION,
+                        in_maintenance,
                     )
                     if record is not None:
                         records.append(record)
