@@ -385,7 +385,8 @@ class NodeApi:
         return describe_topic_configs(self._node.config, image, topic)
 
     def broker_configs(self) -> list[ConfigEntry]:
-        return describe_broker_configs(self._node.config)
+        image = self._image()
+        return describe_broker_configs(self._node.config, image=image)
 
     # ---------------------------------------------------------------- metrics
 

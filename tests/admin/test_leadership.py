@@ -261,3 +261,34 @@ def test_maintenance_moves_leaderships_and_survives_failover_and_restart(
         "every preferred replica leading",
         lambda ls: all(ls[p][0] == preferred[p] for p in preferred),
     )
+
+
+def test_a_kafka_client_sets_maintenance_with_alter_configs(
+    cluster: LocalCluster, admins: dict[int, Admin]
+) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    client = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.BROKER, "3", configs={"kraft.maintenance.mode": "true"}
+        )
+        response = client.alter_configs([resource])
+        assert response == {"broker": {"3": "OK"}}, response
+        wait_until(lambda: _broker(admins[1], 3)["in_maintenance"], "broker 3 in maintenance")
+
+        # DescribeConfigs of the broker lists it as a dynamic broker config.
+        def described() -> str | None:
+            found = client.describe_configs(
+                [ConfigResource(ConfigResourceType.BROKER, "3")], config_filter="dynamic"
+            )
+            (by_name,) = found.values()
+            entry = by_name.get("3", {}).get("kraft.maintenance.mode")
+            return None if entry is None else str(entry["value"])
+
+        wait_until(lambda: described() == "true", "broker 3 describing its maintenance mode")
+    finally:
+        client.close()
+        r = admins[1].call("DELETE", "/v1/brokers/3/maintenance")
+        assert r.status_code == 200, r.text
+    wait_until(lambda: _broker(admins[1], 3)["state"] == "registered", "broker 3 out of it")

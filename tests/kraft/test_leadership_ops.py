@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kraft.config import NodeConfig
+from kraft.controller.config_describe import ConfigEntry, describe_broker_configs
 from kraft.controller.controller import Result, TopicSpec
 from kraft.controller.leadership import maintenance_command, transfer_leadership_command
 from kraft.controller.replication import alter_partition, preferred_leader_changes, remove_broker
@@ -329,3 +330,24 @@ def test_transfer_leadership_round_trips_on_the_wire() -> None:
     header, decoded = decode_request(bytes(frame)[4:])
     assert header.api_key == TRANSFER_KEY and header.correlation_id == 9
     assert decoded == request
+
+
+async def test_the_broker_describes_its_maintenance_mode_as_a_dynamic_config(
+    tmp_path: Path,
+) -> None:
+    c = await cluster()
+    config = _service(c, tmp_path).config
+
+    def entry() -> ConfigEntry:
+        (found,) = describe_broker_configs(config, [MAINTENANCE_KEY], c.image)
+        return found
+
+    assert (entry().value, entry().source_name, entry().read_only) == (
+        "false",
+        "DEFAULT_CONFIG",
+        False,
+    )
+    await _maintenance(c, 1, True)
+    assert (entry().value, entry().source_name) == ("true", "DYNAMIC_BROKER_CONFIG")
+    # Without the image (no metadata yet), only the static configs.
+    assert MAINTENANCE_KEY not in {e.name for e in describe_broker_configs(config)}
