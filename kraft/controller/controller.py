@@ -385,9 +385,14 @@ class Controller:
     ) -> list[Message]:
         out: list[Message] = []
         alive = set(image.unfenced_brokers())
+        in_maintenance = image.in_maintenance()
         for i, replicas in enumerate(assignment):
             isr = [b for b in replicas if b in alive] or list(replicas)
-            leader = next((b for b in replicas if b in alive), -1)
+            # Brokers in maintenance lead a new partition only when no other replica can.
+            leader = next(
+                (b for b in replicas if b in alive and b not in in_maintenance),
+                next((b for b in replicas if b in alive), -1),
+            )
             out.append(
                 m.PartitionRecord(
                     partition_id=first + i,

@@ -351,3 +351,13 @@ async def test_the_broker_describes_its_maintenance_mode_as_a_dynamic_config(
     assert (entry().value, entry().source_name) == ("true", "DYNAMIC_BROKER_CONFIG")
     # Without the image (no metadata yet), only the static configs.
     assert MAINTENANCE_KEY not in {e.name for e in describe_broker_configs(config)}
+
+
+async def test_new_partitions_are_not_led_by_a_broker_in_maintenance() -> None:
+    c = await cluster()
+    await _maintenance(c, 1, True)
+    await _topic(c, "t", {0: [1, 2, 3], 1: [2, 1, 3]})
+    await _topic(c, "solo", {0: [1]})
+    assert [_state(c, "t", i).leader for i in (0, 1)] == [2, 2]
+    assert _state(c, "t").isr == [1, 2, 3]  # a follower in sync from the start
+    assert _state(c, "solo").leader == 1  # nobody else can
