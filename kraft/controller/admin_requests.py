@@ -306,6 +306,15 @@ class AdminRequests:
                 replica,
                 state.leader_epoch if state else -1,
             )
+        else:
+            logger.info(
+                "%sleadership transfer of %s-%d to replica %d refused: %s",
+                self.tag,
+                topic,
+                index,
+                replica,
+                message or ErrorCode(code).name,
+            )
         return TransferLeadershipResponse(
             error_code=code,
             error_message=message,
