@@ -35,7 +35,12 @@ from kraft.node_api import (
 
 PREFIX = "/v1"
 TOPIC_NAME = r"^[a-zA-Z0-9._-]{1,249}$"
-NOT_FOUND = {"UNKNOWN_TOPIC_OR_PARTITION", "GROUP_ID_NOT_FOUND", "UNKNOWN_TOPIC_ID"}
+NOT_FOUND = {
+    "UNKNOWN_TOPIC_OR_PARTITION",
+    "GROUP_ID_NOT_FOUND",
+    "UNKNOWN_TOPIC_ID",
+    "BROKER_ID_NOT_REGISTERED",
+}
 CONFLICT = {
     "TOPIC_ALREADY_EXISTS",
     "NON_EMPTY_GROUP",
@@ -44,6 +49,7 @@ CONFLICT = {
     "REBALANCE_IN_PROGRESS",
     "PREFERRED_LEADER_NOT_AVAILABLE",
     "ELIGIBLE_LEADERS_NOT_AVAILABLE",
+    "INELIGIBLE_REPLICA",  # a named replica out of the ISR, fenced, shutting down, in maintenance
 }
 UNAVAILABLE = {
     "NOT_CONTROLLER",
@@ -117,8 +123,13 @@ class ElectLeaders(Strict):
     election: Literal["preferred", "unclean"] = "preferred"
     replica: int | None = Field(
         None,
-        description="a named replica: not supported (Kafka's ElectLeaders elects the "
-        "preferred replica or an unclean one); given, the answer is 400",
+        ge=0,
+        le=2**31 - 1,
+        description="a named replica to lead the one partition in `partitions` (a leadership "
+        "transfer: the replica order stays, so a preferred election moves it back). It must "
+        "be in the ISR, its broker registered, unfenced, not in controlled shutdown and not "
+        "in maintenance (409 INELIGIBLE_REPLICA otherwise; 400 INVALID_REPLICA_ASSIGNMENT "
+        "for a broker holding no replica)",
     )
 
 
@@ -283,12 +294,16 @@ async def _alter_configs(a: Args) -> WriteResult:
 async def _elect_leaders(a: Args) -> list[WriteResult]:
     b: ElectLeaders = a.body
     if b.replica is not None:
-        raise ApiError(
-            400,
-            "INVALID_REQUEST",
-            "body.replica: electing a named replica is not supported; Kafka's ElectLeaders "
-            "elects the preferred replica (reassign to make it preferred) or, unclean, any",
-        )
+        if b.election != "preferred":
+            raise ApiError(
+                400, "INVALID_REQUEST", "body.replica: a named replica is not an unclean election"
+            )
+        if b.partitions is None or len(b.partitions) != 1:
+            raise ApiError(
+                400, "INVALID_REQUEST", "body.replica: needs exactly one partition in partitions"
+            )
+        (p,) = b.partitions
+        return [_checked(await a.api.transfer_leadership(p.topic, p.partition, b.replica))]
     partitions = None if b.partitions is None else [(p.topic, p.partition) for p in b.partitions]
     results = await a.api.elect_leaders(partitions, b.election == "unclean")
     failed = [r for r in results if r.error is not None and r.error not in FINE]
@@ -329,8 +344,18 @@ async def _end_controlled_shutdown(a: Args) -> WriteResult:
         400,
         "INVALID_REQUEST",
         f"broker {a.path['broker']}: a broker leaves controlled shutdown only by restarting "
-        "(it registers again and is unfenced once caught up); Kafka has no request to undo it",
+        "(it registers again and is unfenced once caught up); Kafka has no request to undo it. "
+        "To take a running broker out of leadership and back, use "
+        f"PUT / DELETE /v1/brokers/{a.path['broker']}/maintenance",
     )
+
+
+async def _enter_maintenance(a: Args) -> WriteResult:
+    return _checked(await a.api.set_maintenance(a.path["broker"], True))
+
+
+async def _exit_maintenance(a: Args) -> WriteResult:
+    return _checked(await a.api.set_maintenance(a.path["broker"], False))
 
 
 async def _openapi(a: Args) -> Any:
@@ -439,7 +464,7 @@ ROUTES: list[Route] = [
         "POST",
         "/elect-leaders",
         _elect_leaders,
-        "Elect leaders: preferred (default) or unclean",
+        "Elect leaders: preferred (default), unclean, or a named replica of one partition",
         list[WriteResult],
         body=ElectLeaders,
         errors=(400, 404, 409, 503),
@@ -484,10 +509,35 @@ ROUTES: list[Route] = [
         "DELETE",
         "/brokers/{broker}/controlled-shutdown",
         _end_controlled_shutdown,
-        "Not supported: a broker leaves controlled shutdown by restarting (always 400)",
+        "Not supported: a broker leaves controlled shutdown by restarting (always 400; "
+        "maintenance is the state to enter and leave)",
         WriteResult,
         path_params={"broker": I},
         errors=(400,),
+        tag="cluster",
+        write=True,
+    ),
+    Route(
+        "PUT",
+        "/brokers/{broker}/maintenance",
+        _enter_maintenance,
+        "Put any broker into maintenance: its leaderships move to other in-sync replicas; "
+        "it stays a follower and elections pass it over (kept in the metadata log)",
+        WriteResult,
+        path_params={"broker": I},
+        errors=(400, 404, 503),
+        tag="cluster",
+        write=True,
+    ),
+    Route(
+        "DELETE",
+        "/brokers/{broker}/maintenance",
+        _exit_maintenance,
+        "Take a broker out of maintenance: eligible to lead again (a preferred election "
+        "brings its leaderships back)",
+        WriteResult,
+        path_params={"broker": I},
+        errors=(400, 404, 503),
         tag="cluster",
         write=True,
     ),

@@ -1,11 +1,15 @@
 """Façade operations over the Kafka protocol that go beyond one request: the latest records
-of a partition (ListOffsets + Fetch to its leader, decoded with kraft.log's batch reader) and
+of a partition (ListOffsets + Fetch to its leader, decoded with kraft.log's batch reader),
 resetting a group's committed offsets (targets from ListOffsets, then OffsetCommit through
-the group's coordinator, which refuses while the group has members)."""
+the group's coordinator, which refuses while the group has members), and the leadership
+writes Kafka's ElectLeaders cannot express, sent to the active controller like every write:
+a named replica as leader (kraft's TransferLeadership) and a broker's maintenance mode
+(IncrementalAlterConfigs of the broker's `kraft.maintenance.mode`)."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,14 +17,28 @@ from kraft.cluster_groups import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, ClusterGr
 from kraft.log.batch import parse_header
 from kraft.log.errors import LogError
 from kraft.log.records import Record, decode_absolute
-from kraft.metadata.image import MetadataImage
-from kraft.net.protocol import FetchRequest, FetchResponse, ProtocolError
+from kraft.metadata.image import BROKER_RESOURCE, MAINTENANCE_KEY, MetadataImage
+from kraft.net.protocol import (
+    FetchRequest,
+    FetchResponse,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+    Message,
+    ProtocolError,
+    TransferLeadershipRequest,
+    TransferLeadershipResponse,
+)
+from kraft.node_views import WriteResult
 
 FETCH_VERSION = 11  # topic names (not ids), every kraft broker and Kafka 3.x/4.x serve it
 FETCH_MAX_BYTES = 1 << 20
 MAX_FETCHES = 64  # a bound on round trips for one read; records bigger than that stop it
 BATCH_HEADER = 61
 ResetTo = Literal["earliest", "latest", "timestamp", "offset"]
+WRITE_TIMEOUT_MS = 30_000
+SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
+# Sends a request to the active controller (through this node's broker): its answer.
+Forward = Callable[[Message, int], Awaitable[Message]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,3 +249,39 @@ async def reset_offsets(
         group_id,
         [OffsetReset(t, p, found[(t, p)], errors.get((t, p))) for t, p in sorted(found)],
     )
+
+
+async def transfer_leadership(
+    forward: Forward, topic: str, partition: int, replica: int
+) -> WriteResult:
+    request = TransferLeadershipRequest(
+        topic_name=topic, partition_index=partition, leader_id=replica, timeout_ms=WRITE_TIMEOUT_MS
+    )
+    response = await forward(request, 0)
+    assert isinstance(response, TransferLeadershipResponse)
+    code = response.error_code
+    return WriteResult(
+        f"{topic}-{partition}", error_name(code), response.error_message if code else None
+    )
+
+
+async def set_maintenance(forward: Forward, broker_id: int, enable: bool) -> WriteResult:
+    Config = IncrementalAlterConfigsRequest.AlterableConfig
+    change = (
+        Config(name=MAINTENANCE_KEY, config_operation=SET, value="true")
+        if enable
+        else Config(name=MAINTENANCE_KEY, config_operation=DELETE, value=None)
+    )
+    request = IncrementalAlterConfigsRequest(
+        resources=[
+            IncrementalAlterConfigsRequest.AlterConfigsResource(
+                resource_type=BROKER_RESOURCE, resource_name=str(broker_id), configs=[change]
+            )
+        ],
+        validate_only=False,
+    )
+    response = await forward(request, 1)
+    assert isinstance(response, IncrementalAlterConfigsResponse)
+    r = response.responses[0]
+    code = r.error_code
+    return WriteResult(str(broker_id), error_name(code), r.error_message if code else None)

@@ -26,6 +26,8 @@ from kraft.cluster_ops import (
     ResetTo,
     latest_records,
     reset_offsets,
+    set_maintenance,
+    transfer_leadership,
 )
 from kraft.controller.config_describe import (
     ConfigEntry,
@@ -73,6 +75,8 @@ SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
 WRITE_TIMEOUT_MS = 30_000
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
+# Broker states in which it serves its replicas (in maintenance: as a follower).
+SERVING = frozenset({"registered", "maintenance"})
 
 
 def _result(name: str, code: int, message: str | None = None) -> WriteResult:
@@ -125,6 +129,11 @@ class NodeApi:
         image = self._image()
         if image is None:
             return []
+        maintenance = image.in_maintenance()
+        leads: dict[int, int] = {}
+        for topic in image.topics.values():
+            for state in topic.partitions.values():
+                leads[state.leader] = leads.get(state.leader, 0) + 1
         return [
             BrokerInfo(
                 node_id=reg.broker_id,
@@ -138,8 +147,12 @@ class NodeApi:
                     if reg.in_controlled_shutdown
                     else "fenced"
                     if reg.fenced
+                    else "maintenance"
+                    if reg.broker_id in maintenance
                     else "registered"
                 ),
+                in_maintenance=reg.broker_id in maintenance,
+                leaderships=leads.get(reg.broker_id, 0),
             )
             for _, reg in sorted(image.brokers.items())
         ]
@@ -240,7 +253,7 @@ class NodeApi:
     def overview(self) -> ClusterOverview:
         image = self._image()
         brokers = self.brokers()
-        live = {b.node_id for b in brokers if b.state == "registered"}
+        live = {b.node_id for b in brokers if b.state in SERVING}
         under: list[TopicPartition] = []
         under_min: list[TopicPartition] = []
         offline: list[TopicPartition] = []
@@ -264,7 +277,7 @@ class NodeApi:
         reasons = []
         if controller_id is None:
             reasons.append("no active controller is known")
-        if not_live := [b.node_id for b in brokers if b.state != "registered"]:
+        if not_live := [b.node_id for b in brokers if b.state not in SERVING]:
             reasons.append(f"brokers not serving (fenced or shutting down): {not_live}")
         for what, items in (
             ("leaderless", leaderless),
@@ -311,7 +324,8 @@ class NodeApi:
         """Kafka's controlled shutdown of this node's broker: the controller moves its
         leaderships away and it stops heartbeating (fenced) until the process restarts. Only
         the broker itself asks for it (its heartbeat carries want_shut_down), so another
-        broker's is refused; there is no way back short of a restart."""
+        broker's is refused; there is no way back short of a restart. To take any broker
+        out of leadership and back, there is maintenance (`set_maintenance`)."""
         name = str(broker_id)
         lifecycle = self._node.lifecycle
         if broker_id != self.node_id:
@@ -371,7 +385,8 @@ class NodeApi:
         return describe_topic_configs(self._node.config, image, topic)
 
     def broker_configs(self) -> list[ConfigEntry]:
-        return describe_broker_configs(self._node.config)
+        image = self._image()
+        return describe_broker_configs(self._node.config, image=image)
 
     # ---------------------------------------------------------------- metrics
 
@@ -494,6 +509,19 @@ class NodeApi:
         assert isinstance(response, IncrementalAlterConfigsResponse)
         r = response.responses[0]
         return _result(r.resource_name, r.error_code, r.error_message)
+
+    async def transfer_leadership(self, topic: str, partition: int, replica: int) -> WriteResult:
+        """Make `replica` the leader of `topic`-`partition` through the active controller
+        (kraft's TransferLeadership): allowed when it is in the ISR and its broker is
+        registered, unfenced, not in controlled shutdown and not in maintenance. The replica
+        order stays, so a preferred election moves leadership back: not a reassignment."""
+        return await transfer_leadership(self._forward, topic, partition, replica)
+
+    async def set_maintenance(self, broker_id: int, enable: bool) -> WriteResult:
+        """Put any registered broker into maintenance (its leaderships move to other ISR
+        replicas; it stays a follower and is passed over by elections) or take it out
+        (eligible again; a preferred election brings leadership back)."""
+        return await set_maintenance(self._forward, broker_id, enable)
 
     async def elect_leaders(
         self, partitions: list[TopicPartition] | None = None, unclean: bool = False

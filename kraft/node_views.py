@@ -18,8 +18,11 @@ class BrokerInfo:
     in_controlled_shutdown: bool
     # Listener name → "host:port" as registered (what clients and peers are told to dial).
     endpoints: dict[str, str]
-    # "registered" (unfenced, serving), "fenced" or "controlled_shutdown".
+    # "registered" (unfenced, serving), "maintenance" (serving as a follower, leading only
+    # what no other replica can), "fenced" or "controlled_shutdown".
     state: str = "registered"
+    in_maintenance: bool = False
+    leaderships: int = 0  # partitions it leads now
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,7 @@ function brokerState(b) {
   if (b.state) return b.state;
   if (b.fenced) return "fenced";
   if (b.in_controlled_shutdown) return "controlled-shutdown";
+  if (b.in_maintenance) return "maintenance";
   return "registered";
 }
 
@@ -147,7 +148,7 @@ function renderBrokers(brokers, controllerId) {
       el("td", {"data-col": "id"}, String(b.node_id),
         b.node_id === controllerId ? el("span", {class: "tag"}, "controller") : null),
       el("td", {"data-col": "state"}, el("span", {class: `pill ${st}`}, st)),
-      cell("epoch", b.epoch), cell("rack", b.rack),
+      cell("leads", b.leaderships), cell("epoch", b.epoch), cell("rack", b.rack),
       cell("endpoints", Object.entries(b.endpoints || {}).map(([k, v]) => `${k} ${v}`)));
   }));
 }
@@ -534,7 +535,10 @@ const ACTIONS = {
       const all = info ? [...Array(info.partitions).keys()] : [0];
       partitions = (partition === null ? all : [partition]).map((p) => ({topic, partition: p}));
     }
-    return ["POST", "/elect-leaders", {partitions, election: f.election.value}];
+    const replica = optionalInt(f.replica.value);
+    if (replica === null) return ["POST", "/elect-leaders", {partitions, election: f.election.value}];
+    if (!topic || partition === null) throw new Error("a named replica needs a topic and a partition");
+    return ["POST", "/elect-leaders", {partitions, election: f.election.value, replica}];
   },
   "reset-offsets": (f) => {
     const body = {to: f.to.value};
@@ -547,6 +551,10 @@ const ACTIONS = {
     const broker = Number(f.broker.value);
     if (!confirm(`Move leadership off broker ${broker} and fence it (until it restarts)?`)) return null;
     return ["POST", `/brokers/${enc(broker)}/controlled-shutdown`];
+  },
+  maintenance: (f) => {
+    const broker = Number(f.broker.value);
+    return [f.mode.value === "in" ? "PUT" : "DELETE", `/brokers/${enc(broker)}/maintenance`];
   },
   "delete-group": (f) => {
     if (!confirm(`Delete group ${f.group.value}?`)) return null;

@@ -1,6 +1,10 @@
 """The controller's answers to the admin requests that change metadata (Kafka's
 ControllerApis for CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs,
-IncrementalAlterConfigs and ElectLeaders).
+IncrementalAlterConfigs and ElectLeaders), and kraft's own TransferLeadership.
+
+A broker's maintenance mode (`kraft.controller.leadership`) is set and cleared as the broker's
+dynamic config `kraft.maintenance.mode` through AlterConfigs / IncrementalAlterConfigs of the
+BROKER resource, so Kafka's tools can do it too; no other dynamic broker config is accepted.
 
 Each request becomes controller commands (records plus a result, committed through the
 metadata log) and the response is built once they are committed. The active controller runs
@@ -19,7 +23,8 @@ from typing import Any, TypeVar
 from kraft.config import NodeConfig
 from kraft.controller.config_describe import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, topic_defaults
 from kraft.controller.controller import Controller, Result, TopicSpec
-from kraft.metadata.image import BROKER_RESOURCE, TOPIC_RESOURCE, MetadataImage
+from kraft.controller.leadership import maintenance_command, transfer_leadership_command
+from kraft.metadata.image import BROKER_RESOURCE, MAINTENANCE_KEY, TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from kraft.net.protocol import (
     AlterConfigsRequest,
@@ -36,6 +41,8 @@ from kraft.net.protocol import (
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
     Message,
+    TransferLeadershipRequest,
+    TransferLeadershipResponse,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,8 @@ class AdminRequests:
     quorum's confirmed leader refuses with NOT_CONTROLLER instead of deciding."""
 
     API_KEYS = frozenset({19, 20, 33, 37, 43, 44})
+    # kraft's own requests: served on the CONTROLLER listener, advertised nowhere.
+    OWN_API_KEYS = frozenset({TransferLeadershipRequest.API_KEY or 0})
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class AdminRequests:
             33: self.alter_configs,
             44: self.incremental_alter_configs,
             43: self.elect_leaders,
+            TransferLeadershipRequest.API_KEY or 0: self.transfer_leadership,
         }
 
     async def handle(self, request: Message, version: int) -> Message:
@@ -276,7 +286,74 @@ class AdminRequests:
             ]
         )
 
+    async def transfer_leadership(
+        self, request: TransferLeadershipRequest, version: int
+    ) -> TransferLeadershipResponse:
+        topic, index, replica = request.topic_name, request.partition_index, request.leader_id
+        code, outcome = await self.submit(
+            transfer_leadership_command(self.controller, topic, index, replica)
+        )
+        message = None
+        if not code:
+            code, message = outcome
+        state = self.image.partition(topic, index)
+        if code == 0:
+            logger.info(
+                "%stransferred leadership of %s-%d to replica %d (leader epoch %d)",
+                self.tag,
+                topic,
+                index,
+                replica,
+                state.leader_epoch if state else -1,
+            )
+        else:
+            logger.info(
+                "%sleadership transfer of %s-%d to replica %d refused: %s",
+                self.tag,
+                topic,
+                index,
+                replica,
+                message or ErrorCode(code).name,
+            )
+        return TransferLeadershipResponse(
+            error_code=code,
+            error_message=message,
+            leader_id=state.leader if state else -1,
+            leader_epoch=state.leader_epoch if state else -1,
+        )
+
     # ----------------------------------------------------------------- configs
+
+    async def _maintenance(
+        self, name: str, changes: dict[str, str | None], validate_only: bool
+    ) -> tuple[int, str | None]:
+        """kraft.maintenance.mode of broker `name`: "true" puts it in, "false" or a
+        deletion takes it out."""
+        if not name.isdigit() or int(name) >= 2**31:
+            return ErrorCode.INVALID_REQUEST, f"broker {name!r}: a broker id is expected"
+        value = changes[MAINTENANCE_KEY]
+        if value is not None and value.lower() not in ("true", "false"):
+            return ErrorCode.INVALID_CONFIG, f"{MAINTENANCE_KEY} must be true or false"
+        enable = value is not None and value.lower() == "true"
+        broker_id = int(name)
+        before = _leaderships(self.image, broker_id)
+        code, outcome = await self.submit(
+            maintenance_command(self.controller, broker_id, enable, validate_only)
+        )
+        if code:
+            return code, None
+        code, message = outcome
+        if code == 0 and not validate_only:
+            after = _leaderships(self.image, broker_id)
+            logger.info(
+                "%sbroker %d %s maintenance (leader of %d partitions, %d before)",
+                self.tag,
+                broker_id,
+                "in" if enable else "out of",
+                after,
+                before,
+            )
+        return code, message
 
     async def _alter(
         self,
@@ -287,7 +364,12 @@ class AdminRequests:
         validate_only: bool,
     ) -> tuple[int, str | None]:
         if resource_type == BROKER_RESOURCE:
-            return ErrorCode.INVALID_REQUEST, "dynamic broker configs are not supported"
+            if set(changes) == {MAINTENANCE_KEY}:
+                return await self._maintenance(name, changes, validate_only)
+            return (
+                ErrorCode.INVALID_REQUEST,
+                f"dynamic broker configs are not supported (only {MAINTENANCE_KEY})",
+            )
         if resource_type != TOPIC_RESOURCE:
             return ErrorCode.INVALID_REQUEST, f"resource type {resource_type} cannot be altered"
         code, outcome = await self.submit(
@@ -364,3 +446,11 @@ class AdminRequests:
                 )
             )
         return IncrementalAlterConfigsResponse(responses=responses)
+
+
+def _leaderships(image: MetadataImage, broker_id: int) -> int:
+    return sum(
+        state.leader == broker_id
+        for topic in image.topics.values()
+        for state in topic.partitions.values()
+    )

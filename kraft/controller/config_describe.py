@@ -3,7 +3,8 @@
 One description serves the DescribeConfigs handler and the node façade (HTTP admin API,
 CLI), so both tell the same story: a topic key's value is its dynamic override if the topic
 has one, else the broker's default (named by its broker-level synonym, e.g.
-`log.retention.ms` for `retention.ms`); broker keys are this node's static config.
+`log.retention.ms` for `retention.ms`); broker keys are this node's static config, plus the
+one dynamic broker config, kraft's `kraft.maintenance.mode` (from the metadata image).
 
 Sources are Kafka's DescribeConfigs ConfigSource numbers; config types are its ConfigType
 numbers (DescribeConfigs v3+).
@@ -16,18 +17,21 @@ from dataclasses import dataclass, field
 
 from kraft.config import NodeConfig
 from kraft.controller.topic_configs import BROKER_SYNONYMS, broker_topic_defaults
-from kraft.metadata.image import MetadataImage
+from kraft.metadata.image import MAINTENANCE_KEY, MetadataImage
 
 DYNAMIC_TOPIC_CONFIG = 1
+DYNAMIC_BROKER_CONFIG = 2
 STATIC_BROKER_CONFIG = 4
 DEFAULT_CONFIG = 5
 SOURCE_NAMES = {
     DYNAMIC_TOPIC_CONFIG: "DYNAMIC_TOPIC_CONFIG",
+    DYNAMIC_BROKER_CONFIG: "DYNAMIC_BROKER_CONFIG",
     STATIC_BROKER_CONFIG: "STATIC_BROKER_CONFIG",
     DEFAULT_CONFIG: "DEFAULT_CONFIG",
 }
 
 # ConfigType: 1 boolean, 2 string, 3 int, 5 long, 6 double, 7 list.
+BOOLEAN = 1
 STRING = 2
 LONG = 5
 _TOPIC_CONFIG_TYPES = {
@@ -133,10 +137,12 @@ def static_broker_configs(config: NodeConfig) -> dict[str, str]:
 
 
 def describe_broker_configs(
-    config: NodeConfig, keys: Collection[str] | None = None
+    config: NodeConfig, keys: Collection[str] | None = None, image: MetadataImage | None = None
 ) -> list[ConfigEntry]:
-    """This node's broker configs (all static: read-only at run time)."""
-    return [
+    """This node's broker configs: the static ones (read-only at run time) and, given the
+    image, `kraft.maintenance.mode` (dynamic: Kafka clients check that a key they alter is
+    listed as one)."""
+    out = [
         ConfigEntry(
             name=key,
             value=value,
@@ -148,3 +154,16 @@ def describe_broker_configs(
         for key, value in sorted(static_broker_configs(config).items())
         if keys is None or key in keys
     ]
+    if image is not None and (keys is None or MAINTENANCE_KEY in keys):
+        value = image.broker_config(config.node_id).get(MAINTENANCE_KEY)
+        out.append(
+            ConfigEntry(
+                name=MAINTENANCE_KEY,
+                value=value if value is not None else "false",
+                source=DYNAMIC_BROKER_CONFIG if value is not None else DEFAULT_CONFIG,
+                read_only=False,
+                is_default=value is None,
+                config_type=BOOLEAN,
+            )
+        )
+    return out

@@ -385,9 +385,14 @@ class Controller:
     ) -> list[Message]:
         out: list[Message] = []
         alive = set(image.unfenced_brokers())
+        in_maintenance = image.in_maintenance()
         for i, replicas in enumerate(assignment):
             isr = [b for b in replicas if b in alive] or list(replicas)
-            leader = next((b for b in replicas if b in alive), -1)
+            # Brokers in maintenance lead a new partition only when no other replica can.
+            leader = next(
+                (b for b in replicas if b in alive and b not in in_maintenance),
+                next((b for b in replicas if b in alive), -1),
+            )
             out.append(
                 m.PartitionRecord(
                     partition_id=first + i,
@@ -611,6 +616,7 @@ class Controller:
             records: list[Message] = []
             out: dict[str, list[tuple[int, int, str | None]]] = {}
             usable = usable_brokers(image)
+            in_maintenance = image.in_maintenance()
             min_isr = self.min_isr_for(image)
             every = partitions is None
             wanted: dict[str, list[int]] = {}
@@ -640,7 +646,11 @@ class Controller:
                         continue
                     ref = PartitionRef(topic_name, topic.topic_id, index, state)
                     code, record = elect_preferred_or_unclean(
-                        ref, usable, min_isr(topic_name), election_type == UNCLEAN_ELECTION
+                        ref,
+                        usable,
+                        min_isr(topic_name),
+                        election_type == UNCLEAN_ELECTION,
+                        in_maintenance,
                     )
                     if record is not None:
                         records.append(record)

@@ -27,6 +27,16 @@ function, `partition_change` (Kafka's PartitionChangeBuilder, with ELR enabled):
   the leader becomes the whole ISR, the ELR is cleared, and its leader recovery state is
   RECOVERING until it reports RECOVERED through AlterPartition. Otherwise there is no
   leader (-1).
+- **Maintenance** (kraft's, in Redpanda's sense; `MetadataImage.in_maintenance`): a broker in
+  maintenance stays usable (it follows, joins and stays in ISRs) but every election passes it
+  over while any other replica could be chosen by the same rule; it leads only where nobody
+  else can (a partition with no other replica in its ISR stays available rather than going
+  offline). Entering maintenance moves its leaderships (`drain_leaderships`), and the
+  periodic preferred-leader check moves any it still holds once another replica can lead.
+- **Leadership transfer** (kraft's, `transfer_leadership`): a named replica becomes the
+  leader if it is in the ISR and its broker is usable and not in maintenance. The replica
+  order is not changed, so a preferred-leader election moves leadership back to the first
+  replica afterwards: a transfer, not a reassignment.
 - A record changes the leader epoch only when the leader changes (image.apply bumps it), and
   every record bumps the partition epoch; a change that changes nothing is no record.
 """
@@ -35,7 +45,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 
 from kraft.metadata.image import LEADER_UNCHANGED, MetadataImage, PartitionState
@@ -108,7 +118,13 @@ def _target_elr(
 
 
 def _elect(
-    state: PartitionState, isr: list[int], elr: list[int], usable: set[int], election: Election
+    state: PartitionState,
+    isr: list[int],
+    elr: list[int],
+    usable: set[int],
+    election: Election,
+    in_maintenance: Set[int],
+    candidate: int | None,
 ) -> tuple[int, bool]:
     """(leader or -1, whether the election was unclean)."""
 
@@ -120,6 +136,12 @@ def _elect(
         order = [*state.replicas[:1], state.leader, *state.replicas[1:]]
     else:
         order = [state.leader, *state.replicas]
+    if candidate is not None:
+        order.insert(0, candidate)
+    # Brokers in maintenance come last: chosen only when no other replica qualifies.
+    order = [r for r in order if r not in in_maintenance] + [
+        r for r in order if r in in_maintenance
+    ]
     for replica in order:
         if replica >= 0 and valid(replica):
             return replica, False
@@ -127,7 +149,10 @@ def _elect(
     if not isr and not elr and len(last_known) == 1 and last_known[0] in usable:
         return last_known[0], True
     if election is Election.UNCLEAN:
-        for replica in state.replicas:
+        replicas = [r for r in state.replicas if r not in in_maintenance] + [
+            r for r in state.replicas if r in in_maintenance
+        ]
+        for replica in replicas:
             if replica in usable:
                 return replica, True
     return NO_LEADER, False
@@ -142,16 +167,20 @@ def partition_change(
     election: Election = Election.ONLINE,
     unclean_shutdown: int | None = None,
     recovery: int = -1,
+    in_maintenance: Set[int] = frozenset(),
+    candidate: int | None = None,
 ) -> m.PartitionChangeRecord | None:
     """The one record (or None) moving a partition to `isr` (None: its current ISR), with
     its ELR, leader, last known ELR and recovery state following the rules above.
 
     `unclean_shutdown` names a broker that lost unflushed writes (it leaves the ELR);
-    `recovery` is a leader recovery state the leader asks for (-1: unchanged)."""
+    `recovery` is a leader recovery state the leader asks for (-1: unchanged);
+    `in_maintenance` are brokers every election passes over while it can; `candidate` is a
+    replica tried before all others (a leadership transfer)."""
     state = ref.state
     target_isr = list(state.isr) if isr is None else list(isr)
     elr = _target_elr(state, target_isr, min_isr, unclean_shutdown)
-    leader, unclean = _elect(state, target_isr, elr, usable, election)
+    leader, unclean = _elect(state, target_isr, elr, usable, election, in_maintenance, candidate)
     recovery_state = state.leader_recovery_state if recovery < 0 else recovery
     if unclean:
         # Possibly without some committed writes: it alone is in sync, nobody else is
@@ -200,6 +229,7 @@ def remove_broker(
     the ELR when the ISR falls below min ISR), and after an unclean shutdown every ELR."""
     records: list[Message] = []
     usable = usable - {broker_id}
+    in_maintenance = image.in_maintenance()
     for ref in partitions_of(image, broker_id):
         record = partition_change(
             ref,
@@ -208,6 +238,7 @@ def remove_broker(
             isr=[r for r in ref.state.isr if r != broker_id],
             election=_election(unclean_for(ref.topic)),
             unclean_shutdown=broker_id if unclean_shutdown else None,
+            in_maintenance=in_maintenance,
         )
         if record is not None:
             records.append(record)
@@ -224,11 +255,16 @@ def elect_leaderless(
     """Leaders for partitions that have none (or an unusable one), now that `usable` brokers
     can lead: used on unfencing, on enabling unclean election, and periodically."""
     records: list[Message] = []
+    in_maintenance = image.in_maintenance()
     for ref in all_partitions(image, topics):
         if ref.state.leader != NO_LEADER and ref.state.leader in usable:
             continue
         record = partition_change(
-            ref, usable, min_isr_for(ref.topic), election=_election(unclean_for(ref.topic))
+            ref,
+            usable,
+            min_isr_for(ref.topic),
+            election=_election(unclean_for(ref.topic)),
+            in_maintenance=in_maintenance,
         )
         if record is not None:
             records.append(record)
@@ -246,9 +282,14 @@ def refresh_partitions(
     setting changed: ELRs are cleared where the ISR now reaches min ISR, and leaderless
     partitions are elected (uncleanly, if now allowed)."""
     records: list[Message] = []
+    in_maintenance = image.in_maintenance()
     for ref in all_partitions(image, topics):
         record = partition_change(
-            ref, usable, min_isr_for(ref.topic), election=_election(unclean_for(ref.topic))
+            ref,
+            usable,
+            min_isr_for(ref.topic),
+            election=_election(unclean_for(ref.topic)),
+            in_maintenance=in_maintenance,
         )
         if record is not None:
             records.append(record)
@@ -260,28 +301,113 @@ def preferred_leader_changes(
     usable: set[int],
     min_isr_for: Callable[[str], int] = kafka_default_min_isr,
 ) -> list[Message]:
-    """Move leadership back to the first replica wherever it is in the ISR and usable (and
-    the partition is not recovering from an unclean election)."""
+    """Move leadership back to the first replica wherever it is in the ISR, usable and not
+    in maintenance (and the partition is not recovering from an unclean election); and off
+    brokers in maintenance wherever another replica can lead now."""
     records: list[Message] = []
+    in_maintenance = image.in_maintenance()
     for ref in all_partitions(image):
         state = ref.state
         preferred = state.replicas[0] if state.replicas else NO_LEADER
+        if state.leader_recovery_state != RECOVERED:
+            continue
         if (
             preferred != state.leader
             and preferred in state.isr
             and preferred in usable
-            and state.leader_recovery_state == RECOVERED
-        ):
+            and preferred not in in_maintenance
+        ) or state.leader in in_maintenance:
             record = partition_change(
-                ref, usable, min_isr_for(ref.topic), election=Election.PREFERRED
+                ref,
+                usable,
+                min_isr_for(ref.topic),
+                election=Election.PREFERRED,
+                in_maintenance=in_maintenance,
             )
             if record is not None:
                 records.append(record)
     return records
 
 
+def drain_leaderships(
+    image: MetadataImage,
+    broker_id: int,
+    usable: set[int],
+    min_isr_for: Callable[[str], int] = kafka_default_min_isr,
+) -> list[Message]:
+    """Leaderships moving off `broker_id`, entering maintenance: to another replica of the
+    ISR where there is a usable one not in maintenance (the usual election order); the
+    others stay, rather than leave their partition without a leader. ISRs do not change."""
+    in_maintenance = image.in_maintenance() | {broker_id}
+    records: list[Message] = []
+    for ref in partitions_of(image, broker_id):
+        if ref.state.leader != broker_id:
+            continue
+        record = partition_change(
+            ref, usable, min_isr_for(ref.topic), in_maintenance=in_maintenance
+        )
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def transfer_leadership(
+    image: MetadataImage,
+    ref: PartitionRef,
+    replica: int,
+    usable: set[int],
+    min_isr: int,
+) -> tuple[int, str | None, m.PartitionChangeRecord | None]:
+    """Make `replica` the leader of a partition: (error code, why, record). Kafka's codes:
+    INVALID_REPLICA_ASSIGNMENT when it is no replica of the partition, ELECTION_NOT_NEEDED
+    when it leads already, INELIGIBLE_REPLICA when it is not in the ISR or its broker is
+    not registered, fenced, in controlled shutdown or in maintenance."""
+    state = ref.state
+    name = f"{ref.topic}-{ref.index}"
+    if replica not in state.replicas:
+        return (
+            ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+            f"broker {replica} holds no replica of {name} (replicas {state.replicas})",
+            None,
+        )
+    if replica == state.leader:
+        return ErrorCode.ELECTION_NOT_NEEDED, f"replica {replica} already leads {name}", None
+    if replica not in state.isr:
+        return (
+            ErrorCode.INELIGIBLE_REPLICA,
+            f"replica {replica} of {name} is not in its ISR {state.isr}",
+            None,
+        )
+    broker = image.brokers.get(replica)
+    why = (
+        "is not registered"
+        if broker is None
+        else "is fenced"
+        if broker.fenced
+        else "is in controlled shutdown"
+        if broker.in_controlled_shutdown
+        else "is in maintenance"
+        if replica in image.in_maintenance()
+        else "cannot lead"
+        if replica not in usable
+        else None
+    )
+    if why is not None:
+        return ErrorCode.INELIGIBLE_REPLICA, f"broker {replica} {why}", None
+    record = partition_change(
+        ref, usable, min_isr, in_maintenance=image.in_maintenance(), candidate=replica
+    )
+    if record is None or record.leader != replica:
+        return ErrorCode.INELIGIBLE_REPLICA, f"replica {replica} cannot lead {name}", None
+    return 0, None, record
+
+
 def elect_preferred_or_unclean(
-    ref: PartitionRef, usable: set[int], min_isr: int, unclean: bool
+    ref: PartitionRef,
+    usable: set[int],
+    min_isr: int,
+    unclean: bool,
+    in_maintenance: Set[int] = frozenset(),
 ) -> tuple[int, m.PartitionChangeRecord | None]:
     """ElectLeaders for one partition (PREFERRED, or UNCLEAN when `unclean`), with Kafka's
     error codes: ELECTION_NOT_NEEDED when the preferred replica already leads (UNCLEAN: when
@@ -293,7 +419,9 @@ def elect_preferred_or_unclean(
     if not unclean and state.replicas and state.leader == state.replicas[0]:
         return ErrorCode.ELECTION_NOT_NEEDED, None
     election = Election.UNCLEAN if unclean else Election.PREFERRED
-    record = partition_change(ref, usable, min_isr, election=election)
+    record = partition_change(
+        ref, usable, min_isr, election=election, in_maintenance=in_maintenance
+    )
     if record is None or record.leader in (LEADER_UNCHANGED, NO_LEADER):
         return (
             ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE

@@ -3,7 +3,8 @@
 Brokers talk to the active controller here: BrokerRegistration, BrokerHeartbeat,
 AlterPartition, AllocateProducerIds, DescribeQuorum, the admin requests they forward
 (CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs,
-ElectLeaders), and broker-only nodes' Fetch / FetchSnapshot of the metadata log
+ElectLeaders, and kraft's own TransferLeadership, which no ApiVersions answer lists), and
+broker-only nodes' Fetch / FetchSnapshot of the metadata log
 (`metadata_fetch`). A controller that is not active answers NOT_CONTROLLER so the caller
 tries another.
 
@@ -109,9 +110,14 @@ class ControllerService:
             55: self._describe_quorum,
         }
         self.admin = AdminRequests(config, image, controller, self.tag, may_decide=is_active)
-        for api_key in AdminRequests.API_KEYS:
+        for api_key in AdminRequests.API_KEYS | AdminRequests.OWN_API_KEYS:
             self._handlers[api_key] = self._admin
-        self.versions = {k: (0, API_KEYS[k].max_version) for k in self._handlers}
+        # kraft's own requests are not advertised: only kraft's controller client sends them.
+        self.versions = {
+            k: (0, API_KEYS[k].max_version)
+            for k in self._handlers
+            if k not in AdminRequests.OWN_API_KEYS
+        }
 
     # ------------------------------------------------------------------ server
 

@@ -22,6 +22,10 @@ TOPIC_RESOURCE = 2
 BROKER_RESOURCE = 4
 NO_LEADER = -1
 LEADER_UNCHANGED = -2
+# kraft's maintenance mode of a broker (Redpanda's sense): a dynamic config of the broker,
+# "true" while it is in maintenance. A config, not a field of the registration, so that it
+# stays across the broker's restarts (a new registration) until it is taken out.
+MAINTENANCE_KEY = "kraft.maintenance.mode"
 
 
 @dataclass(slots=True)
@@ -184,6 +188,20 @@ class MetadataImage:
 
     def topic_config(self, topic: str) -> dict[str, str]:
         return dict(self.configs.get((TOPIC_RESOURCE, topic), {}))
+
+    def broker_config(self, broker_id: int) -> dict[str, str]:
+        return dict(self.configs.get((BROKER_RESOURCE, str(broker_id)), {}))
+
+    def in_maintenance(self) -> frozenset[int]:
+        """Brokers in maintenance: followers in their ISRs, leaders of nothing they can hand
+        to another replica."""
+        return frozenset(
+            int(name)
+            for (kind, name), entries in self.configs.items()
+            if kind == BROKER_RESOURCE
+            and name.isdigit()
+            and entries.get(MAINTENANCE_KEY, "").lower() == "true"
+        )
 
     def unfenced_brokers(self) -> list[int]:
         return sorted(b for b, reg in self.brokers.items() if not reg.fenced)

@@ -24,6 +24,8 @@ from kraft.net.protocol import (
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
     Message,
+    TransferLeadershipRequest,
+    TransferLeadershipResponse,
 )
 
 # Requests forwarded to the active controller without a timeout of their own.
@@ -125,4 +127,6 @@ def timed_out_response(request: Message) -> Message:
                 for t in request.topic_partitions or []
             ],
         )
+    if isinstance(request, TransferLeadershipRequest):
+        return TransferLeadershipResponse(error_code=code, error_message="no active controller")
     return DescribeQuorumResponse(error_code=code, error_message="no active controller")

@@ -205,6 +205,8 @@ __all__ = [
     "DeleteShareGroupStateResponse",
     "ReadShareGroupStateSummaryRequest",
     "ReadShareGroupStateSummaryResponse",
+    "TransferLeadershipRequest",
+    "TransferLeadershipResponse",
     "RegisterBrokerRecord",
     "UnregisterBrokerRecord",
     "TopicRecord",
@@ -4580,6 +4582,34 @@ class ReadShareGroupStateSummaryResponse(Message):
         unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
 
     results: list[ReadShareGroupStateSummaryResponse.ReadStateSummaryResult] = field(default_factory=list)
+    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class TransferLeadershipRequest(Message):
+    """TransferLeadershipRequest: api key 10000, versions 0, flexible 0+."""
+
+    NAME: ClassVar[str] = "TransferLeadershipRequest"
+    API_KEY: ClassVar[int | None] = 10000
+
+    topic_name: str = ''
+    partition_index: int = 0
+    leader_id: int = 0
+    timeout_ms: int = 30000
+    unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class TransferLeadershipResponse(Message):
+    """TransferLeadershipResponse: api key 10000, versions 0, flexible 0+."""
+
+    NAME: ClassVar[str] = "TransferLeadershipResponse"
+    API_KEY: ClassVar[int | None] = 10000
+
+    error_code: int = 0
+    error_message: str | None = None
+    leader_id: int = -1
+    leader_epoch: int = -1
     unknown_tagged_fields: dict[int, bytes] | None = field(default=None, repr=False)
 
 
@@ -10291,6 +10321,37 @@ _SPEC_ReadShareGroupStateSummaryResponse = M(
     flexible=V(0),
 )
 
+_SPEC_TransferLeadershipRequest = M(
+    'TransferLeadershipRequest',
+    TransferLeadershipRequest,
+    (
+        F('topic_name', 'TopicName', 'string', V(0), default=''),
+        F('partition_index', 'PartitionIndex', 'int32', V(0), default=0),
+        F('leader_id', 'LeaderId', 'int32', V(0), default=0),
+        F('timeout_ms', 'TimeoutMs', 'int32', V(0), default=30000),
+    ),
+    kind='request',
+    api_key=10000,
+    valid=V(0, 0),
+    flexible=V(0),
+    listeners=('controller',),
+)
+
+_SPEC_TransferLeadershipResponse = M(
+    'TransferLeadershipResponse',
+    TransferLeadershipResponse,
+    (
+        F('error_code', 'ErrorCode', 'int16', V(0), default=0),
+        F('error_message', 'ErrorMessage', 'string', V(0), nullable=V(0)),
+        F('leader_id', 'LeaderId', 'int32', V(0), default=-1),
+        F('leader_epoch', 'LeaderEpoch', 'int32', V(0), default=-1),
+    ),
+    kind='response',
+    api_key=10000,
+    valid=V(0, 0),
+    flexible=V(0),
+)
+
 _SPEC_RegisterBrokerRecord_BrokerEndpoint = S(
     'BrokerEndpoint',
     RegisterBrokerRecord.BrokerEndpoint,
@@ -11041,6 +11102,8 @@ MESSAGES: tuple[M, ...] = (
     _SPEC_DeleteShareGroupStateResponse,
     _SPEC_ReadShareGroupStateSummaryRequest,
     _SPEC_ReadShareGroupStateSummaryResponse,
+    _SPEC_TransferLeadershipRequest,
+    _SPEC_TransferLeadershipResponse,
     _SPEC_RegisterBrokerRecord,
     _SPEC_UnregisterBrokerRecord,
     _SPEC_TopicRecord,
@@ -11168,6 +11231,7 @@ class ApiKey(IntEnum):
     WRITE_SHARE_GROUP_STATE = 85
     DELETE_SHARE_GROUP_STATE = 86
     READ_SHARE_GROUP_STATE_SUMMARY = 87
+    TRANSFER_LEADERSHIP = 10000
 
 
 class MetadataRecordType(IntEnum):
@@ -11552,6 +11616,10 @@ API_KEYS: dict[int, ApiInfo] = {
     87: ApiInfo(
         'ReadShareGroupStateSummary', 87, ReadShareGroupStateSummaryRequest, ReadShareGroupStateSummaryResponse, 0, 0,
         V(0), None, True, ('broker',),
+    ),
+    10000: ApiInfo(
+        'TransferLeadership', 10000, TransferLeadershipRequest, TransferLeadershipResponse, 0, 0,
+        V(0), None, False, ('controller',),
     ),
 }
 

@@ -8,6 +8,8 @@ Usage::
 
 The definitions directory (holding ``message/`` and ``metadata/``) is taken from ``--defs``,
 else from ``$KRAFT_PROTOCOL_DEFS``, else the copy vendored in ``net/protocol/kafka-protocol``.
+kraft's own messages (``net/protocol/kraft-protocol``: requests Kafka has no equivalent for,
+with API keys from 10000) are always read after Kafka's, in the same format.
 
 The output holds facts of the protocol only (names, types, versions, defaults), in the
 project's own form: one slotted dataclass per message with snake_case attributes and its
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUTPUT = Path(__file__).with_name("_generated.py")
+# kraft's own definitions, in Kafka's format; read with every definitions directory.
+OWN_DEFS = Path(__file__).resolve().parent / "kraft-protocol"
 DEFS_ENV = "KRAFT_PROTOCOL_DEFS"
 # Definition kinds we generate classes for; "header" is hand-written in codec.py because its
 # client_id field breaks the flexible-encoding rules.
@@ -190,12 +194,14 @@ class Definition:
     source: str
 
 
-def load_definitions(defs_dir: Path) -> list[Definition]:
+def load_definitions(defs_dir: Path, own_dir: Path | None = OWN_DEFS) -> list[Definition]:
     files = sorted((defs_dir / "message").glob("*.json")) + sorted(
         (defs_dir / "metadata").glob("*.json")
     )
     if not files:
         raise DefinitionError(f"no definition files under {defs_dir}")
+    if own_dir is not None:
+        files += sorted((own_dir / "message").glob("*.json"))
     out = []
     for path in files:
         try:

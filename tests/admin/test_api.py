@@ -37,6 +37,8 @@ ROUTES = {
     ("post", "/v1/groups/{group}/reset-offsets"),
     ("post", "/v1/brokers/{broker}/controlled-shutdown"),
     ("delete", "/v1/brokers/{broker}/controlled-shutdown"),
+    ("put", "/v1/brokers/{broker}/maintenance"),
+    ("delete", "/v1/brokers/{broker}/maintenance"),
     ("get", "/v1/openapi.json"),
 }
 
@@ -296,7 +298,7 @@ def test_elect_leaders(admin: Admin) -> None:
     r = admin.call(
         "POST",
         "/v1/elect-leaders",
-        {"partitions": [{"topic": topic, "partition": 0}], "replica": 2},
+        {"partitions": [{"topic": topic, "partition": 0}], "replica": 2, "election": "unclean"},
     )
     assert "named replica" in _error(r, 400, "INVALID_REQUEST")["message"]
     r = admin.call(
@@ -374,7 +376,8 @@ def test_writes_need_the_token(admin: Admin) -> None:
 
 
 def test_controlled_shutdown(cluster: LocalCluster, admins: dict[int, Admin]) -> None:
-    _error(admins[1].call("DELETE", "/v1/brokers/3/controlled-shutdown"), 400, "INVALID_REQUEST")
+    r = admins[1].call("DELETE", "/v1/brokers/3/controlled-shutdown")
+    assert "maintenance" in _error(r, 400, "INVALID_REQUEST")["message"]
     # Asked of another node's broker: refused (a broker asks for its own shutdown).
     _error(admins[1].call("POST", "/v1/brokers/3/controlled-shutdown"), 400, "INVALID_REQUEST")
     topic = _name("cs")

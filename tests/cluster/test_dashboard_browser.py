@@ -344,6 +344,61 @@ def test_dashboard_shows_the_cluster_and_drives_writes(
     )
     _screenshot(browser, shots, "1-healthy")
 
+    # Leadership from the page: broker 2 into maintenance (its leaderships move, the brokers
+    # table says so), a named replica made leader, then broker 2 out again.
+    maintenance = browser.find_element(By.ID, "maintenance")
+    field = maintenance.find_element(By.NAME, "broker")
+    field.clear()
+    field.send_keys("2")
+    Select(maintenance.find_element(By.NAME, "mode")).select_by_value("in")
+    maintenance.find_element(By.TAG_NAME, "button").click()
+    _wait(
+        browser,
+        "the maintenance result",
+        lambda d: maintenance.find_element(By.CSS_SELECTOR, ".result .ok").text.startswith("done"),
+    )
+    _wait(
+        browser,
+        "broker 2 in maintenance, leading nothing",
+        lambda d: (
+            d.find_element(
+                By.CSS_SELECTOR,
+                '#brokers tr.broker-maintenance[data-broker="2"] td[data-col="leads"]',
+            ).text
+            == "0"
+        ),
+    )
+    assert all(
+        p.leader != 2 for p in _kafka_topic(cluster.bootstrap_servers, TOPIC).partitions.values()
+    )
+    first = _kafka_topic(cluster.bootstrap_servers, TOPIC).partitions[0]
+    target = next(r for r in first.replicas if r not in (2, first.leader))
+    elect = browser.find_element(By.ID, "elect-leaders")
+    for name, value in (("topic", TOPIC), ("partition", "0"), ("replica", str(target))):
+        field = elect.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+    elect.find_element(By.TAG_NAME, "button").click()
+    _wait(
+        browser,
+        "the named-replica election result",
+        lambda d: elect.find_element(By.CSS_SELECTOR, ".result .ok").text.startswith("done"),
+    )
+    _wait(
+        browser,
+        f"replica {target} leading {TOPIC}-0",
+        lambda d: _kafka_topic(cluster.bootstrap_servers, TOPIC).partitions[0].leader == target,
+    )
+    Select(maintenance.find_element(By.NAME, "mode")).select_by_value("out")
+    maintenance.find_element(By.TAG_NAME, "button").click()
+    _wait(
+        browser,
+        "broker 2 registered again",
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, '#brokers tr.broker-registered[data-broker="2"]'
+        ),
+    )
+
     # A node stops: its partitions lose a replica from the ISR, and the page highlights them.
     cluster.kill(3)
 

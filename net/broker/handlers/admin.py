@@ -52,7 +52,7 @@ async def handle_describe_configs(
             if resource.resource_name not in ("", str(ctx.node_id)):
                 code, message = ErrorCode.INVALID_REQUEST, "configs of other brokers live there"
             else:
-                described = describe_broker_configs(ctx.config, keys)
+                described = describe_broker_configs(ctx.config, keys, ctx.image)
         else:
             code = ErrorCode.INVALID_REQUEST
             message = f"resource type {resource.resource_type} has no configs here"
