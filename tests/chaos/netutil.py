@@ -14,20 +14,33 @@ DEADLINE_S = 10.0
 
 
 class _Echo(socketserver.BaseRequestHandler):
+    server: _EchoTCPServer
+
     def handle(self) -> None:
         sock: socket.socket = self.request
+        received = bytearray()
+        self.server.received.append(received)
         try:
             while data := sock.recv(65536):
+                received += data
                 sock.sendall(data)
         except OSError:
             pass  # reset by the proxy: what some tests do on purpose
 
 
+class _EchoTCPServer(socketserver.ThreadingTCPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Echo)
+        self.received: list[bytearray] = []
+
+
 class EchoServer:
-    """Echoes every connection's bytes back on 127.0.0.1 (a thread per connection)."""
+    """Echoes every connection's bytes back on 127.0.0.1 (a thread per connection), and keeps
+    what each connection sent in `received`, in the order they were accepted."""
 
     def __init__(self) -> None:
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+        self._server = _EchoTCPServer()
+        self.received = self._server.received
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
