@@ -201,7 +201,9 @@ class Proxy:
         if not self.enabled:
             writer.transport.abort()
             return
-        task = asyncio.get_running_loop().create_task(self._connect(reader, writer))
+        task = asyncio.get_running_loop().create_task(
+            self._connect(reader, writer), name=f"toxiproxy {self.name} dial"
+        )
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)
 

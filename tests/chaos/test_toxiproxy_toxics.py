@@ -240,3 +240,15 @@ def test_upstream_unreachable_closes_the_client(toxi: Toxiproxy) -> None:
     dead = toxi.create(upstream=f"127.0.0.1:{free}", name="dead")
     with connect(dead.listen) as s:
         assert closed_how(s) in ("eof", "reset")
+
+
+def test_removing_a_toxic_mid_transfer_keeps_every_byte_in_order(
+    proxy: Proxy, sock: socket.socket
+) -> None:
+    proxy.add_toxic(type="bandwidth", name="slow", attributes={"rate": 10})
+    proxy.add_toxic(type="slicer", attributes={"average_size": 500, "size_variation": 100})
+    payload = bytes(i % 251 for i in range(200_000))
+    sock.sendall(payload)
+    head = recv_exactly(sock, 1000)
+    proxy.destroy_toxic("slow")
+    assert head + recv_exactly(sock, len(payload) - 1000) == payload
