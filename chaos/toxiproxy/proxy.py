@@ -208,7 +208,8 @@ class Proxy:
         task.add_done_callback(self._dials.discard)
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = writer.get_extra_info("peername")
+        peer = writer.get_extra_info("peername")
+        client = join_host_port(peer[0], peer[1]) if peer else "?"
         host, port = split_host_port(self.upstream)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:

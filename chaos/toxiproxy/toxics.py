@@ -2,8 +2,8 @@
 
 A toxic belongs to a proxy and acts on one direction of every connection through it:
 `upstream` is client → server, `downstream` (the default) server → client. Each connection
-rolls `toxicity` (a probability, default 1.0) once per toxic when the toxic starts on its link;
-a toxic that loses the roll passes data through untouched.
+rolls `toxicity` (a probability, default 1.0) for each toxic when the toxic starts on its link,
+and again when the toxic is updated; a toxic that loses the roll passes data through untouched.
 
 JSON form, as Toxiproxy writes it (`attributes` holds every attribute of the type, defaults 0):
 
