@@ -5,6 +5,7 @@ cluster. Client commands, over the Kafka protocol only (they work against any Ka
 cluster, Apache Kafka included; see `kafka_admin`): `kraft topics`, `kraft groups`,
 `kraft cluster`, `kraft produce`, `kraft consume`, each with Kafka's tool option names
 (`--bootstrap-server`, `--topic`, `--describe`...), tables by default and `--json`.
+Chaos tools: `kraft chaos toxiproxy` runs a Toxiproxy-compatible server.
 
 Exit codes of the client commands:
     0  success
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, load_config
 
-from . import cluster, consume, groups, produce, topics
+from . import chaos, cluster, consume, groups, produce, topics
 
 if TYPE_CHECKING:
     from kraft.node import Node
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--brokers", type=int, default=0, help="broker-only nodes besides them (default 0)"
     )
-    for family in (topics, groups, cluster, produce, consume):
+    for family in (topics, groups, cluster, produce, consume, chaos):
         family.add_parser(sub)
     args = parser.parse_args(argv)
 
