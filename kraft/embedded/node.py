@@ -115,7 +115,7 @@ class EmbeddedNode:
         self._api: NodeApi | None = None
         self._directory: str | None = None
         self._started = False
-        self._stopped = False
+        self._stopping: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,43 +125,32 @@ class EmbeddedNode:
         if self._started:
             raise RuntimeError("an embedded node starts once; create another to start again")
         self._started = True
-        config = self.config
-        if self._temporary:
-            self._directory = tempfile.mkdtemp(prefix="kraft-embedded-")
-            config = dataclasses.replace(config, log_dirs=(self._directory,))
-            self.config = config
-        node = self._node = Node(config)
         try:
-            await node.start()
+            if self._temporary:
+                self._directory = tempfile.mkdtemp(prefix="kraft-embedded-")
+                self.config = dataclasses.replace(self.config, log_dirs=(self._directory,))
+            self._node = Node(self.config)
+            await self._node.start()
         except BaseException:
-            # Whatever started (listeners, the cleaner's thread, the quorum) stops again.
-            await self._shutdown()
+            # Whatever started (listeners, the cleaner's thread, the quorum) stops again; the
+            # start's own error is the one to raise.
+            try:
+                await self.stop()
+            except Exception:
+                logger.exception("[node %d] stopping after a failed start", self.node_id)
             raise
 
     async def stop(self) -> None:
-        """Stop the node (idempotent). It finishes stopping even when the calling task is
-        cancelled meanwhile; the cancellation is raised afterwards."""
-        if not self._started or self._stopped:
+        """Stop the node (idempotent; concurrent callers wait for the same stop). It finishes
+        stopping even when the calling task is cancelled meanwhile; the cancellation is raised
+        afterwards."""
+        if not self._started:
             return
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        self._stopped = True
-        node = self._node
-        directory = self._directory
-        self._directory = None
-
-        async def shutdown() -> None:
-            try:
-                if node is not None:
-                    await node.stop()
-            finally:
-                if directory is not None:
-                    shutil.rmtree(directory, ignore_errors=True)
-
-        # A task of its own, shielded: a second cancellation of the host's task (a service
-        # shutting down, a test timing out) must not leave listeners bound or threads running.
-        task = asyncio.ensure_future(shutdown())
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._shutdown())
+        # Shielded: a second cancellation of the host's task (a service shutting down, a test
+        # timing out) must not leave listeners bound or threads running.
+        task = self._stopping
         cancelled = False
         while not task.done():
             try:
@@ -170,9 +159,17 @@ class EmbeddedNode:
                 cancelled = cancelled or not task.done()
         if cancelled:
             if not task.cancelled() and task.exception() is not None:
-                logger.error("[node %d] stopping failed: %r", self.config.node_id, task.exception())
+                logger.error("[node %d] stopping failed: %r", self.node_id, task.exception())
             raise asyncio.CancelledError
         task.result()
+
+    async def _shutdown(self) -> None:
+        try:
+            if self._node is not None:
+                await self._node.stop()
+        finally:
+            if self._directory is not None:
+                shutil.rmtree(self._directory, ignore_errors=True)
 
     async def __aenter__(self) -> EmbeddedNode:
         await self.start()

@@ -228,6 +228,17 @@ async def test_stopping_finishes_when_cancelled_again_meanwhile(temp_root: Path)
     leftovers.check()
 
 
+async def test_concurrent_stops_return_once_stopped() -> None:
+    n = kraft.embedded.node()
+    await n.start()
+    port = n.port
+    assert port is not None
+    first, second = asyncio.create_task(n.stop()), asyncio.create_task(n.stop())
+    await second
+    assert port_is_free(port)
+    await first
+
+
 async def test_cancelled_at_any_point_of_starting_leaves_nothing(temp_root: Path) -> None:
     """Cancelled at its first, second, ... suspension, until it starts before the cancel."""
     leftovers = Leftovers()
