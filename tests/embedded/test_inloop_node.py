@@ -178,6 +178,23 @@ async def test_create_topic_waits_for_leaders_and_refuses_with_kafka_errors() ->
     assert port_is_free(admin_port)
 
 
+async def test_clients_still_connected_are_disconnected_on_exit() -> None:
+    """A service may stop its node before its clients: their connections are closed and no
+    connection task of the node outlives it."""
+    leftovers = Leftovers()
+    async with kraft.embedded.node() as n:
+        assert n.port is not None
+        reader, writer = await asyncio.open_connection(HOST, n.port)
+        await produce(n.bootstrap_servers, "t", [b"x"])
+    try:
+        async with asyncio.timeout(DEADLINE_S):
+            assert await reader.read() == b""  # closed by the node
+        leftovers.check()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_a_body_that_raises_stops_the_node(temp_root: Path) -> None:
     leftovers = Leftovers()
     with pytest.raises(LookupError, match="from the body"):
