@@ -8,7 +8,10 @@ warm  N nodes one after the other in this process (kraft and aiokafka already im
       a service that imports them at start-up): entry → started, entry → first produce.
 cold  N fresh interpreters (`python -c`, this tree's sources), each timing its imports of
       kraft.embedded and aiokafka, then entry → first produce of its one node: what a
-      short-lived script pays.
+      short-lived script pays. Imports cost ~0.25 s with bytecode caches (an installed
+      wheel has them) and ~0.45 s where none are written (PYTHONDONTWRITEBYTECODE=1 in this
+      repository's sessions: every import compiles net/protocol/_generated.py again); the
+      JSON's `dont_write_bytecode` says which.
 
 Prints a table of medians, then one JSON line with every figure. `time_to_first_produce()`
 is the measurement itself, for other benches (bench/startup_bench.py).
@@ -97,6 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     warm = asyncio.run(_warm(args.runs))
     results: dict[str, Any] = {
+        "dont_write_bytecode": bool(sys.flags.dont_write_bytecode),
         "warm_runs": len(warm),
         "warm_started_median_s": statistics.median(s for s, _ in warm),
         "warm_first_produce_median_s": statistics.median(p for _, p in warm),
