@@ -6,7 +6,8 @@
 - ``process``: tests that start node processes (or other child processes that write, like the
   crash writer); run these under the shared heavy-test lock.
 
-``pytest`` with no ``-m`` runs everything.
+``pytest`` with no ``-m`` runs everything. Tests outside tests/ (examples/) say their kind with a
+marker; unmarked, they count as ``process`` (the cautious kind: run under the heavy-test lock).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ _SIMULATION_FILES = frozenset(
 
 
 def kind_of(path: Path) -> str:
-    relative = path.resolve().relative_to(_TESTS)  # this conftest sees only tests/
+    resolved = path.resolve()
+    if not resolved.is_relative_to(_TESTS):
+        return "process"
+    relative = resolved.relative_to(_TESTS)
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"
     if relative.as_posix() in _SIMULATION_FILES:
