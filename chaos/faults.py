@@ -59,9 +59,10 @@ class Target:
     def __repr__(self) -> str:
         return self.description
 
-    def resolve(self, cluster: ChaosCluster, timeout: float = RESOLVE_TIMEOUT_S) -> int:
+    def resolve(self, cluster: ChaosCluster, timeout: float | None = None) -> int:
         """The node now; polls while nobody knows (e.g. mid-election), FaultError after
-        `timeout`."""
+        `timeout` (default RESOLVE_TIMEOUT_S)."""
+        timeout = RESOLVE_TIMEOUT_S if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             node = self._find(cluster)

@@ -221,21 +221,26 @@ class ChaosCluster:
     # ------------------------------------------------------------ lifecycle
 
     def start(self, wait: bool = True, timeout: float = READY_TIMEOUT_S) -> None:
-        """Create the proxies and point the nodes' configs at them (first call only), then
-        start every node that is not running (see `LocalCluster.start`)."""
-        if self._api is None:
-            url = self._url or self._server.enter_context(toxiproxy_url_context())
-            self._api = ToxiproxyClient(url)
-            try:
-                self._route()
-            except BaseException:
-                self._remove_proxies()
-                self._server.close()
-                self._api = None
-                raise
+        """Route (see `route`), then start every node that is not running (see
+        `LocalCluster.start`)."""
+        self.route()
         self.cluster.start(wait, timeout)
 
-    def _route(self) -> None:
+    def route(self) -> None:
+        """Create the proxies and point the nodes' configs at them (once; `start` does it)."""
+        if self._api is not None:
+            return
+        url = self._url or self._server.enter_context(toxiproxy_url_context())
+        self._api = ToxiproxyClient(url)
+        try:
+            self._create_links()
+        except BaseException:
+            self._remove_proxies()
+            self._server.close()
+            self._api = None
+            raise
+
+    def _create_links(self) -> None:
         nodes = self.cluster.nodes
         voters = set(self.cluster.controller_ids)
         for j, node in nodes.items():
