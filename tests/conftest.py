@@ -4,7 +4,7 @@
   on 127.0.0.1): ``pytest -m unit`` runs them in seconds;
 - ``simulation``: seeded simulations and fuzzers that run many generated cases in-process;
 - ``process``: tests that start node processes (or other child processes that write, like the
-  crash writer); run these under the shared heavy-test lock.
+  crash writer), and the examples' tests (examples/); run these under the shared heavy-test lock.
 
 ``pytest`` with no ``-m`` runs everything.
 """
@@ -32,7 +32,10 @@ _SIMULATION_FILES = frozenset(
 
 
 def kind_of(path: Path) -> str:
-    relative = path.resolve().relative_to(_TESTS)  # this conftest sees only tests/
+    resolved = path.resolve()
+    if not resolved.is_relative_to(_TESTS):
+        return "process"  # examples/: services tested against real clusters
+    relative = resolved.relative_to(_TESTS)
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"
     if relative.as_posix() in _SIMULATION_FILES:
