@@ -16,7 +16,8 @@ stop every node; a finalizer does so when the Cluster is garbage-collected or th
 exits; and when the owning process dies without running any of that (SIGKILL, os._exit), each
 node sees its lifeline pipe close and stops itself (`kraft.lifeline`).
 
-A temporary data dir (no `data_dir` given) is removed by `stop()`. A given `data_dir` is kept:
+A temporary data dir (no `data_dir` given) is removed by `stop()` (or, if its owner was
+killed, by the next Cluster's start: `kraft.embedded.tempdirs`). A given `data_dir` is kept:
 a later `Cluster(..., data_dir=same)` brings the same cluster back (cluster id, topics, data),
 on new ports.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -34,6 +34,7 @@ from os import PathLike
 from pathlib import Path
 from types import TracebackType
 
+from kraft.embedded import tempdirs
 from kraft.embedded.settings import (
     ClusterConfigError,
     ClusterError,
@@ -212,7 +213,8 @@ class Cluster:
             return self
         root = self._given_dir
         if root is None:
-            root = Path(tempfile.mkdtemp(prefix="kraft-cluster-"))
+            tempdirs.remove_orphaned()
+            root = tempdirs.make()
             self._resources.temp_dir = root
         self._data_dir = root
         try:
