@@ -18,7 +18,7 @@ import pytest
 KINDS = ("unit", "simulation", "process")
 _TESTS = Path(__file__).resolve().parent
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
-_PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e"})
+_PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e", "embedded"})
 _PROCESS_FILES = frozenset({"kraft/test_quorum_processes.py", "log/test_crash.py"})
 _SIMULATION_FILES = frozenset(
     {
