@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -159,9 +160,9 @@ def test_shared_cluster_outlived_the_own_one(kraft_cluster):
         json.dump({"shared": SEEN["pids"], "own": SEEN["own_pids"]}, f)
 
 
-def test_fails_on_purpose(kraft_cluster):
+def test_fails_on_purpose(kraft_cluster, kraft_topic):
     assert kraft_cluster.nodes[0].alive
-    raise AssertionError("failing on purpose")
+    raise AssertionError(f"failing on purpose after creating {kraft_topic}")
 
 
 def test_fails_without_a_cluster():
@@ -187,7 +188,10 @@ def test_fixtures_markers_async_and_failure_logs(
     failure = out[out.index("_ test_fails_on_purpose _") : out.index("_ test_fails_without")]
     assert "- kraft node logs (127.0.0.1:" in failure
     logs = failure[failure.index("- kraft node logs") :]
-    assert "node 1" in logs and len(logs.splitlines()) > 3, logs
+    # The tail is the node's latest: it ends with the creation of this test's topic.
+    topic = re.search(r"failing on purpose after creating (\S+)", failure)
+    assert topic is not None, failure
+    assert f"created topic {topic[1]}" in logs, logs
     rest = out[out.index("_ test_fails_without") :]
     assert "kraft node logs" not in rest.split("short test summary")[0]
     # Every node of both clusters was stopped by the end of the run.

@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient
 from events_service.settings import Settings
 from events_service.worker import Event, EventWorker
 
+import kraft
+
 TIMEOUT_S = 60.0  # generous: the machine running the suite may be busy
 Client = TestClient[web.Request, web.Application]
 
@@ -134,7 +136,7 @@ FAST_FAILOVER = {"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.m
 @pytest.mark.kraft(nodes=3, config=FAST_FAILOVER)
 @pytest.mark.kraft_topic(partitions=1, replication_factor=3, config={"min.insync.replicas": 2})
 async def test_no_acknowledged_event_is_lost_when_the_leader_dies(
-    kraft_cluster: Any,
+    kraft_cluster: kraft.Cluster,
     kraft_topic: str,
     client: Client,
     processed: Processed,
