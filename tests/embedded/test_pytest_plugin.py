@@ -189,7 +189,7 @@ def test_fixtures_markers_async_and_failure_logs(
     assert "- kraft node logs (127.0.0.1:" in failure
     logs = failure[failure.index("- kraft node logs") :]
     # The tail is the node's latest: it ends with the creation of this test's topic.
-    topic = re.search(r"failing on purpose after creating (\S+)", failure)
+    topic = re.search(r"AssertionError: failing on purpose after creating (\S+)", failure)
     assert topic is not None, failure
     assert f"created topic {topic[1]}" in logs, logs
     rest = out[out.index("_ test_fails_without") :]
