@@ -230,6 +230,41 @@ def test_xdist_gives_each_worker_its_own_cluster(
     assert_all_gone([pid for s in seen.values() for pid in s["pids"]])
 
 
+SCOPE_TEST = """
+import json, os
+
+
+def test_first(kraft_cluster, kraft_bootstrap_servers):
+    assert kraft_bootstrap_servers == kraft_cluster.bootstrap_servers
+    record("first", kraft_cluster)
+
+
+def test_second(kraft_cluster):
+    record("second", kraft_cluster)
+
+
+def record(test, cluster):
+    path = os.path.join(os.environ["KRAFT_OUT_DIR"], f"{__name__}-{test}.json")
+    with open(path, "w") as f:
+        json.dump({"bootstrap": cluster.bootstrap_servers, "id": id(cluster)}, f)
+"""
+
+
+def test_scope_option_narrows_the_sharing(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out_dir = inner.mkdir("out")
+    monkeypatch.setenv("KRAFT_OUT_DIR", str(out_dir))
+    inner.makepyfile(test_scope_a=SCOPE_TEST, test_scope_b=SCOPE_TEST)
+    result = run(inner, "--kraft-scope", "module")
+    result.assert_outcomes(passed=4)
+    seen = {p.stem: json.loads(p.read_text()) for p in out_dir.iterdir()}
+    assert sorted(seen) == [f"test_scope_{m}-{t}" for m in "ab" for t in ("first", "second")]
+    for module in "ab":
+        assert seen[f"test_scope_{module}-first"] == seen[f"test_scope_{module}-second"]
+    assert seen["test_scope_a-first"]["bootstrap"] != seen["test_scope_b-first"]["bootstrap"]
+
+
 CTRL_C_TEST = """
 import json, os, signal
 
