@@ -21,7 +21,8 @@ after it; its test id gets a ``[kraft]`` suffix, because the plugin overrides ``
 for that test by parametrizing it.
 
 When a test that used a cluster fails, each node's log tail (``--kraft-log-lines`` /
-``kraft_log_lines``, default 40) is attached to its report as the section "kraft node logs".
+``kraft_log_lines``, default 40; 0: none) is attached to its report as the section
+"kraft node logs".
 Every cluster is stopped at the end of the session, Ctrl-C included.
 
 Importing this module costs nothing but pytest: kraft's cluster code is imported when a
@@ -57,8 +58,8 @@ _TOPIC_PREFIX_MAX = 100
 
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
-    """What a cluster is made of. Hashable and compared by value: pytest compares a
-    parametrized fixture's parameters to decide whether its cached cluster still fits."""
+    """What a cluster is made of; hashable and compared by value (it keys the shared
+    clusters, and pytest compares a parametrized fixture's parameters)."""
 
     nodes: int = 1
     brokers: int = 0
@@ -146,8 +147,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--kraft-log-lines",
         type=int,
         metavar="N",
-        help="log lines per node "
-        "attached to a failing test's report (ini kraft_log_lines, default 40)",
+        help="log lines per node attached to a failing test's report, 0 for none "
+        "(ini kraft_log_lines, default 40)",
     )
     group.addoption(
         "--kraft-start-timeout",
@@ -323,8 +324,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     clusters = item.config.stash.get(_CLUSTERS, None)
-    if report.failed and clusters is not None and clusters.running:
-        lines = item.config.stash[_SETTINGS].log_lines
+    lines = item.config.stash[_SETTINGS].log_lines
+    if report.failed and lines > 0 and clusters is not None and clusters.running:
         for cluster in clusters.used_by(item):
             report.sections.append(
                 (f"{LOG_SECTION} ({cluster.bootstrap_servers})", cluster.logs(lines))
