@@ -17,6 +17,8 @@ import pytest
 
 KINDS = ("unit", "simulation", "process")
 _TESTS = Path(__file__).resolve().parent
+# The examples' suites (examples/*/) run real clusters, as their users' suites would.
+_EXAMPLES = _TESTS.parent / "examples"
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
 _PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e", "embedded"})
 _PROCESS_FILES = frozenset({"kraft/test_quorum_processes.py", "log/test_crash.py"})
@@ -32,7 +34,9 @@ _SIMULATION_FILES = frozenset(
 
 
 def kind_of(path: Path) -> str:
-    relative = path.resolve().relative_to(_TESTS)  # this conftest sees only tests/
+    if path.resolve().is_relative_to(_EXAMPLES):
+        return "process"
+    relative = path.resolve().relative_to(_TESTS)
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"
     if relative.as_posix() in _SIMULATION_FILES:
