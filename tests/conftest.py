@@ -4,7 +4,7 @@
   on 127.0.0.1): ``pytest -m unit`` runs them in seconds;
 - ``simulation``: seeded simulations and fuzzers that run many generated cases in-process;
 - ``process``: tests that start node processes (or other child processes that write, like the
-  crash writer), and the examples' tests (examples/); run these under the shared heavy-test lock.
+  crash writer); run these under the shared heavy-test lock.
 
 ``pytest`` with no ``-m`` runs everything.
 """
@@ -17,6 +17,8 @@ import pytest
 
 KINDS = ("unit", "simulation", "process")
 _TESTS = Path(__file__).resolve().parent
+# The examples' suites (examples/*/) run real clusters, as their users' suites would.
+_EXAMPLES = _TESTS.parent / "examples"
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
 _PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e", "embedded"})
 _PROCESS_FILES = frozenset({"kraft/test_quorum_processes.py", "log/test_crash.py"})
@@ -32,10 +34,9 @@ _SIMULATION_FILES = frozenset(
 
 
 def kind_of(path: Path) -> str:
-    resolved = path.resolve()
-    if not resolved.is_relative_to(_TESTS):
-        return "process"  # examples/: services tested against real clusters
-    relative = resolved.relative_to(_TESTS)
+    if path.resolve().is_relative_to(_EXAMPLES):
+        return "process"
+    relative = path.resolve().relative_to(_TESTS)
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"
     if relative.as_posix() in _SIMULATION_FILES:

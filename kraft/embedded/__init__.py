@@ -23,6 +23,10 @@ _LAZY = {
     "ClusterError": "kraft.embedded.settings",
     "ClusterConfigError": "kraft.embedded.settings",
     "ClusterStartError": "kraft.embedded.settings",
+    # The in-loop node (kraft/embedded/node.py, when present in this tree).
+    "node": "kraft.embedded.node",
+    "EmbeddedNode": "kraft.embedded.node",
+    "TopicCreationError": "kraft.embedded.node",
 }
 
 
@@ -30,6 +34,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kraft.embedded' has no attribute {name!r}")
+    # Importing kraft.embedded.node binds the package attribute `node` to that module; the
+    # assignment below rebinds it to the function of the same name.
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -14,18 +14,10 @@ from kafka import KafkaConsumer, KafkaProducer
 
 import kraft
 from kraft.embedded import Cluster, ClusterError, ClusterStartError
+from tests.embedded.procs import gone
 from tests.wait import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (no /proc entry, or a zombie not yet reaped by its new parent)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -75,7 +67,7 @@ def test_three_nodes_serve_clients_and_survive_a_killed_node() -> None:
         pid = victim.pid
         assert pid is not None
         victim.kill()
-        assert not victim.alive and _gone(pid)
+        assert not victim.alive and gone(pid)
         _produce(cluster.bootstrap_servers, "orders", [b"c"])
         victim.start()
         assert victim.alive and victim.pid != pid
@@ -90,7 +82,7 @@ def test_three_nodes_serve_clients_and_survive_a_killed_node() -> None:
         pids = [n.pid for n in cluster.nodes]
         data_dir = cluster.data_dir
         assert data_dir.is_dir()
-    assert all(p is not None and _gone(p) for p in pids)
+    assert all(p is not None and gone(p) for p in pids)
     assert not data_dir.exists(), "a temporary data dir is removed on stop"
     assert not cluster.running
 
@@ -104,7 +96,7 @@ def test_teardown_when_the_body_raised_and_data_dir_reuse(tmp_path: Path) -> Non
             cluster_id = cluster.cluster_id
             pid = cluster.node(1).pid
             raise RuntimeError("the body failed")
-    assert pid is not None and _gone(pid)
+    assert pid is not None and gone(pid)
     assert (data_dir / "cluster.id").exists(), "a given data dir is kept"
 
     again = Cluster(nodes=1, data_dir=data_dir)
@@ -121,7 +113,7 @@ def test_async_context_manager() -> None:
             return [n.pid for n in cluster.nodes]
 
     pids = asyncio.run(body())
-    assert pids and all(p is not None and _gone(p) for p in pids)
+    assert pids and all(p is not None and gone(p) for p in pids)
 
 
 def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
@@ -160,7 +152,7 @@ def test_start_timeout_stops_every_node() -> None:
 
 def _children_alive() -> list[int]:
     path = Path(f"/proc/self/task/{os.getpid()}/children")
-    return [int(p) for p in path.read_text().split() if not _gone(int(p))]
+    return [int(p) for p in path.read_text().split() if not gone(int(p))]
 
 
 def test_stop_is_idempotent_and_restartable() -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kraft.embedded import tempdirs
+from tests.embedded.procs import gone, up_base_port
 from tests.wait import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -34,15 +34,6 @@ print(json.dumps({"pids": [n.pid for n in cluster.nodes], "dir": str(cluster.dat
 if sys.argv[1] == "block":
     sys.stdin.read()  # until the test kills this process
 """
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no /proc entry, or a zombie its new parent has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -67,7 +58,7 @@ def _owner(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
 
 def _kill_everything(pids: list[int]) -> None:
     for pid in pids:  # only if the test failed: leave nothing behind
-        if not _gone(pid):
+        if not gone(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -77,11 +68,11 @@ def test_sigkilled_owner_leaves_no_node(tmp_path: Path) -> None:
     try:
         info = json.loads(_read_line(owner, 60))
         pids = info["pids"]
-        assert len(pids) == 3 and not any(_gone(p) for p in pids)
+        assert len(pids) == 3 and not any(gone(p) for p in pids)
         owner.send_signal(signal.SIGKILL)
         assert owner.wait(10) == -signal.SIGKILL
         took = wait_until(
-            lambda: all(_gone(p) for p in pids),
+            lambda: all(gone(p) for p in pids),
             f"node pids {pids} to exit after their owner was SIGKILLed",
             timeout_s=GONE_DEADLINE_S,
         )
@@ -108,7 +99,7 @@ def test_owner_that_exits_without_stop_leaves_no_node_and_no_dir(tmp_path: Path)
         pids = info["pids"]
         assert owner.wait(60) == 0
         # The finalizer ran at exit: nodes stopped (and waited for), temporary dir removed.
-        assert all(_gone(p) for p in pids)
+        assert all(gone(p) for p in pids)
         assert not Path(info["dir"]).exists()
     finally:
         owner.kill()
@@ -119,29 +110,11 @@ def test_owner_that_exits_without_stop_leaves_no_node_and_no_dir(tmp_path: Path)
         owner.stdout.close()
 
 
-def _base_port() -> int:
-    """A port P with P, P+100, P+200 and P+300 all free (`kraft up`'s layout for one node)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + 300 > 65535:
-            continue
-        try:
-            for offset in (100, 200, 300):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free port layout found")
-
-
 def test_sigkilled_kraft_up_leaves_no_node(tmp_path: Path) -> None:
     data_dir = tmp_path / "up"
     up = subprocess.Popen(
         [sys.executable, "-m", "kraft", "up", "--nodes", "1"]
-        + ["--data-dir", str(data_dir), "--base-port", str(_base_port())],
+        + ["--data-dir", str(data_dir), "--base-port", str(up_base_port())],
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -154,11 +127,11 @@ def test_sigkilled_kraft_up_leaves_no_node(tmp_path: Path) -> None:
         )
         assert up.poll() is None, f"kraft up exited with {up.returncode}"
         pids = [n["pid"] for n in json.loads(cluster_json.read_text())["nodes"]]
-        assert pids and not any(_gone(p) for p in pids)
+        assert pids and not any(gone(p) for p in pids)
         up.send_signal(signal.SIGKILL)
         up.wait(10)
         wait_until(
-            lambda: all(_gone(p) for p in pids),
+            lambda: all(gone(p) for p in pids),
             f"kraft up's node pids {pids} to exit after it was SIGKILLed",
             timeout_s=GONE_DEADLINE_S,
         )
