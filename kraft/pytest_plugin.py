@@ -54,6 +54,8 @@ FIXTURES = frozenset({"kraft_cluster", "kraft_bootstrap_servers", "kraft_topic_f
 # Kafka topic names: [a-zA-Z0-9._-], at most 249 characters.
 _NOT_IN_TOPIC_NAME = re.compile(r"[^a-zA-Z0-9._-]+")
 _TOPIC_PREFIX_MAX = 100
+START_ATTEMPTS = 2
+_PORT_TAKEN = "address already in use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,22 +218,34 @@ class Clusters:
         self.shared: dict[ClusterSettings, Cluster] = {}
 
     def start(self, settings: ClusterSettings) -> Cluster:
-        from kraft.embedded.cluster import Cluster  # here, not at import: keeps pytest cheap
-
-        cluster = Cluster(
-            nodes=settings.nodes,
-            brokers=settings.brokers,
-            config=dict(settings.config),
-            start_timeout=settings.start_timeout,
+        from kraft.embedded.cluster import (  # here, not at import: keeps pytest cheap
+            Cluster,
+            ClusterStartError,
         )
-        # Listed before it starts: a Ctrl-C during start leaves nothing unlisted running.
-        self.running.append(cluster)
-        try:
-            cluster.start()
-        except BaseException:
-            self.stop(cluster)
-            raise
-        return cluster
+
+        attempt = 1
+        while True:
+            cluster = Cluster(
+                nodes=settings.nodes,
+                brokers=settings.brokers,
+                config=dict(settings.config),
+                start_timeout=settings.start_timeout,
+            )
+            # Listed before it starts: a Ctrl-C during start leaves nothing unlisted running.
+            self.running.append(cluster)
+            try:
+                return cluster.start()
+            except ClusterStartError as e:
+                self.stop(cluster)
+                # Free ports are picked, released, then bound by the nodes: another process
+                # (an xdist worker starting its cluster, any client's outgoing connection) may
+                # take one in between. New ports are then worth one more try.
+                if attempt == START_ATTEMPTS or _PORT_TAKEN not in str(e).lower():
+                    raise
+                attempt += 1
+            except BaseException:
+                self.stop(cluster)
+                raise
 
     def get_shared(self, settings: ClusterSettings) -> Cluster:
         if settings not in self.shared:

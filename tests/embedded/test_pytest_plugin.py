@@ -265,6 +265,49 @@ def test_scope_option_narrows_the_sharing(
     assert seen["test_scope_a-first"]["bootstrap"] != seen["test_scope_b-first"]["bootstrap"]
 
 
+TAKEN_PORT_CONFTEST = """
+import socket
+
+import kraft.launcher.configs as configs
+
+# Node 1's Kafka port, as the first cluster start picks it, is already taken by a listener.
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen()
+picked = []
+_free_ports = configs.free_ports
+
+
+def free_ports(count):
+    ports = _free_ports(count)
+    if not picked:
+        ports[0] = taken.getsockname()[1]
+    picked.append(ports)
+    return ports
+
+
+configs.free_ports = free_ports
+"""
+
+
+def test_a_port_taken_before_a_node_binds_it_costs_one_more_start(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makeconftest(TAKEN_PORT_CONFTEST)
+    inner.makepyfile(
+        test_taken="""
+        import conftest
+
+        def test_cluster(kraft_cluster):
+            taken = conftest.taken.getsockname()[1]
+            first, second = conftest.picked
+            assert first[0] == taken and taken not in second
+            assert kraft_cluster.bootstrap_servers == f"127.0.0.1:{second[0]}"
+        """
+    )
+    run(inner).assert_outcomes(passed=1)
+
+
 CTRL_C_TEST = """
 import json, os, signal
 
