@@ -175,10 +175,10 @@ def test_fixtures_markers_async_and_failure_logs(
 ) -> None:
     pids_file = inner.path / "pids.json"
     monkeypatch.setenv("KRAFT_PIDS_FILE", str(pids_file))
-    inner.makeini("[pytest]\nkraft_nodes = 3\nkraft_config =\n    log.retention.ms=7200000\n")
+    inner.makeini(INI + "kraft_nodes = 3\nkraft_config =\n    log.retention.ms=7200000\n")
     inner.makepyfile(test_inner=INNER_TESTS)
     started = time.monotonic()
-    result = run(inner, "-p", "asyncio", "--kraft-nodes", "1", "-v")
+    result = run(inner, "--kraft-nodes", "1", "-v")
     elapsed = time.monotonic() - started
     result.assert_outcomes(passed=7, failed=2)
     # The marked test's id says it got its own cluster.
