@@ -209,13 +209,13 @@ def read_settings(config: pytest.Config) -> PluginSettings:
 
 
 class Clusters:
-    """Every cluster this pytest process started, so each is stopped exactly once: the shared
-    ones at the end of the session (or of the run, if the session never finished), the
-    others by the fixture that started them."""
+    """Every cluster this pytest process started, so each is stopped: the shared ones when the
+    tests sharing them are done, a marked test's own by its fixture, and whatever still runs
+    at the end of the session (or of the run, if the session never finished)."""
 
     def __init__(self) -> None:
         self.running: list[Cluster] = []
-        self.shared: dict[ClusterSettings, Cluster] = {}
+        self.shared: dict[tuple[ClusterSettings, str], Cluster] = {}
 
     def start(self, settings: ClusterSettings) -> Cluster:
         from kraft.embedded.cluster import (  # here, not at import: keeps pytest cheap
@@ -247,17 +247,24 @@ class Clusters:
                 self.stop(cluster)
                 raise
 
-    def get_shared(self, settings: ClusterSettings) -> Cluster:
-        if settings not in self.shared:
-            self.shared[settings] = self.start(settings)
-        return self.shared[settings]
+    def get_shared(
+        self, settings: ClusterSettings, owner: pytest.Item | pytest.Collector
+    ) -> Cluster:
+        """The cluster shared by the tests under `owner` (the session, a package, module or
+        class, or one test), started on first use and stopped when `owner` is torn down."""
+        key = (settings, owner.nodeid)
+        if key not in self.shared:
+            cluster = self.start(settings)
+            self.shared[key] = cluster
+            owner.addfinalizer(lambda: self.stop(cluster))
+        return self.shared[key]
 
     def stop(self, cluster: Cluster) -> None:
         if cluster in self.running:
             self.running.remove(cluster)
-        for settings, shared in list(self.shared.items()):
+        for key, shared in list(self.shared.items()):
             if shared is cluster:
-                del self.shared[settings]
+                del self.shared[key]
         cluster.stop()
 
     def stop_all(self) -> None:
@@ -359,12 +366,13 @@ def kraft_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A started kraft cluster: the shared one, or the test's own under `@pytest.mark.kraft`."""
     clusters = request.config.stash[_CLUSTERS]
     own: ClusterSettings | None = getattr(request, "param", None)
-    if own is None and request.scope == "session":
-        # Kept by `clusters`, not by this fixture's cache: a marked test's parameter makes
-        # pytest finish this fixture, and the shared cluster must outlive that.
-        yield clusters.get_shared(request.config.stash[_SETTINGS].cluster)
+    if own is None:
+        # Kept by `clusters` and stopped with the scope's node, not by this fixture's cache: a
+        # marked test's parameter makes pytest finish this fixture, and the shared cluster
+        # outlives that.
+        yield clusters.get_shared(request.config.stash[_SETTINGS].cluster, request.node)
         return
-    cluster = clusters.start(own or request.config.stash[_SETTINGS].cluster)
+    cluster = clusters.start(own)
     try:
         yield cluster
     finally:

@@ -239,6 +239,9 @@ def test_first(kraft_cluster, kraft_bootstrap_servers):
     record("first", kraft_cluster)
 
 
+# MIDDLE
+
+
 def test_second(kraft_cluster):
     record("second", kraft_cluster)
 
@@ -255,14 +258,22 @@ def test_scope_option_narrows_the_sharing(
 ) -> None:
     out_dir = inner.mkdir("out")
     monkeypatch.setenv("KRAFT_OUT_DIR", str(out_dir))
-    inner.makepyfile(test_scope_a=SCOPE_TEST, test_scope_b=SCOPE_TEST)
-    result = run(inner, "--kraft-scope", "module")
-    result.assert_outcomes(passed=4)
+    # In module a, a test with its own cluster runs between the two that share one.
+    marked = "@pytest.mark.kraft()\ndef test_own(kraft_cluster):\n    record('own', kraft_cluster)"
+    inner.makepyfile(
+        test_scope_a="import pytest\n" + SCOPE_TEST.replace("# MIDDLE", marked),
+        test_scope_b=SCOPE_TEST,
+    )
+    result = run(inner, "--kraft-scope", "module", "-v")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*test_first*", "*test_own*", "*test_second*"])
     seen = {p.stem: json.loads(p.read_text()) for p in out_dir.iterdir()}
+    own = seen.pop("test_scope_a-own")
     assert sorted(seen) == [f"test_scope_{m}-{t}" for m in "ab" for t in ("first", "second")]
     for module in "ab":
         assert seen[f"test_scope_{module}-first"] == seen[f"test_scope_{module}-second"]
     assert seen["test_scope_a-first"]["bootstrap"] != seen["test_scope_b-first"]["bootstrap"]
+    assert own["bootstrap"] != seen["test_scope_a-first"]["bootstrap"]
 
 
 TAKEN_PORT_CONFTEST = """
