@@ -259,6 +259,24 @@ class Partition(Cut):
         ]
 
 
+class CutClients(Cut):
+    """Clients cannot reach `nodes` (default: any node), while the nodes reach each other:
+    how a test cuts a service of its own off from the cluster."""
+
+    def __init__(self, nodes: Collection[TargetLike] | None = None, *, reset: bool = False):
+        super().__init__(reset)
+        self.nodes = nodes
+        self.name = "cut clients off" + ("" if nodes is None else f" from {nodes}")
+
+    def select(self, cluster: ChaosCluster) -> list[Link]:
+        links = cluster.links(kind="client")
+        if self.nodes is None:
+            return links
+        nodes = {resolve(t, cluster) for t in self.nodes}
+        self.name = f"cut clients off from {sorted(nodes)}"
+        return [link for link in links if link.dst in nodes]
+
+
 class IsolateNode(Cut):
     """One node cut off from every other node; with `clients`, from clients as well."""
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from kraft.chaos import observe
 from kraft.chaos.toxiclient import ToxiproxyClient, ToxiproxyError
@@ -45,6 +45,14 @@ CLIENT = "client"
 KINDS = ("client", "broker", "controller", "raft")
 STREAMS = ("upstream", "downstream")
 STOP_TIMEOUT_S = 10.0
+
+
+class Recoverable(Protocol):
+    """What `faulted` needs of a fault (`kraft.chaos.faults.Fault`)."""
+
+    def inject(self, cluster: ChaosCluster) -> None: ...
+
+    def heal(self, cluster: ChaosCluster) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,20 @@ class ChaosCluster:
         extra: Mapping[str, str] | None = None,
         serve_args: Sequence[str] = (),
     ) -> None:
-        self.cluster = LocalCluster(root, nodes, brokers, extra=extra, serve_args=serve_args)
+        self._adopt(
+            LocalCluster(root, nodes, brokers, extra=extra, serve_args=serve_args), toxiproxy_url
+        )
+
+    @classmethod
+    def around(cls, cluster: LocalCluster, *, toxiproxy_url: str | None = None) -> ChaosCluster:
+        """A chaos cluster over a `LocalCluster` made elsewhere (say by `kraft.Cluster`) whose
+        nodes are not running yet: `route()` it, then start the nodes (either way)."""
+        chaos = cls.__new__(cls)
+        chaos._adopt(cluster, toxiproxy_url)
+        return chaos
+
+    def _adopt(self, cluster: LocalCluster, toxiproxy_url: str | None) -> None:
+        self.cluster = cluster
         self._url = toxiproxy_url
         self._prefix = f"kraft-{secrets.token_hex(4)}"
         self._server = contextlib.ExitStack()
@@ -168,6 +189,15 @@ class ChaosCluster:
         return observe.group_coordinator(self.cluster, group)
 
     # ------------------------------------------------------------ toxics
+
+    @contextlib.contextmanager
+    def faulted(self, fault: Recoverable) -> Iterator[None]:
+        """`fault` injected for the body and healed after it, even when the body fails."""
+        fault.inject(self)
+        try:
+            yield
+        finally:
+            fault.heal(self)
 
     def add_toxic(
         self,
