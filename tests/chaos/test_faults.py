@@ -19,6 +19,7 @@ from kraft.chaos.faults import (
     Latency,
     OneWay,
     Pause,
+    SplitMajorityMinority,
     Target,
     injected,
 )
@@ -161,6 +162,24 @@ def test_pausing_the_leader_moves_leadership_and_resuming_brings_it_back_in_sync
         p.close(timeout=5)
         cc.heal_all()
     check_read_back(cc, topic, 0, acked)
+
+
+def test_split_with_the_active_controller_in_the_minority_elects_another(
+    cc: ChaosCluster,
+) -> None:
+    fault = SplitMajorityMinority()  # the minority holds the active controller
+    with cc.faulted(fault):
+        (old,) = fault.minority
+
+        def other_controller() -> int | None:
+            active = cc.active_controller()
+            return active if active not in (None, old) else None
+
+        wait_for("an active controller on the majority side", other_controller)
+    # Healed: a controller leads and metadata writes go through it again.
+    wait_for("an active controller", cc.active_controller)
+    create_topic(cc, "after-split", 1)
+    wait_in_sync(cc, "after-split", 0)
 
 
 def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
