@@ -18,7 +18,7 @@ that moment: `Target.partition_leader("t", 0)`, `Target.follower("t", 0)`,
 `Target.active_controller()`, `Target.coordinator("group")`, or a plain node id.
 
 Each fault names its toxics uniquely, so faults compose and each heals only its own;
-`ChaosCluster.heal_all()` removes everything regardless (teardown). `injected(fault, cluster)`
+`ChaosCluster.heal_all()` removes everything regardless (teardown). `with cluster.inject(fault):`
 heals even when the body fails.
 """
 
@@ -28,8 +28,7 @@ import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 
 from kraft.chaos.topology import STREAMS, ChaosCluster, Link
 from kraft.launcher import READY_TIMEOUT_S
@@ -141,16 +140,6 @@ class OneOffFault(ABC):
 
     def __repr__(self) -> str:
         return self.name
-
-
-@contextmanager
-def injected(fault: Fault, cluster: ChaosCluster) -> Iterator[Fault]:
-    """The fault injected for the body, healed after it, even when the body fails."""
-    fault.inject(cluster)
-    try:
-        yield fault
-    finally:
-        fault.heal(cluster)
 
 
 class ToxicFault(Fault):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,11 +48,36 @@ STOP_TIMEOUT_S = 10.0
 
 
 class Recoverable(Protocol):
-    """What `faulted` needs of a fault (`kraft.chaos.faults.Fault`)."""
+    """What `ChaosCluster.inject` needs of a fault (`kraft.chaos.faults.Fault`)."""
 
     def inject(self, cluster: ChaosCluster) -> None: ...
 
     def heal(self, cluster: ChaosCluster) -> None: ...
+
+
+class Injected:
+    """An injected fault: `heal()` once (later calls do nothing), or leave the `with` block."""
+
+    def __init__(self, cluster: ChaosCluster, fault: Recoverable) -> None:
+        self.cluster = cluster
+        self.fault = fault
+        self.healed = False
+
+    def heal(self) -> None:
+        if not self.healed:
+            self.healed = True
+            self.fault.heal(self.cluster)
+
+    def __enter__(self) -> Injected:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.heal()
 
 
 @dataclass(frozen=True)
@@ -190,14 +215,11 @@ class ChaosCluster:
 
     # ------------------------------------------------------------ toxics
 
-    @contextlib.contextmanager
-    def faulted(self, fault: Recoverable) -> Iterator[None]:
-        """`fault` injected for the body and healed after it, even when the body fails."""
+    def inject(self, fault: Recoverable) -> Injected:
+        """Inject `fault` now; the handle heals it (`heal()`, or as a context manager at the
+        end of the block, even when the block fails)."""
         fault.inject(self)
-        try:
-            yield
-        finally:
-            fault.heal(self)
+        return Injected(self, fault)
 
     def add_toxic(
         self,
@@ -265,9 +287,7 @@ class ChaosCluster:
         try:
             self._create_links()
         except BaseException:
-            self._remove_proxies()
-            self._server.close()
-            self._api = None
+            self.unroute()
             raise
 
     def _create_links(self) -> None:
@@ -321,30 +341,33 @@ class ChaosCluster:
                 self._api.delete_proxy(link.proxy)
         self._links.clear()
 
+    def unroute(self) -> None:
+        """Remove the proxies and stop the Toxiproxy server if this cluster started it (the
+        nodes are left alone: stop them first)."""
+        self._remove_proxies()
+        self._api = None
+        self._server.close()
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Heal everything, stop the nodes (SIGTERM, then SIGKILL after `timeout`), remove
-        the proxies, and stop the Toxiproxy server if this cluster started it."""
+        """Heal everything, stop the nodes (SIGTERM, then SIGKILL after `timeout`), then
+        `unroute`."""
         try:
             try:
                 self.heal_all()
             finally:
                 self.cluster.stop(timeout)
         finally:
-            self._remove_proxies()
-            self._api = None
-            self._server.close()
+            self.unroute()
 
     def kill(self) -> None:
-        """Heal, kill -9 every node, remove the proxies: the quick teardown for tests."""
+        """Heal, kill -9 every node, `unroute`: the quick teardown for tests."""
         try:
             try:
                 self.heal_all()
             finally:
                 self.cluster.kill_all()
         finally:
-            self._remove_proxies()
-            self._api = None
-            self._server.close()
+            self.unroute()
 
     def __enter__(self) -> ChaosCluster:
         return self

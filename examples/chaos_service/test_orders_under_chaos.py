@@ -52,7 +52,7 @@ def test_orders_placed_while_kafka_is_unreachable_are_written_once_it_is_back(
     publisher = OrderPublisher(chaos.bootstrap_servers, TOPIC)
     try:
         publisher.place("o-1", 10.0).get(timeout=20)  # the topic is auto-created
-        with chaos.faulted(CutClients()):
+        with chaos.inject(CutClients()):
             pending = [publisher.place(f"o-{n}", float(n)) for n in range(2, 6)]
             # The outage lasts two of the producer's request timeouts (a fault's duration,
             # not a wait for an event): nothing is acknowledged, nothing fails.

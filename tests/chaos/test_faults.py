@@ -21,7 +21,6 @@ from kraft.chaos.faults import (
     Pause,
     SplitMajorityMinority,
     Target,
-    injected,
 )
 from kraft.chaos.topology import ChaosCluster
 from tests.chaos.clients import (
@@ -85,7 +84,7 @@ def test_isolating_the_partition_leader_elects_another(cc: ChaosCluster) -> None
     fault = IsolateNode(Target.partition_leader(topic, 0))
     try:
         acked = produce(p, topic, 0, [f"before-{n}".encode() for n in range(20)])
-        with injected(fault, cc):
+        with cc.inject(fault):
             old = fault.node
             assert old is not None
             new = wait_for(
@@ -117,7 +116,7 @@ def test_one_way_partition_drops_the_follower_from_the_isr(cc: ChaosCluster) -> 
     fault = OneWay(follower, Target.partition_leader(topic, 0))
     p = producer(cc)
     try:
-        with injected(fault, cc):
+        with cc.inject(fault):
 
             def without_follower() -> bool:
                 view = cc.partition_view(topic, 0)
@@ -147,7 +146,7 @@ def test_pausing_the_leader_moves_leadership_and_resuming_brings_it_back_in_sync
     p = producer(cc)
     try:
         acked = produce(p, topic, 0, [f"before-{n}".encode() for n in range(10)])
-        with injected(fault, cc):
+        with cc.inject(fault):
             paused = fault.node
             assert paused is not None and cc.cluster.node(paused).paused
             wait_for(
@@ -168,7 +167,7 @@ def test_split_with_the_active_controller_in_the_minority_elects_another(
     cc: ChaosCluster,
 ) -> None:
     fault = SplitMajorityMinority()  # the minority holds the active controller
-    with cc.faulted(fault):
+    with cc.inject(fault):
         (old,) = fault.minority
 
         def other_controller() -> int | None:
@@ -194,7 +193,7 @@ def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
             produce(p, topic, 0, [b"x"])
             return time.monotonic() - started
 
-        with injected(Latency(150, 20, kinds=["client"]), cc):
+        with cc.inject(Latency(150, 20, kinds=["client"])):
             slow = min(round_trip() for _ in range(3))
         fast = min(round_trip() for _ in range(3))
     finally:
