@@ -13,16 +13,20 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kraft.chaos.faults import (
+    Bandwidth,
     IsolateNode,
     KillAll,
     KillRestart,
     Latency,
     OneWay,
     Pause,
+    ResetPeers,
     SplitMajorityMinority,
     Target,
 )
 from kraft.chaos.topology import ChaosCluster
+from kraft.launcher import request
+from kraft.net.protocol import ApiVersionsRequest, ApiVersionsResponse
 from tests.chaos.clients import (
     create_topic,
     produce,
@@ -201,6 +205,34 @@ def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
     # 130 ms at least each way on the client link, once it is healed back to loopback speed.
     assert slow >= 0.26, slow
     assert fast < slow - 0.2, (fast, slow)
+
+
+def test_bandwidth_limits_and_resets_on_client_links(cc: ChaosCluster) -> None:
+    topic = "bandwidth"
+    create_topic(cc, topic, 1)
+    p = producer(cc, enable_idempotence=False, acks=1, max_request_size=2_000_000)
+    payload = bytes(300_000)
+    try:
+        produce(p, topic, 0, [b"warm"])
+        with cc.inject(Bandwidth(200, kinds=["client"])):
+            started = time.monotonic()
+            produce(p, topic, 0, [payload])
+            limited = time.monotonic() - started
+        started = time.monotonic()
+        produce(p, topic, 0, [payload])
+        free = time.monotonic() - started
+    finally:
+        p.close(timeout=5)
+    assert limited >= 1.2, limited  # 300 KB at 200 KB/s: 1.5 s
+    assert free < limited / 2, (free, limited)
+
+    leader = cc.partition_leader(topic, 0)
+    assert leader is not None
+    proxy_port = int(cc.link(f"client->{leader}").listen.rsplit(":", 1)[1])
+    with cc.inject(ResetPeers(leader, kinds=["client"])):
+        with pytest.raises((ConnectionError, EOFError)):
+            request(proxy_port, ApiVersionsRequest(), 5.0)
+    assert isinstance(request(proxy_port, ApiVersionsRequest(), 5.0), ApiVersionsResponse)
 
 
 def test_kill_restart_and_kill_all_lose_nothing_acknowledged(cc: ChaosCluster) -> None:
