@@ -191,3 +191,16 @@ def test_a_target_nobody_knows_fails_the_inject(
     with pytest.raises(FaultError, match="the active controller"):
         OneWay(1, Target.active_controller()).inject(cc)
     assert poisoned(cc) == {}
+
+
+def test_reset_on_heal_reopens_the_cut_links_on_the_same_addresses(
+    routed: Callable[..., ChaosCluster],
+) -> None:
+    cc = routed()
+    before = {name: p["listen"] for name, p in cc.api.proxies().items()}
+    fault = IsolateNode(1, reset=True)
+    with cc.inject(fault):
+        assert len(fault.links) == 12
+    after = cc.api.proxies()
+    assert {name: p["listen"] for name, p in after.items()} == before
+    assert all(p["enabled"] and not p["toxics"] for p in after.values())
