@@ -25,6 +25,8 @@ on new ports.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import shutil
 import threading
 import time
@@ -36,6 +38,7 @@ from types import TracebackType
 
 from kraft.embedded import tempdirs
 from kraft.embedded.settings import (
+    LOCK_FILE,
     ClusterConfigError,
     ClusterError,
     ClusterStartError,
@@ -84,13 +87,31 @@ class _Resources:
         self.lock = threading.Lock()
         self.local: LocalCluster | None = None
         self.temp_dir: Path | None = None
+        self.dir_lock: int | None = None  # fd holding an flock on the data dir's lock file
+
+    def lock_data_dir(self, root: Path) -> None:
+        """Two Clusters on one data dir would overwrite each other's configs and logs: the
+        running one holds an exclusive flock (released by the kernel if this process dies)."""
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterConfigError(
+                f"data_dir {root} is in use by another running Cluster"
+            ) from None
+        self.dir_lock = fd
 
     def release(self, timeout: float = STOP_TIMEOUT_S) -> None:
         with self.lock:
             local, self.local = self.local, None
             temp_dir, self.temp_dir = self.temp_dir, None
+            dir_lock, self.dir_lock = self.dir_lock, None
         if local is not None:
             local.stop(timeout)
+        if dir_lock is not None:
+            os.close(dir_lock)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -218,6 +239,7 @@ class Cluster:
             self._resources.temp_dir = root
         self._data_dir = root
         try:
+            self._resources.lock_data_dir(root)
             local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
         except BaseException:
             self._resources.release()

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 import kraft
-from kraft.embedded import Cluster, ClusterError, ClusterStartError
+from kraft.embedded import Cluster, ClusterConfigError, ClusterError, ClusterStartError
 from tests.embedded.procs import gone
 from tests.wait import wait_until
 
@@ -101,6 +101,9 @@ def test_teardown_when_the_body_raised_and_data_dir_reuse(tmp_path: Path) -> Non
 
     again = Cluster(nodes=1, data_dir=data_dir)
     with again:
+        with pytest.raises(ClusterConfigError, match="in use by another running Cluster"):
+            Cluster(nodes=1, data_dir=data_dir).start()
+        assert again.node(1).alive
         assert again.cluster_id == cluster_id
         assert _consume(again.bootstrap_servers, "kept", 1) == [b"survives"]
     assert data_dir.is_dir()
