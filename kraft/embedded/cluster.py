@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import shutil
 import threading
@@ -67,6 +68,10 @@ from kraft.net.protocol import (
 __all__ = ["Cluster", "ClusterConfigError", "ClusterError", "ClusterNode", "ClusterStartError"]
 
 STOP_TIMEOUT_S = 10.0
+START_ATTEMPTS = 3
+# In a node's log when a port it was given is no longer free.
+PORT_TAKEN = "address already in use"
+logger = logging.getLogger(__name__)
 # CreateTopics answers worth another try (the controller moved or is still being elected).
 _RETRIABLE = frozenset(
     {
@@ -240,26 +245,29 @@ class Cluster:
         self._data_dir = root
         try:
             self._resources.lock_data_dir(root)
-            local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
+                self._resources.local = local
+                self._nodes = [ClusterNode(self, p) for _, p in sorted(local.nodes.items())]
+                try:
+                    local.start(wait=True, timeout=self.start_timeout)
+                    return self
+                except LaunchError as e:  # every node was killed
+                    # Free ports are picked, released, then bound by the nodes: another
+                    # process may take one in between. New ports are worth another try.
+                    if attempt < START_ATTEMPTS and PORT_TAKEN in str(e).lower():
+                        logger.info("a port was taken before a node bound it: new ports")
+                        continue
+                    raise ClusterStartError(
+                        f"the cluster in {root} did not start"
+                        + (f" (node {e.node_id} failed)" if e.node_id is not None else "")
+                        + f": {e}",
+                        e.node_id,
+                    ) from None
+            raise AssertionError("unreachable: the last attempt returns or raises")
         except BaseException:
             self._resources.release()
             raise
-        self._resources.local = local
-        self._nodes = [ClusterNode(self, p) for _, p in sorted(local.nodes.items())]
-        try:
-            local.start(wait=True, timeout=self.start_timeout)
-        except LaunchError as e:
-            self._resources.release()
-            raise ClusterStartError(
-                f"the cluster in {root} did not start"
-                + (f" (node {e.node_id} failed)" if e.node_id is not None else "")
-                + f": {e}",
-                e.node_id,
-            ) from None
-        except BaseException:
-            self._resources.release()
-            raise
-        return self
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop every node (SIGTERM, then SIGKILL after `timeout` s) and remove a temporary
