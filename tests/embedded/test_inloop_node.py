@@ -25,6 +25,9 @@ import kraft
 import kraft.embedded
 from kraft.config import ConfigError
 from kraft.embedded.inloop import EmbeddedNode, TopicCreationError
+
+# In-process, seconds: the node runs on the test's own loop (no child processes).
+pytestmark = pytest.mark.unit
 from kraft.launcher import free_ports
 from tests.wait import wait_until_async
 
