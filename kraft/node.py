@@ -26,6 +26,7 @@ from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
+from kraft.security.tls import NodeTls, node_tls
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -111,6 +112,7 @@ class Node:
         self.follower: MetadataFollower | None = None
         self.controller_client: ControllerClient | None = None
         self.admin: AdminServer | None = None
+        self.tls = NodeTls()
         # This node's instruments and scrape-time gauges, in a registry of its own.
         self.metrics = NodeMetrics()
         self.metrics_collector = NodeCollector(self)
@@ -118,6 +120,8 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
+        # First: a keystore that cannot be read stops start-up before anything is written.
+        self.tls = node_tls(cfg)
         self.cluster_id = ensure_meta_properties(cfg)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
@@ -160,6 +164,7 @@ class Node:
             self.cluster_id,
             lambda: epoch["value"],
             metrics=self.metrics,
+            inter_broker_ssl=self.tls.client_for(cfg.inter_broker_listener_name),
         )
         holder["broker"] = broker
         self.broker = broker
@@ -233,6 +238,7 @@ class Node:
             listener=endpoint.listener,
             max_request_bytes=self.config.socket_request_max_bytes,
             log_prefix=self.tag,
+            ssl_context=self.tls.servers.get(endpoint.listener),
         )
         await server.start()
         return server
@@ -335,6 +341,7 @@ class Node:
             local=self.controller_service,
             leader_hint=(lambda: quorum.leader_id) if quorum is not None else lambda: None,
             tag=self.tag,
+            ssl_context=self.tls.client_for(cfg.controller_listener_names[0]),
         )
         self.controller_client = client
         qlog = self.quorum_log
@@ -348,6 +355,7 @@ class Node:
                     cfg.controller_endpoints(),
                     attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
                     tag=self.tag,
+                    ssl_context=self.tls.client_for(cfg.controller_listener_names[0]),
                 ),
                 publisher,
                 broker_epoch=lambda: epoch["value"],
