@@ -10,8 +10,8 @@ With an `ssl_context` the listener speaks TLS: each accepted socket is upgraded 
 `loop.start_tls` (a public API, so a failed handshake surfaces here rather than in asyncio's
 debug log), within `TLS_HANDSHAKE_TIMEOUT_S`; the peer's certificate gives the connection's
 principal (`User:<subject DN>`, `User:ANONYMOUS` without one), as Kafka's default principal
-builder does. Lines about a peer's fault (failed handshakes, malformed frames) go through a
-`PeerFaultLog`: a flood of hostile connections costs a few lines a minute, not one each.
+builder does. Lines about failed handshakes (and TLS spoken to a plaintext listener) go
+through a `PeerFaultLog`: a flood of them costs a few lines a minute, not one each.
 """
 
 from __future__ import annotations
@@ -211,17 +211,19 @@ class KafkaServer:
                             self.listener,
                         )
                         return
-                    self.peer_fault(
-                        conn.peer,
-                        "closing connection from %s: request of %d bytes exceeds "
+                    logger.warning(
+                        "%sclosing connection from %s: request of %d bytes exceeds "
                         "socket.request.max.bytes (%d)",
+                        self.log_prefix,
                         conn.peer,
                         frame.size,
                         frame.limit,
                     )
                     return
                 if isinstance(frame, ProtocolError):
-                    self.peer_fault(conn.peer, "closing connection from %s: %s", conn.peer, frame)
+                    logger.warning(
+                        "%sclosing connection from %s: %s", self.log_prefix, conn.peer, frame
+                    )
                     return
                 response, close = await self._dispatch(frame, conn)
                 if response is not None:
@@ -258,11 +260,11 @@ class KafkaServer:
                     ],
                 )
                 return encode_response(refusal, 0, bad.correlation_id), False
-            self.peer_fault(conn.peer, "closing connection from %s: %s", conn.peer, e)
+            logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
             return None, True
         except ProtocolError as e:
-            self.peer_fault(
-                conn.peer, "closing connection from %s: malformed request: %s", conn.peer, e
+            logger.warning(
+                "%sclosing connection from %s: malformed request: %s", self.log_prefix, conn.peer, e
             )
             return None, True
         try:
