@@ -85,6 +85,7 @@ _TLS13_SUITES = frozenset(
     {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
 )
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
 _PEM_KEY = re.compile(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.+?-----END \1PRIVATE KEY-----", re.S)
 
 
@@ -257,6 +258,18 @@ def openssl_cipher_name(suite: str) -> str:
 # ------------------------------------------------------------------------------- stores
 
 
+def inline_pem(value: str) -> bytes:
+    """A PEM value as a properties file carries it: lines joined by `\\` continuations (which
+    drop the newlines) or written as `\\n`; rewrapped so OpenSSL and cryptography read it."""
+    text = value.replace("\\n", "\n")
+    out = []
+    for label, body in _PEM_BLOCK.findall(text):
+        b64 = re.sub(r"\s+", "", body)
+        lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+        out.append("\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----"]))
+    return ("\n".join(out) + "\n").encode()
+
+
 def _has_keystore(settings: SslSettings) -> bool:
     return bool(settings.get("ssl.keystore.location") or settings.get("ssl.keystore.key"))
 
@@ -295,13 +308,13 @@ def _load_keystore(ctx: ssl.SSLContext, settings: SslSettings) -> None:
                     f"{settings.source('ssl.keystore.key')} and {settings.source(location)} "
                     "exclude each other"
                 )
-            chain = settings.get("ssl.keystore.certificate.chain").encode()
+            chain = inline_pem(settings.get("ssl.keystore.certificate.chain"))
             if not _PEM_CERT.search(chain):
                 raise ConfigError(
                     f"{settings.source('ssl.keystore.certificate.chain')}: no PEM certificate "
                     f"(required with {settings.source('ssl.keystore.key')})"
                 )
-            key_pem = settings.get("ssl.keystore.key").encode()
+            key_pem = inline_pem(settings.get("ssl.keystore.key"))
             key_source = settings.source("ssl.keystore.key")
         else:
             key_pem = _read(settings, location)
@@ -425,7 +438,7 @@ def _load_truststore(ctx: ssl.SSLContext, settings: SslSettings) -> None:
         return
     kind = _store_type(settings, "ssl.truststore.type")
     if kind == "PEM":
-        data = inline.encode() if inline else _read(settings, "ssl.truststore.location")
+        data = inline_pem(inline) if inline else _read(settings, "ssl.truststore.location")
         pems = _PEM_CERT.findall(data)
     elif kind == "JKS":
         data = _read(settings, "ssl.truststore.location")

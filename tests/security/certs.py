@@ -141,3 +141,10 @@ class Pki:
 def make_pki(root: Path) -> Pki:
     root.mkdir(parents=True, exist_ok=True)
     return Pki(trustme.CA(), root)
+
+
+def pem_property(key: str, pem: str) -> str:
+    """`key=<pem>` as Kafka's docs write inline PEM in server.properties: one logical line,
+    continued with `\\` at the end of each physical line."""
+    lines = [line for line in pem.strip().splitlines() if line.strip()]
+    return f"{key}=" + " \\\n".join(lines) + "\n"

@@ -357,3 +357,22 @@ def test_security_inter_broker_protocol_names_the_ssl_listener() -> None:
         )
     with pytest.raises(ConfigError, match="SASL"):
         build_config({**BASE, "security.inter.broker.protocol": "SASL_SSL"})
+
+
+def test_inline_pem_written_as_kafka_writes_it_in_a_properties_file(
+    pki: Pki, stopper: list[KafkaServer]
+) -> None:
+    from kraft.config import parse_properties
+
+    from .certs import pem_property
+
+    leaf = pki.leaf("broker")
+    text = "".join(f"{k}={v}\n" for k, v in BASE.items())
+    text += pem_property("ssl.keystore.key", leaf.private_key_pem.bytes().decode())
+    text += pem_property(
+        "ssl.keystore.certificate.chain", "".join(b.bytes().decode() for b in leaf.cert_chain_pems)
+    )
+    text += pem_property("ssl.truststore.certificates", pki.ca.cert_pem.bytes().decode())
+    text += "ssl.keystore.type=PEM\nssl.truststore.type=PEM\nssl.client.auth=required\n"
+    tls = node_tls(build_config(parse_properties(text)))
+    assert set(tls.servers) == {"SSL"}
