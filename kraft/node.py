@@ -26,7 +26,7 @@ from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
-from kraft.security.tls import NodeTls, node_tls
+from kraft.security.tls import CertificateReloader, NodeTls, node_tls
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 META_PROPERTIES = "meta.properties"
 CHECKPOINT_INTERVAL_S = 5.0
+# How often SSL listeners' keystore and truststore files are checked for a new certificate.
+TLS_RELOAD_CHECK_S = 30.0
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 QUORUM_DIR = "__cluster_metadata-raft"
 
@@ -141,6 +143,7 @@ class Node:
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
         if not cfg.is_broker:
+            self._watch_certificates()
             await self._start_admin()
             logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
             return
@@ -203,6 +206,7 @@ class Node:
         self._every(cfg.producer_id_expiration_check_interval_ms / 1000, self._expire_producers)
         if cfg.log_flush_scheduler_interval_ms < 2**62:
             self._every(cfg.log_flush_scheduler_interval_ms / 1000, self._flush)
+        self._watch_certificates()
         await self._start_admin()
         logger.info(
             "%sstarted: cluster %s, listening on %s",
@@ -210,6 +214,22 @@ class Node:
             self.cluster_id,
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
+
+    def _watch_certificates(self) -> None:
+        """New connections of an SSL listener get its keystore's new certificate once the
+        file changes (no restart)."""
+        reloader = CertificateReloader(self.config, self.tag)
+        if not reloader.watching:
+            return
+
+        async def reload() -> None:
+            for listener, context in reloader.changed().items():
+                for server in [*self.servers, *self.controller_servers]:
+                    if server.listener == listener:
+                        server.ssl_context = context
+
+        reload.__name__ = "certificate reload"
+        self._every(TLS_RELOAD_CHECK_S, reload)
 
     async def _start_admin(self) -> None:
         """The HTTP admin API (kraft.admin.listener), once the node is up."""

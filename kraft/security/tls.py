@@ -23,10 +23,16 @@ in lower case, as Kafka writes it; the per-listener key wins)::
 Without a truststore the system's certificate authorities are trusted, as Kafka trusts the
 JVM's. Anything that cannot be honoured (a missing or unreadable store, a wrong password, an
 unknown value) stops start-up with a `ConfigError` naming the key.
+
+A listener's keystore and truststore files are watched (`CertificateReloader`): when their
+content changes, new connections get a context built from the new files (as Kafka reloads a
+keystore altered in place); a changed file that does not load leaves the current context in
+use. The node's own outbound contexts are not reloaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -511,3 +517,66 @@ def node_tls(config: NodeConfig) -> NodeTls:
                 ", ".join(unused),
             )
     return NodeTls(servers, clients)
+
+
+class CertificateReloader:
+    """Watches the keystore and truststore files of a node's SSL listeners; `changed()` gives
+    a new server context for each listener whose files' content changed since the last call.
+    A change that does not load is logged once and the listener keeps its current context."""
+
+    def __init__(self, config: NodeConfig, tag: str = "") -> None:
+        self.tag = tag
+        self._watched: dict[str, tuple[SslSettings, tuple[str, ...]]] = {}
+        self._digests: dict[str, bytes] = {}
+        for endpoint in config.listeners:
+            if listener_protocol(config, endpoint.listener) != "SSL":
+                continue
+            settings = ssl_settings(config.extra, endpoint.listener)
+            paths = tuple(
+                p
+                for p in (
+                    settings.get("ssl.keystore.location"),
+                    settings.get("ssl.truststore.location"),
+                )
+                if p
+            )
+            if paths:
+                self._watched[endpoint.listener] = (settings, paths)
+                self._digests[endpoint.listener] = _digest(paths)
+
+    @property
+    def watching(self) -> bool:
+        return bool(self._watched)
+
+    def changed(self) -> dict[str, ssl.SSLContext]:
+        out: dict[str, ssl.SSLContext] = {}
+        for listener, (settings, paths) in self._watched.items():
+            digest = _digest(paths)
+            if digest == self._digests[listener]:
+                continue
+            self._digests[listener] = digest
+            try:
+                out[listener] = server_context(settings)
+            except ConfigError as e:
+                logger.error(
+                    "%slistener %s keeps its current certificate: the changed store does not "
+                    "load: %s",
+                    self.tag,
+                    listener,
+                    e,
+                )
+                continue
+            logger.info("%slistener %s: certificate reloaded from %s", self.tag, listener, paths)
+        return out
+
+
+def _digest(paths: tuple[str, ...]) -> bytes:
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                h.update(f.read())
+        except OSError as e:
+            h.update(f"unreadable: {e.errno}".encode())
+        h.update(b"\0")
+    return h.digest()

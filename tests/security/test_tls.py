@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import struct
 from collections.abc import AsyncIterator
@@ -376,3 +377,44 @@ def test_inline_pem_written_as_kafka_writes_it_in_a_properties_file(
     text += "ssl.keystore.type=PEM\nssl.truststore.type=PEM\nssl.client.auth=required\n"
     tls = node_tls(build_config(parse_properties(text)))
     assert set(tls.servers) == {"SSL"}
+
+
+def truncate(path: str, size: int) -> None:
+    os.truncate(path, size)
+
+
+async def peer_common_name(port: int, ctx: ssl.SSLContext) -> str:
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    try:
+        cert = writer.get_extra_info("peercert")
+        return dict(x[0] for x in cert["subject"])["commonName"]
+    finally:
+        writer.close()
+
+
+async def test_a_changed_keystore_is_served_to_new_connections(
+    pki: Pki, stopper: list[KafkaServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    from kraft.security.tls import CertificateReloader
+
+    props = {**BASE, **pki.keystore(pki.leaf("first"), "PKCS12", "server")}
+    config = build_config(props)
+    tls = node_tls(config)
+    reloader = CertificateReloader(config)
+    server, _ = await serve(tls.servers["SSL"])
+    stopper.append(server)
+    client = client_context(settings(pki.truststore("PEM")))
+    assert await peer_common_name(server.port, client) == "first"
+    assert reloader.changed() == {}
+    # Renewed in place: same path, same password.
+    pki.keystore(pki.leaf("renewed"), "PKCS12", "server")
+    changed = reloader.changed()
+    assert set(changed) == {"SSL"}
+    server.ssl_context = changed["SSL"]
+    assert await peer_common_name(server.port, client) == "renewed"
+    # A store that does not load (cut short) keeps the current certificate, said once.
+    truncate(props["ssl.keystore.location"], 100)
+    assert reloader.changed() == {}
+    assert reloader.changed() == {}
+    assert caplog.text.count("keeps its current certificate") == 1
+    assert await peer_common_name(server.port, client) == "renewed"
