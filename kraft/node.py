@@ -332,6 +332,7 @@ class Node:
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
             listen=(own.host, own.port),
+            tls=self.tls.raft_links(cfg.controller_listener_names),
         )
         qlog.quorum = quorum
         self.quorum = quorum

@@ -39,11 +39,14 @@ import re
 import secrets
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kraft.config import ConfigError, NodeConfig
+
+if TYPE_CHECKING:
+    from kraft.quorum.transport import LinkTls
 
 logger = logging.getLogger(__name__)
 
@@ -492,6 +495,17 @@ class NodeTls:
 
     def client_for(self, listener: str) -> ssl.SSLContext | None:
         return self.clients.get(listener)
+
+    def raft_links(self, controller_listeners: Sequence[str]) -> LinkTls | None:
+        """The Raft links' TLS: the controller listener's, when its protocol is SSL."""
+        # Imported here: a single node never loads the quorum (pysyncobj).
+        from kraft.quorum.transport import LinkTls
+
+        for listener in controller_listeners:
+            server, client = self.servers.get(listener), self.clients.get(listener)
+            if server is not None and client is not None:
+                return LinkTls(server, client)
+        return None
 
 
 def node_tls(config: NodeConfig) -> NodeTls:
