@@ -152,6 +152,13 @@ def check_keys(props: Mapping[str, str]) -> None:
             name = match.group(1)
         if not name.startswith("ssl.") or name in HONOURED:
             continue
+        if name in ("ssl.allow.dn.changes", "ssl.allow.san.changes"):
+            logger.warning(
+                "config key %s has no effect: a reloaded certificate is not compared with the "
+                "one it replaces",
+                key,
+            )
+            continue
         if name in _JAVA_ONLY:
             if value.strip() in ("", _JAVA_ONLY[name]):
                 logger.warning("config key %s has no effect: TLS is OpenSSL's here", key)
