@@ -78,7 +78,8 @@ def plots(result: RunResult, history: History) -> list[tuple[str, str]]:
     top.step(xs, [n / BIN_S for n in per_bin], where="post", color="tab:blue")
     top.set_ylabel("acknowledged writes / s")
     shade(top)
-    top.legend(loc="upper right", fontsize="small")
+    if result.faults:
+        top.legend(loc="upper right", fontsize="small")
     bottom.scatter(times, latencies, s=3, color="tab:green", label="ok")
     if undecided:
         bottom.scatter(undecided, [0] * len(undecided), s=12, marker="x", color="tab:orange")
