@@ -21,7 +21,13 @@ _TESTS = Path(__file__).resolve().parent
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
 _PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e"})
 _PROCESS_FILES = frozenset(
-    {"kraft/test_quorum_processes.py", "log/test_crash.py", "chaos/test_toxiproxy_cli.py"}
+    {
+        "kraft/test_quorum_processes.py",
+        "log/test_crash.py",
+        "chaos/test_toxiproxy_cli.py",
+        "chaos/test_chaos_run.py",
+        "chaos/test_checker_fails.py",
+    }
 )
 _SIMULATION_FILES = frozenset(
     {
