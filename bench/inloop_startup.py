@@ -34,7 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 import kraft.embedded
-from kraft.embedded.node import ConfigValue
+from kraft.embedded.inloop import ConfigValue
 
 OWN_TREE = str(Path(__file__).resolve().parent.parent)
 TOPIC = "startup"

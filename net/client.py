@@ -15,7 +15,7 @@ from kraft.net.protocol import (
     API_KEYS,
     ApiVersionsRequest,
     ApiVersionsResponse,
-    FrameReader,
+    FrameAssembler,
     FrameTooLargeError,
     Message,
     ProtocolError,
@@ -25,8 +25,6 @@ from kraft.net.protocol import (
 )
 
 logger = logging.getLogger(__name__)
-
-_READ_BYTES = 1 << 20
 
 
 class ConnectionClosed(ConnectionError):
@@ -46,21 +44,23 @@ class KafkaConnection:
         self.port = port
         self.client_id = client_id
         self.max_response_bytes = max_response_bytes
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _ResponseReader | None = None
         self._pending: dict[int, tuple[int, int, asyncio.Future[Any]]] = {}
         self._ids = itertools.count(1)
-        self._read_task: asyncio.Task[None] | None = None
         self.versions: dict[int, tuple[int, int]] = {}
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        return self._transport is not None and not self._transport.is_closing()
 
     async def connect(self) -> None:
         """Connect and learn the peer's API versions (bound it with `asyncio.timeout`)."""
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._read_task = asyncio.create_task(self._read_loop())
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            lambda: _ResponseReader(self), self.host, self.port
+        )
+        self._transport, self._protocol = transport, protocol
         response = await self.send(ApiVersionsRequest(), 0)
         assert isinstance(response, ApiVersionsResponse)
         self.versions = {k.api_key: (k.min_version, k.max_version) for k in response.api_keys}
@@ -81,7 +81,8 @@ class KafkaConnection:
         return await self.send(message, self.version_for(spec_key))
 
     async def send(self, message: Message, version: int) -> Message:
-        if self._writer is None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             raise ConnectionClosed(f"not connected to {self.host}:{self.port}")
         api_key = type(message).API_KEY
         assert api_key is not None
@@ -89,64 +90,76 @@ class KafkaConnection:
         frame = encode_request(message, version, correlation_id, self.client_id)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (api_key, version, future)
-        self._writer.write(frame)
+        transport.write(frame)
         try:
             result: Message = await future
             return result
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def _read_loop(self) -> None:
-        assert self._reader is not None
-        error: BaseException = ConnectionClosed(f"connection to {self.host}:{self.port} closed")
-        try:
-            frames = FrameReader(self.max_response_bytes)
-            while True:
-                try:
-                    frame = frames.next_frame()
-                except FrameTooLargeError as e:
-                    raise ProtocolError(
-                        f"response of {e.size} bytes from {self.host}:{self.port}"
-                    ) from e
-                if frame is None:
-                    data = await self._reader.read(_READ_BYTES)
-                    if not data:
-                        raise ConnectionClosed("end of stream")
-                    frames.feed(data)
-                    continue
-                correlation_id = peek_correlation_id(frame)
-                entry = self._pending.get(correlation_id)
-                if entry is None:
-                    logger.warning("response with unknown correlation id %d", correlation_id)
-                    continue
-                api_key, version, future = entry
-                _, message = decode_response(frame, api_key, version)
-                if not future.done():
-                    future.set_result(message)
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
-            error = ConnectionClosed(f"connection to {self.host}:{self.port} closed: {e}")
-        except ProtocolError as e:
-            error = e
-        finally:
-            for _, _, future in self._pending.values():
-                if not future.done():
-                    future.set_exception(error)
-            if self._writer is not None:
-                self._writer.close()
-            self._writer = None
+    def _deliver(self, frame: bytes | bytearray) -> None:
+        correlation_id = peek_correlation_id(frame)
+        entry = self._pending.get(correlation_id)
+        if entry is None:
+            logger.warning("response with unknown correlation id %d", correlation_id)
+            return
+        api_key, version, future = entry
+        _, message = decode_response(frame, api_key, version)
+        if not future.done():
+            future.set_result(message)
+
+    def _fail(self, error: BaseException) -> None:
+        """The connection is over: every waiting request gets `error`."""
+        for _, _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            try:
-                await self._writer.wait_closed()
-            except ConnectionError:
-                pass
-            self._writer = None
-        if self._read_task is not None:
-            self._read_task.cancel()
-            try:
-                await self._read_task
-            except asyncio.CancelledError:
-                pass
-            self._read_task = None
+        transport, protocol = self._transport, self._protocol
+        self._transport = None
+        if transport is not None:
+            transport.close()
+        if protocol is not None:
+            await protocol.closed
+
+
+class _ResponseReader(asyncio.BufferedProtocol):
+    """Responses are read straight into the frame assembler's buffers (a large fetch
+    response lands in a buffer of its exact size) and handed to their requests' futures."""
+
+    def __init__(self, conn: KafkaConnection) -> None:
+        self._conn = conn
+        self._frames = FrameAssembler(conn.max_response_bytes)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._frames.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        conn = self._conn
+        try:
+            for frame in self._frames.received(nbytes):
+                conn._deliver(frame)
+        except ProtocolError as e:
+            conn._fail(e)
+            return
+        error = self._frames.error
+        if error is not None:
+            where = f"{conn.host}:{conn.port}"
+            if isinstance(error, FrameTooLargeError):
+                conn._fail(ProtocolError(f"response of {error.size} bytes from {where}"))
+            else:
+                conn._fail(ProtocolError(f"{error} from {where}"))
+
+    def eof_received(self) -> bool:
+        return False  # close: connection_lost answers what is still waiting
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn = self._conn
+        detail = f": {exc}" if exc is not None else ""
+        conn._fail(ConnectionClosed(f"connection to {conn.host}:{conn.port} closed{detail}"))
+        if not self.closed.done():
+            self.closed.set_result(None)

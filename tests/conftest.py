@@ -18,8 +18,10 @@ import pytest
 
 KINDS = ("unit", "simulation", "process")
 _TESTS = Path(__file__).resolve().parent
+# The examples' suites (examples/*/) run real clusters, as their users' suites would.
+_EXAMPLES = _TESTS.parent / "examples"
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
-_PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e"})
+_PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e", "embedded"})
 _PROCESS_FILES = frozenset(
     {
         "kraft/test_quorum_processes.py",
@@ -27,6 +29,8 @@ _PROCESS_FILES = frozenset(
         "chaos/test_toxiproxy_cli.py",
         "chaos/test_chaos_run.py",
         "chaos/test_checker_fails.py",
+        "chaos/test_topology.py",
+        "chaos/test_faults.py",
     }
 )
 _SIMULATION_FILES = frozenset(
@@ -43,7 +47,7 @@ _SIMULATION_FILES = frozenset(
 def kind_of(path: Path) -> str:
     resolved = path.resolve()
     if not resolved.is_relative_to(_TESTS):
-        return "process"
+        return "process"  # examples/ and anything else outside tests/: the cautious kind
     relative = resolved.relative_to(_TESTS)
     if relative.parts[0] in _PROCESS_DIRS or relative.as_posix() in _PROCESS_FILES:
         return "process"

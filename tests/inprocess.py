@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from kraft.embedded.node import EmbeddedNode
+from kraft.embedded.inloop import EmbeddedNode
 from kraft.node import Node
 
 

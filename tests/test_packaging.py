@@ -85,6 +85,29 @@ def test_wheel_ships_the_dashboard_page(wheel: Path) -> None:
         assert f"kraft/admin/static/{name}" in names, sorted(n for n in names if "admin" in n)
 
 
+def test_wheel_ships_the_default_config(wheel: Path) -> None:
+    """`kraft serve` without --config reads kraft/server.properties, a copy of the repo's
+    config/server.properties (the package file is a symlink to it)."""
+    with zipfile.ZipFile(wheel) as z:
+        shipped = z.read("kraft/server.properties").decode()
+    assert shipped == (REPO_ROOT / "config" / "server.properties").read_text()
+    assert "node.id=1" in shipped
+
+
+def test_python_dash_m_kraft_is_the_kraft_command(venv: Path, project_dir: Path) -> None:
+    outputs = [
+        subprocess.run(
+            command, cwd=project_dir, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        for command in (
+            [str(venv / "bin" / "python"), "-m", "kraft", "serve", "--help"],
+            [str(venv / "bin" / "kraft"), "serve", "--help"],
+        )
+    ]
+    assert "--lifeline-fd" in outputs[0]
+    assert outputs[0].replace("__main__.py", "kraft") == outputs[1]
+
+
 def test_imports_from_a_directory_with_shadowing_modules(venv: Path, project_dir: Path) -> None:
     code = (
         "import kraft.log.segment, kraft.net.broker.broker, kraft.admin, kraft.chaos\n"

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import signal
 import sys
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, load_config
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from kraft.node import Node
 
 logger = logging.getLogger("kraft")
+
+# `kraft serve`'s config without --config: package data (a copy of config/server.properties).
+DEFAULT_CONFIG = "server.properties"
 
 
 def _setup_logging(level: str, node_id: int | None) -> None:
@@ -62,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kraft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run one node from a server.properties file")
-    serve.add_argument("--config", required=True, help="path of the node's properties file")
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="path of the node's properties file (default: the packaged single-node config, "
+        "kraft/server.properties: 127.0.0.1:9092, data in ./data/node-1)",
+    )
     serve.add_argument(
         "--override",
         action="append",
@@ -71,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         help="override one config key (repeatable)",
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--lifeline-fd",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="stop when this inherited pipe reads EOF, i.e. when the launcher that started the "
+        "node is gone (set by kraft.launcher)",
+    )
     up = sub.add_parser("up", help="start a local cluster of combined nodes on 127.0.0.1")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     up.add_argument("--data-dir", default="./data/cluster", help="where the nodes keep data")
@@ -99,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_up(args.nodes, args.data_dir, args.base_port, args.brokers)
 
     if args.command == "serve":
+        if args.lifeline_fd is not None:
+            from kraft import lifeline
+
+            lifeline.watch(args.lifeline_fd)
         overrides = {}
         for item in args.override:
             key, sep, value = item.partition("=")
@@ -107,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key.strip()] = value.strip()
         _setup_logging(args.log_level, None)
         try:
-            config = load_config(args.config, overrides)
+            if args.config is None:
+                with resources.as_file(resources.files("kraft") / DEFAULT_CONFIG) as path:
+                    config = load_config(str(path), overrides)
+            else:
+                config = load_config(args.config, overrides)
         except ConfigError as e:
             print(f"kraft: invalid configuration: {e}", file=sys.stderr)
             return 2

@@ -137,7 +137,7 @@ class LocalCluster:
                 node.wait_ready(max(0.1, deadline - time.monotonic()))
         except LaunchError as e:
             others = [n.log_tail() for n in self.nodes.values() if n is not node]
-            raise LaunchError("\n".join([str(e), *others])) from None
+            raise LaunchError("\n".join([str(e), *others]), e.node_id) from None
         try:
             want = set(self.alive_ids())
             for node_id in sorted(want):

@@ -90,6 +90,41 @@ def plan(
     ]
 
 
+def node_properties(
+    spec: NodeSpec,
+    combined_specs: Sequence[NodeSpec],
+    cluster_id: str,
+    secret: str,
+    total_nodes: int,
+    combined: bool = True,
+) -> dict[str, str]:
+    """The launcher's keys of one node's `server.properties` (before any extra keys)."""
+    voters = ",".join(f"{s.node_id}@127.0.0.1:{s.raft_port}" for s in combined_specs)
+    controllers = ",".join(f"127.0.0.1:{s.controller_port}" for s in combined_specs)
+    replication = min(3, total_nodes)
+    listeners = f"PLAINTEXT://127.0.0.1:{spec.kafka_port}"
+    return {
+        "node.id": str(spec.node_id),
+        "process.roles": "broker,controller" if combined else "broker",
+        "cluster.id": cluster_id,
+        "listeners": listeners
+        + (f",CONTROLLER://127.0.0.1:{spec.controller_port}" if combined else ""),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{spec.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "controller.quorum.voters": voters,
+        "controller.quorum.bootstrap.servers": controllers,
+        # The Raft transport's secret: controllers only.
+        **({"kraft.cluster.secret": secret} if combined else {}),
+        "log.dirs": os.path.join(spec.directory, "data"),
+        "default.replication.factor": str(replication),
+        "offsets.topic.replication.factor": str(replication),
+        "min.insync.replicas": "1",
+        # Local setups start groups at once (Kafka's default waits 3 s).
+        "group.initial.rebalance.delay.ms": "0",
+        **({"kraft.admin.listener": f"127.0.0.1:{spec.admin_port}"} if spec.admin_port else {}),
+    }
+
+
 def write_configs(
     specs: Sequence[NodeSpec],
     cluster_id: str,
@@ -100,33 +135,10 @@ def write_configs(
     """`server.properties` of combined nodes `specs` and of broker-only nodes `brokers` (which
     follow the metadata from the combined nodes' controllers), then `extra` keys (a later key
     wins)."""
-    voters = ",".join(f"{s.node_id}@127.0.0.1:{s.raft_port}" for s in specs)
-    controllers = ",".join(f"127.0.0.1:{s.controller_port}" for s in specs)
-    replication = min(3, len(specs) + len(brokers))
+    total = len(specs) + len(brokers)
     for spec in [*specs, *brokers]:
         os.makedirs(spec.directory, exist_ok=True)
-        combined = spec not in brokers
-        listeners = f"PLAINTEXT://127.0.0.1:{spec.kafka_port}"
-        props = {
-            "node.id": str(spec.node_id),
-            "process.roles": "broker,controller" if combined else "broker",
-            "cluster.id": cluster_id,
-            "listeners": listeners
-            + (f",CONTROLLER://127.0.0.1:{spec.controller_port}" if combined else ""),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{spec.kafka_port}",
-            "controller.listener.names": "CONTROLLER",
-            "controller.quorum.voters": voters,
-            "controller.quorum.bootstrap.servers": controllers,
-            # The Raft transport's secret: controllers only.
-            **({"kraft.cluster.secret": secret} if combined else {}),
-            "log.dirs": os.path.join(spec.directory, "data"),
-            "default.replication.factor": str(replication),
-            "offsets.topic.replication.factor": str(replication),
-            "min.insync.replicas": "1",
-            # Local setups start groups at once (Kafka's default waits 3 s).
-            "group.initial.rebalance.delay.ms": "0",
-            **({"kraft.admin.listener": f"127.0.0.1:{spec.admin_port}"} if spec.admin_port else {}),
-        }
+        props = node_properties(spec, specs, cluster_id, secret, total, spec not in brokers)
         with open(spec.config_path, "w") as f:
             f.write("# written by kraft.launcher\n")
             f.write("".join(f"{k}={v}\n" for k, v in props.items()))

@@ -38,7 +38,11 @@ _BOOTSTRAP = (
 
 class LaunchError(RuntimeError):
     """A node exited or the cluster did not become ready; the message carries the nodes'
-    log tails."""
+    log tails, `node_id` the node that failed (None when no one node is to blame)."""
+
+    def __init__(self, message: str, node_id: int | None = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
 
 
 def node_command(*args: str) -> list[str]:
@@ -74,6 +78,8 @@ class NodeProcess:
         self.starts = 0
         self.paused = False
         self.ready = False  # printed its ready line since the last start
+        # The write end of this node's lifeline pipe (see kraft.lifeline); held while it runs.
+        self._lifeline: int | None = None
 
     @property
     def kafka_port(self) -> int:
@@ -108,17 +114,36 @@ class NodeProcess:
         self.paused = False
         self.ready = False
         os.makedirs(self.spec.directory, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            log.write(f"---- kraft.launcher: start #{self.starts}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                node_command("serve", "--config", self.spec.config_path, *self.serve_args),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-                bufsize=0,  # unbuffered: select() sees the ready line
-            )
+        # The node exits when this process is gone, even by SIGKILL (kraft.lifeline): the
+        # kernel closes our write end and the node reads EOF. os.pipe's ends are not
+        # inherited by other children (close-on-exec); pass_fds hands the read end to this one.
+        read_end, write_end = os.pipe()
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"---- kraft.launcher: start #{self.starts}\n".encode())
+                log.flush()
+                self.proc = subprocess.Popen(
+                    node_command(
+                        "serve",
+                        "--config",
+                        self.spec.config_path,
+                        "--lifeline-fd",
+                        str(read_end),
+                        *self.serve_args,
+                    ),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    start_new_session=True,
+                    pass_fds=(read_end,),
+                    bufsize=0,  # unbuffered: select() sees the ready line
+                )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._lifeline = write_end
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until the node prints its ready line: a broker once it is registered and unfenced,
@@ -136,7 +161,8 @@ class NodeProcess:
             raise LaunchError(
                 f"node {self.node_id} (pid {proc.pid}) not ready after "
                 f"{time.monotonic() - started:.1f} s (exit code {proc.poll()}, said {line!r})\n"
-                + self.log_tail()
+                + self.log_tail(),
+                self.node_id,
             )
 
     def restart(self, timeout: float = READY_TIMEOUT_S) -> None:
@@ -196,6 +222,9 @@ class NodeProcess:
             self.proc.wait()
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         self.proc = None
         self.paused = False
         self.ready = False

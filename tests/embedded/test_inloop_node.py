@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 import kraft
 import kraft.embedded
 from kraft.config import ConfigError
-from kraft.embedded.node import EmbeddedNode, TopicCreationError
+from kraft.embedded.inloop import EmbeddedNode, TopicCreationError
 from kraft.launcher import free_ports
 from tests.wait import wait_until_async
 
@@ -145,7 +145,7 @@ async def test_produce_and_consume_on_the_same_loop(temp_root: Path) -> None:
 def test_import_kraft_stays_cheap_and_reaches_embedded_lazily() -> None:
     probe = (
         "import sys, kraft; assert 'kraft.node' not in sys.modules, 'eager'; "
-        "from kraft.embedded.node import EmbeddedNode; "
+        "from kraft.embedded.inloop import EmbeddedNode; "
         "assert kraft.embedded.node is not EmbeddedNode and "
         "isinstance(kraft.embedded.node(), EmbeddedNode)"
     )

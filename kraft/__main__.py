@@ -1,0 +1,7 @@
+"""`python -m kraft ...`: the `kraft` command."""
+
+import sys
+
+from kraft.cli import main
+
+sys.exit(main())
