@@ -149,8 +149,8 @@ td,th{{padding:2px 10px;text-align:left}} pre{{background:#f4f4f4;padding:8px}}
 <h1>kraft chaos: {html.escape(result.scenario)}, seed {result.seed}</h1>
 <p class="verdict">valid: {str(verdict.valid).lower()}</p>
 <p>Faults: <ul>{fault_list or "<li>none</li>"}</ul></p>
-<p>Unavailability window (longest time without an acknowledged write):
-{result.figures.get("unavailable_s")} s; throughput {result.figures.get("acks_per_s")}
+<p>Unavailability window (longest time one partition went without an acknowledged write):
+{result.figures.get("unavailable_s")} s (partition {result.figures.get("unavailable_partition")}); throughput {result.figures.get("acks_per_s")}
 acknowledged writes/s.</p>
 <table><tr><th>count</th><th></th></tr>{rows}</table>
 {failures}

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from kraft.chaos.checker import Failure, Verdict, check
+from kraft.chaos.faults import Fault
 from kraft.chaos.history import History
 from kraft.chaos.observer import Observer
-from kraft.chaos.process_faults import PlainCluster, Site
-from kraft.chaos.scenarios import GROUP, TOPIC, Scenario
+from kraft.chaos.scenarios import GROUP, TOPIC, AnyFault, Scenario
+from kraft.chaos.topology import ChaosCluster
 from kraft.chaos.workloads import (
     PRODUCERS,
     GroupConsumer,
@@ -75,11 +76,10 @@ class Sabotage:
     drop_read: bool = False  # the read-back leaves out one record
 
 
-SiteFactory = Callable[[Path, Mapping[str, str]], Site]
-
-
-def plain_site(root: Path, extra: Mapping[str, str]) -> Site:
-    return PlainCluster(root, 3, extra=extra)
+def chaos_cluster(root: Path) -> ChaosCluster:
+    """Three combined nodes, every link through its own proxy (toxiproxy at $TOXIPROXY_URL,
+    or ours in this process)."""
+    return ChaosCluster(root, 3, extra=CLUSTER_CONFIG)
 
 
 def create_topic(bootstrap: str, scenario: Scenario) -> None:
@@ -103,7 +103,7 @@ def _wait(what: str, condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)  # polling the condition
 
 
-def _keep_logs(site: Site, out: Path) -> None:
+def _keep_logs(site: ChaosCluster, out: Path) -> None:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     for node_id, node in site.cluster.nodes.items():
@@ -117,7 +117,7 @@ def run(
     duration: float,
     out: str | Path,
     *,
-    site_factory: SiteFactory = plain_site,
+    site_factory: Callable[[Path], ChaosCluster] = chaos_cluster,
     sabotage: Sabotage | None = None,
 ) -> RunResult:
     out = Path(out)
@@ -133,7 +133,7 @@ def run(
     faults: list[tuple[str, float, float]] = []
     keep_logs = True
     with tempfile.TemporaryDirectory(prefix="kraft-chaos-") as root:
-        site = site_factory(Path(root) / "cluster", CLUSTER_CONFIG)
+        site = site_factory(Path(root) / "cluster")
         producers: list[Producer] = []
         consumers: list[GroupConsumer] = []
         observer: Observer | None = None
@@ -181,21 +181,21 @@ def run(
             time.sleep(steady_s)  # the phase's length is what the run measures
             phases.append(("steady", start, history.now()))
 
-            if fault is not None:
-                start = history.now()
-                what = fault.inject(site, rng)
-                history.info(fault.name, "fault", value="inject", error=what)
-                log.info("chaos %s seed %d: %s", scenario.name, seed, what)
-                phases.append(("inject", start, history.now()))
             start = history.now()
-            time.sleep(impact_s)
-            phases.append(("impact", start, history.now()))
             if fault is not None:
-                start = history.now()
+                _inject(fault, site, history)
+                phases.append(("inject", start, history.now()))
+                if not isinstance(fault, Fault):  # one-off: over once executed
+                    faults.append((fault.name, start, history.now()))
+            impact = history.now()
+            time.sleep(max(0.0, impact_s - (impact - start)))
+            phases.append(("impact", impact, history.now()))
+            if isinstance(fault, Fault):
+                healing = history.now()
                 fault.heal(site)
                 history.info(fault.name, "fault", value="heal")
-                phases.append(("heal", start, history.now()))
-                faults.append((fault.name, phases[-2][1], history.now()))
+                phases.append(("heal", healing, history.now()))
+                faults.append((fault.name, start, history.now()))
             site.heal_all()
 
             start = history.now()
@@ -205,7 +205,8 @@ def run(
             start = history.now()
             for producer in producers:
                 producer.stop()
-            direct = site.cluster.bootstrap_servers
+            # After heal_all: the brokers advertise their client proxies, which pass everything.
+            direct = site.direct_bootstrap_servers
             ends = high_watermarks(direct, TOPIC, scenario.partitions)
             drained = wait_drained(consumers, ends)
             for consumer in consumers:
@@ -252,6 +253,18 @@ def run(
     return result
 
 
+def _inject(fault: AnyFault, site: ChaosCluster, history: History) -> None:
+    """Inject a recoverable fault, or execute a one-off one (kill -9 and restart), recording
+    when; a one-off fault's name says what it did once it is done."""
+    if isinstance(fault, Fault):
+        fault.inject(site)
+    else:
+        history.info(fault.name, "fault", value="execute")
+        fault.execute(site)
+    history.info(fault.name, "fault", value="inject" if isinstance(fault, Fault) else "done")
+    log.info("chaos: %s", fault.name)
+
+
 def _incomplete(
     verdict: Verdict, errors: list[str], drained: bool, ends: Mapping[int, int], now: float
 ) -> None:
@@ -268,17 +281,29 @@ def _incomplete(
 def _figures(
     history: History, phases: list[tuple[str, float, float]], drained: bool, errors: list[str]
 ) -> dict[str, Any]:
-    """Throughput and the longest time without any acknowledged write (the unavailability
-    window) between the end of the warm-up and the end of the recovery phase."""
+    """Throughput, and the unavailability window: the longest time any one partition went
+    without an acknowledged write, between the end of the warm-up and the end of the
+    recovery phase."""
     ops = history.snapshot()
     begin = phases[0][2]
     end = next(p[2] for p in phases if p[0] == "recovery")
-    acks = sorted(op.time for op in ops if op.f == "send" and op.kind == "ok")
-    window = [begin, *(t for t in acks if begin <= t <= end), end]
-    gap = max((b - a for a, b in zip(window, window[1:], strict=False)), default=0.0)
+    acks: dict[int, list[float]] = {}
+    for op in ops:
+        if op.f == "send" and op.kind == "ok" and op.partition is not None:
+            if begin <= op.time <= end:
+                acks.setdefault(op.partition, []).append(op.time)
+    gap = 0.0
+    worst: int | None = None
+    for partition, times in acks.items():
+        window = [begin, *sorted(times), end]
+        longest = max(b - a for a, b in zip(window, window[1:], strict=False))
+        if longest > gap:
+            gap, worst = longest, partition
+    total = sum(len(t) for t in acks.values())
     return {
         "unavailable_s": round(gap, 3),
-        "acks_per_s": round(len(window) / max(end - begin, 1e-9), 1),
+        "unavailable_partition": worst,
+        "acks_per_s": round(total / max(end - begin, 1e-9), 1),
         "consumers_drained": drained,
         "workload_errors": errors,
         "run_s": round(history.now(), 1),

@@ -1,5 +1,6 @@
-"""Short chaos runs in the default test command (issue 13, must-show 2): three scenarios, one
-seed each, real processes and real clients (confluent-kafka and kafka-python acks=all idempotent
+"""Short chaos runs in the default test command (issue 13, must-show 2): three scenarios (a
+network partition through the proxies, a SIGSTOP, kill -9 of every node), one seed each, real
+processes on a ChaosCluster and real clients (confluent-kafka and kafka-python acks=all idempotent
 producers, a two-member consumer group), the checker over the whole history, and the report.
 
 The three together stay under three minutes; `kraft chaos campaign` runs the long version.
@@ -21,7 +22,7 @@ DURATION_S = 20.0
 RUN_BUDGET_S = DURATION_S + 40.0
 
 
-@pytest.mark.parametrize("name", ["kill-leader", "pause-controller", "kill-all"])
+@pytest.mark.parametrize("name", ["isolate-leader", "pause-controller", "kill-all"])
 def test_a_short_chaos_run_is_valid(name: str, tmp_path: Path) -> None:
     started = time.monotonic()
     result = run(SCENARIOS[name], 1, DURATION_S, tmp_path / "report")
