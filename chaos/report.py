@@ -140,6 +140,7 @@ def write_report(result: RunResult, history: History) -> None:
         f"<li>{html.escape(name)}: {html.escape('; '.join(events))}</li>"
         for name, events in faults.items()
     )
+    figures = result.figures
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>kraft chaos: {html.escape(result.scenario)}
 seed {result.seed}</title>
@@ -150,8 +151,8 @@ td,th{{padding:2px 10px;text-align:left}} pre{{background:#f4f4f4;padding:8px}}
 <p class="verdict">valid: {str(verdict.valid).lower()}</p>
 <p>Faults: <ul>{fault_list or "<li>none</li>"}</ul></p>
 <p>Unavailability window (longest time one partition went without an acknowledged write):
-{result.figures.get("unavailable_s")} s (partition {result.figures.get("unavailable_partition")}); throughput {result.figures.get("acks_per_s")}
-acknowledged writes/s.</p>
+{figures.get("unavailable_s")} s (partition {figures.get("unavailable_partition")});
+throughput {figures.get("acks_per_s")} acknowledged writes/s.</p>
 <table><tr><th>count</th><th></th></tr>{rows}</table>
 {failures}
 {images}
