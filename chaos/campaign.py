@@ -5,12 +5,16 @@ the unavailability window (the longest time without an acknowledged write; max o
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kraft.chaos.checker import RULES, Failure, Verdict
 from kraft.chaos.runner import RunResult, run
 from kraft.chaos.scenarios import Scenario
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "scenario",
@@ -48,6 +52,18 @@ class Row:
         ]
 
 
+def broken_run(scenario: str, seed: int, out: Path, error: BaseException) -> RunResult:
+    """A run that did not finish (the cluster never became ready, a client call raised): an
+    invalid result whose one failure is the error; its node logs are in out/logs."""
+    counts = dict.fromkeys(("attempted", "acknowledged", "read", *RULES, "incomplete"), 0)
+    counts["incomplete"] = 1
+    failure = Failure("incomplete", 1, [{"error": repr(error)}], (0.0, 0.0))
+    verdict = Verdict(False, counts, [failure])
+    out.mkdir(parents=True, exist_ok=True)
+    verdict.write(out / "verdict.json", scenario=scenario, seed=seed)
+    return RunResult(scenario, seed, verdict, out, [], [], {"error": repr(error)})
+
+
 def table(rows: Sequence[Row]) -> str:
     """A Markdown table (readable as plain text too)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -73,7 +89,12 @@ def campaign(
         for i in range(runs):
             chosen = scenarios[i % len(scenarios)]
             seed = first_seed + i // len(scenarios)
-            result = run(chosen, seed, duration, out / f"{chosen.name}-{seed}")
+            where = out / f"{chosen.name}-{seed}"
+            try:
+                result = run(chosen, seed, duration, where)
+            except Exception as e:  # noqa: BLE001 — a broken run is a row, not the campaign's end
+                log.exception("chaos campaign: %s seed %d broke", chosen.name, seed)
+                result = broken_run(chosen.name, seed, where, e)
             rows[chosen.name].results.append(result)
             lines.write(
                 json.dumps(
