@@ -169,10 +169,9 @@ def run(
             observer.start()
             for workload in [*producers, *consumers]:
                 workload.start()
-            acked = lambda: history.count("send", "ok")  # noqa: E731
             _wait(
                 "the first acknowledged writes",
-                lambda: acked() >= 2 * len(producers),
+                lambda: history.count("send", "ok") >= 2 * len(producers),
                 WARM_UP_TIMEOUT_S,
             )
             phases.append(("warm-up", begin, history.now()))
