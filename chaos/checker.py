@@ -4,7 +4,7 @@ history and its final read-back of every partition.
 Rules (each broken one is a `Failure` naming its records and the time window they span):
 
 - `lost`: an acknowledged write is not read back at its acknowledged offset (missing, or
-  another value is there);
+  another value is there); one acknowledged without an offset is not read back at all;
 - `conflict`: one offset holds two different acknowledged values;
 - `reordered`: the read-back's offsets do not increase in read order, or a producer's write
   acknowledged before it sent another one (real-time order) got the later offset;
@@ -190,6 +190,7 @@ def check(
     counts = {
         "attempted": len(invoked),
         "acknowledged": len(acked),
+        "acknowledged_without_offset": sum(1 for ok in acked.values() if ok.offset is None),
         "indeterminate": indeterminate,
         "failed": failed,
         "read": records_read,
@@ -213,7 +214,15 @@ def _check_acked(
         tp = (ok.topic, ok.partition)
         sent = invoked.get(value)
         if ok.offset is None:
-            rules["lost"].add({"value": value, "topic": tp[0], "partition": tp[1]}, ok.time)
+            # Acknowledged without an offset: librdkafka's implicit ack of an idempotent batch
+            # whose own response was lost, once a later batch of the producer is acknowledged
+            # (the sequence numbers prove it was written). It must be in the partition.
+            if value not in at_offset.get(tp, {}).values():
+                rules["lost"].add(
+                    {"value": value, "topic": tp[0], "partition": tp[1], "acked_at": ok.time},
+                    sent.time if sent else None,
+                    ok.time,
+                )
             continue
         by_offset[(tp[0], tp[1], ok.offset)].append(ok)
         there = at_offset.get(tp, {}).get(ok.offset)

@@ -193,3 +193,18 @@ def test_the_history_round_trips_through_json_lines(tmp_path: Path) -> None:
     assert loaded.ops == history.ops
     assert read_back_of(loaded.ops) == {k: list(v) for k, v in CLEAN_READ.items()}
     assert check(loaded).valid
+
+
+def test_an_acknowledgement_without_an_offset_needs_the_value_somewhere_in_its_partition() -> None:
+    # librdkafka acknowledges an idempotent batch whose response was lost once a later batch
+    # is acknowledged: the delivery report has no offset.
+    history = ledger(CLEAN)
+    history.invoke("p", "send", value="e", topic=T, partition=0)
+    history.ok("p", "send", value="e", topic=T, partition=0)
+    with_it = {**CLEAN_READ, (T, 0): [*CLEAN_READ[(T, 0)], (2, "e")]}
+    verdict = check(history, with_it)
+    assert verdict.valid, verdict.describe()
+    assert verdict.counts["acknowledged_without_offset"] == 1
+    verdict = check(history, CLEAN_READ)
+    assert kinds(verdict) == {"lost"}
+    assert verdict.failures[0].records[0]["value"] == "e"
