@@ -18,7 +18,7 @@ that moment: `Target.partition_leader("t", 0)`, `Target.follower("t", 0)`,
 `Target.active_controller()`, `Target.coordinator("group")`, or a plain node id.
 
 Each fault names its toxics uniquely, so faults compose and each heals only its own;
-`ChaosCluster.heal_all()` removes everything regardless (teardown). `injected(fault, cluster)`
+`ChaosCluster.heal_all()` removes everything regardless (teardown). `with cluster.inject(fault):`
 heals even when the body fails.
 """
 
@@ -28,8 +28,7 @@ import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 
 from kraft.chaos.topology import STREAMS, ChaosCluster, Link
 from kraft.launcher import READY_TIMEOUT_S
@@ -143,16 +142,6 @@ class OneOffFault(ABC):
         return self.name
 
 
-@contextmanager
-def injected(fault: Fault, cluster: ChaosCluster) -> Iterator[Fault]:
-    """The fault injected for the body, healed after it, even when the body fails."""
-    fault.inject(cluster)
-    try:
-        yield fault
-    finally:
-        fault.heal(cluster)
-
-
 class ToxicFault(Fault):
     """Toxics of one type on links chosen at inject time; heal removes exactly these."""
 
@@ -257,6 +246,24 @@ class Partition(Cut):
         return crossing(cluster, groups) + [
             link for link in cluster.links(kind="client") if link.dst in unreachable
         ]
+
+
+class CutClients(Cut):
+    """Clients cannot reach `nodes` (default: any node), while the nodes reach each other:
+    how a test cuts a service of its own off from the cluster."""
+
+    def __init__(self, nodes: Collection[TargetLike] | None = None, *, reset: bool = False):
+        super().__init__(reset)
+        self.nodes = nodes
+        self.name = "cut clients off" + ("" if nodes is None else f" from {nodes}")
+
+    def select(self, cluster: ChaosCluster) -> list[Link]:
+        links = cluster.links(kind="client")
+        if self.nodes is None:
+            return links
+        nodes = {resolve(t, cluster) for t in self.nodes}
+        self.name = f"cut clients off from {sorted(nodes)}"
+        return [link for link in links if link.dst in nodes]
 
 
 class IsolateNode(Cut):

@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from kraft.chaos import observe
 from kraft.chaos.toxiclient import ToxiproxyClient, ToxiproxyError
@@ -45,6 +45,39 @@ CLIENT = "client"
 KINDS = ("client", "broker", "controller", "raft")
 STREAMS = ("upstream", "downstream")
 STOP_TIMEOUT_S = 10.0
+
+
+class Recoverable(Protocol):
+    """What `ChaosCluster.inject` needs of a fault (`kraft.chaos.faults.Fault`)."""
+
+    def inject(self, cluster: ChaosCluster) -> None: ...
+
+    def heal(self, cluster: ChaosCluster) -> None: ...
+
+
+class Injected:
+    """An injected fault: `heal()` once (later calls do nothing), or leave the `with` block."""
+
+    def __init__(self, cluster: ChaosCluster, fault: Recoverable) -> None:
+        self.cluster = cluster
+        self.fault = fault
+        self.healed = False
+
+    def heal(self) -> None:
+        if not self.healed:
+            self.healed = True
+            self.fault.heal(self.cluster)
+
+    def __enter__(self) -> Injected:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.heal()
 
 
 @dataclass(frozen=True)
@@ -79,7 +112,20 @@ class ChaosCluster:
         extra: Mapping[str, str] | None = None,
         serve_args: Sequence[str] = (),
     ) -> None:
-        self.cluster = LocalCluster(root, nodes, brokers, extra=extra, serve_args=serve_args)
+        self._adopt(
+            LocalCluster(root, nodes, brokers, extra=extra, serve_args=serve_args), toxiproxy_url
+        )
+
+    @classmethod
+    def around(cls, cluster: LocalCluster, *, toxiproxy_url: str | None = None) -> ChaosCluster:
+        """A chaos cluster over a `LocalCluster` made elsewhere (say by `kraft.Cluster`) whose
+        nodes are not running yet: `route()` it, then start the nodes (either way)."""
+        chaos = cls.__new__(cls)
+        chaos._adopt(cluster, toxiproxy_url)
+        return chaos
+
+    def _adopt(self, cluster: LocalCluster, toxiproxy_url: str | None) -> None:
+        self.cluster = cluster
         self._url = toxiproxy_url
         self._prefix = f"kraft-{secrets.token_hex(4)}"
         self._server = contextlib.ExitStack()
@@ -169,6 +215,12 @@ class ChaosCluster:
 
     # ------------------------------------------------------------ toxics
 
+    def inject(self, fault: Recoverable) -> Injected:
+        """Inject `fault` now; the handle heals it (`heal()`, or as a context manager at the
+        end of the block, even when the block fails)."""
+        fault.inject(self)
+        return Injected(self, fault)
+
     def add_toxic(
         self,
         link: Link,
@@ -235,9 +287,7 @@ class ChaosCluster:
         try:
             self._create_links()
         except BaseException:
-            self._remove_proxies()
-            self._server.close()
-            self._api = None
+            self.unroute()
             raise
 
     def _create_links(self) -> None:
@@ -291,30 +341,33 @@ class ChaosCluster:
                 self._api.delete_proxy(link.proxy)
         self._links.clear()
 
+    def unroute(self) -> None:
+        """Remove the proxies and stop the Toxiproxy server if this cluster started it (the
+        nodes are left alone: stop them first)."""
+        self._remove_proxies()
+        self._api = None
+        self._server.close()
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Heal everything, stop the nodes (SIGTERM, then SIGKILL after `timeout`), remove
-        the proxies, and stop the Toxiproxy server if this cluster started it."""
+        """Heal everything, stop the nodes (SIGTERM, then SIGKILL after `timeout`), then
+        `unroute`."""
         try:
             try:
                 self.heal_all()
             finally:
                 self.cluster.stop(timeout)
         finally:
-            self._remove_proxies()
-            self._api = None
-            self._server.close()
+            self.unroute()
 
     def kill(self) -> None:
-        """Heal, kill -9 every node, remove the proxies: the quick teardown for tests."""
+        """Heal, kill -9 every node, `unroute`: the quick teardown for tests."""
         try:
             try:
                 self.heal_all()
             finally:
                 self.cluster.kill_all()
         finally:
-            self._remove_proxies()
-            self._api = None
-            self._server.close()
+            self.unroute()
 
     def __enter__(self) -> ChaosCluster:
         return self

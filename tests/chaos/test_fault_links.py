@@ -20,7 +20,6 @@ from kraft.chaos.faults import (
     ResetPeers,
     SplitMajorityMinority,
     Target,
-    injected,
 )
 from kraft.chaos.topology import ChaosCluster
 from kraft.config import load_config
@@ -95,20 +94,20 @@ def test_isolate_cuts_every_node_link_of_the_node_both_ways(
 ) -> None:
     cc = routed()
     fault = IsolateNode(2)
-    with injected(fault, cc):
+    with cc.inject(fault):
         assert fault.node == 2
         cut = poisoned(cc)
         assert set(cut) == names([(2, 1), (2, 3), (1, 2), (3, 2)])
         assert all(toxics == CUT for toxics in cut.values())
     assert poisoned(cc) == {}
-    with injected(IsolateNode(Target.node(3), clients=True), cc):
+    with cc.inject(IsolateNode(Target.node(3), clients=True)):
         assert set(poisoned(cc)) == names([(3, 1), (3, 2), (1, 3), (2, 3)]) | {"client->3"}
     assert poisoned(cc) == {}
 
 
 def test_one_way_cuts_only_what_src_dials_to_dst(routed: Callable[..., ChaosCluster]) -> None:
     cc = routed()
-    with injected(OneWay(1, 3), cc):
+    with cc.inject(OneWay(1, 3)):
         assert set(poisoned(cc)) == names([(1, 3)])
     with pytest.raises(FaultError):
         OneWay(2, 2).inject(cc)
@@ -118,20 +117,20 @@ def test_one_way_cuts_only_what_src_dials_to_dst(routed: Callable[..., ChaosClus
 def test_bridge_and_splits(routed: Callable[..., ChaosCluster]) -> None:
     cc = routed()
     bridge = Bridge()
-    with injected(bridge, cc):
+    with cc.inject(bridge):
         assert bridge.halves == ([1, 2], [2, 3])
         assert set(poisoned(cc)) == names([(1, 3), (3, 1)])
     big = routed(5)
     split = SplitMajorityMinority(minority_with=4)
-    with injected(split, big):
+    with big.inject(split):
         assert split.minority == [4, 1]
         pairs = [(a, b) for a in (1, 4) for b in (2, 3, 5)]
         assert set(poisoned(big)) == names(pairs + [(b, a) for a, b in pairs])
-    with injected(Bridge(bridge=Target.node(1)), big):
+    with big.inject(Bridge(bridge=Target.node(1))):
         # Halves [2, 3] + 1 and 1 + [4, 5]: only 2, 3 <-> 4, 5 are cut.
         pairs = [(a, b) for a in (2, 3) for b in (4, 5)]
         assert set(poisoned(big)) == names(pairs + [(b, a) for a, b in pairs])
-    with injected(Partition([[1, 2]], isolate_clients=[5]), big):
+    with big.inject(Partition([[1, 2]], isolate_clients=[5])):
         # 3, 4 and 5 are each alone: every link but 1<->2 is cut, and clients lose 5.
         others = [(a, b) for a in range(1, 6) for b in range(1, 6) if a != b]
         expected = names([p for p in others if p not in ((1, 2), (2, 1))]) | {"client->5"}
@@ -161,7 +160,7 @@ def test_degradations_compose_and_heal_independently(
     assert {t[0] for toxics in poisoned(cc).values() for t in toxics} == {"bandwidth"}
     bandwidth.heal(cc)
     assert poisoned(cc) == {}
-    with injected(ResetPeers(2, timeout_ms=5, kinds=["client"]), cc):
+    with cc.inject(ResetPeers(2, timeout_ms=5, kinds=["client"])):
         assert poisoned(cc) == {
             "client->2": [
                 ("reset_peer", "downstream", {"timeout": 5}),
@@ -192,3 +191,16 @@ def test_a_target_nobody_knows_fails_the_inject(
     with pytest.raises(FaultError, match="the active controller"):
         OneWay(1, Target.active_controller()).inject(cc)
     assert poisoned(cc) == {}
+
+
+def test_reset_on_heal_reopens_the_cut_links_on_the_same_addresses(
+    routed: Callable[..., ChaosCluster],
+) -> None:
+    cc = routed()
+    before = {name: p["listen"] for name, p in cc.api.proxies().items()}
+    fault = IsolateNode(1, reset=True)
+    with cc.inject(fault):
+        assert len(fault.links) == 12
+    after = cc.api.proxies()
+    assert {name: p["listen"] for name, p in after.items()} == before
+    assert all(p["enabled"] and not p["toxics"] for p in after.values())

@@ -13,16 +13,20 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from kraft.chaos.faults import (
+    Bandwidth,
     IsolateNode,
     KillAll,
     KillRestart,
     Latency,
     OneWay,
     Pause,
+    ResetPeers,
+    SplitMajorityMinority,
     Target,
-    injected,
 )
 from kraft.chaos.topology import ChaosCluster
+from kraft.launcher import request
+from kraft.net.protocol import ApiVersionsRequest, ApiVersionsResponse
 from tests.chaos.clients import (
     create_topic,
     produce,
@@ -84,7 +88,7 @@ def test_isolating_the_partition_leader_elects_another(cc: ChaosCluster) -> None
     fault = IsolateNode(Target.partition_leader(topic, 0))
     try:
         acked = produce(p, topic, 0, [f"before-{n}".encode() for n in range(20)])
-        with injected(fault, cc):
+        with cc.inject(fault):
             old = fault.node
             assert old is not None
             new = wait_for(
@@ -116,7 +120,7 @@ def test_one_way_partition_drops_the_follower_from_the_isr(cc: ChaosCluster) -> 
     fault = OneWay(follower, Target.partition_leader(topic, 0))
     p = producer(cc)
     try:
-        with injected(fault, cc):
+        with cc.inject(fault):
 
             def without_follower() -> bool:
                 view = cc.partition_view(topic, 0)
@@ -146,7 +150,7 @@ def test_pausing_the_leader_moves_leadership_and_resuming_brings_it_back_in_sync
     p = producer(cc)
     try:
         acked = produce(p, topic, 0, [f"before-{n}".encode() for n in range(10)])
-        with injected(fault, cc):
+        with cc.inject(fault):
             paused = fault.node
             assert paused is not None and cc.cluster.node(paused).paused
             wait_for(
@@ -163,6 +167,24 @@ def test_pausing_the_leader_moves_leadership_and_resuming_brings_it_back_in_sync
     check_read_back(cc, topic, 0, acked)
 
 
+def test_split_with_the_active_controller_in_the_minority_elects_another(
+    cc: ChaosCluster,
+) -> None:
+    fault = SplitMajorityMinority()  # the minority holds the active controller
+    with cc.inject(fault):
+        (old,) = fault.minority
+
+        def other_controller() -> int | None:
+            active = cc.active_controller()
+            return active if active not in (None, old) else None
+
+        wait_for("an active controller on the majority side", other_controller)
+    # Healed: a controller leads and metadata writes go through it again.
+    wait_for("an active controller", cc.active_controller)
+    create_topic(cc, "after-split", 1)
+    wait_in_sync(cc, "after-split", 0)
+
+
 def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
     topic = "latency"
     create_topic(cc, topic, 1)
@@ -175,7 +197,7 @@ def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
             produce(p, topic, 0, [b"x"])
             return time.monotonic() - started
 
-        with injected(Latency(150, 20, kinds=["client"]), cc):
+        with cc.inject(Latency(150, 20, kinds=["client"])):
             slow = min(round_trip() for _ in range(3))
         fast = min(round_trip() for _ in range(3))
     finally:
@@ -183,6 +205,34 @@ def test_latency_slows_every_round_trip_and_heals(cc: ChaosCluster) -> None:
     # 130 ms at least each way on the client link, once it is healed back to loopback speed.
     assert slow >= 0.26, slow
     assert fast < slow - 0.2, (fast, slow)
+
+
+def test_bandwidth_limits_and_resets_on_client_links(cc: ChaosCluster) -> None:
+    topic = "bandwidth"
+    create_topic(cc, topic, 1)
+    p = producer(cc, enable_idempotence=False, acks=1, max_request_size=2_000_000)
+    payload = bytes(300_000)
+    try:
+        produce(p, topic, 0, [b"warm"])
+        with cc.inject(Bandwidth(200, kinds=["client"])):
+            started = time.monotonic()
+            produce(p, topic, 0, [payload])
+            limited = time.monotonic() - started
+        started = time.monotonic()
+        produce(p, topic, 0, [payload])
+        free = time.monotonic() - started
+    finally:
+        p.close(timeout=5)
+    assert limited >= 1.2, limited  # 300 KB at 200 KB/s: 1.5 s
+    assert free < limited / 2, (free, limited)
+
+    leader = cc.partition_leader(topic, 0)
+    assert leader is not None
+    proxy_port = int(cc.link(f"client->{leader}").listen.rsplit(":", 1)[1])
+    with cc.inject(ResetPeers(leader, kinds=["client"])):
+        with pytest.raises((ConnectionError, EOFError)):
+            request(proxy_port, ApiVersionsRequest(), 5.0)
+    assert isinstance(request(proxy_port, ApiVersionsRequest(), 5.0), ApiVersionsResponse)
 
 
 def test_kill_restart_and_kill_all_lose_nothing_acknowledged(cc: ChaosCluster) -> None:
