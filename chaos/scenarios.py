@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from kraft.chaos.faults import (
     Bandwidth,
     Bridge,
+    CutClients,
     Fault,
     IsolateNode,
     Kill,
@@ -113,6 +114,11 @@ SCENARIOS: dict[str, Scenario] = _register(
         "bridge",
         "two halves that reach each other only through one node",
         lambda rng: Bridge(rng.choice(NODES)),
+    ),
+    Scenario(
+        "cut-clients",
+        "clients reach no broker while the brokers reach each other (seeded: reset on heal)",
+        lambda rng: CutClients(reset=rng.random() < 0.5),
     ),
     Scenario("latency", "50-200 ms latency with jitter on every link (seeded)", _latency),
     Scenario(
