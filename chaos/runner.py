@@ -37,6 +37,7 @@ from kraft.chaos.workloads import (
     read_back,
     wait_drained,
 )
+from kraft.launcher import LaunchError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ CLUSTER_CONFIG = {
     "group.initial.rebalance.delay.ms": "0",
 }
 WARM_UP_TIMEOUT_S = 60.0
+START_ATTEMPTS = 3
 PRODUCER_RATE = 40.0  # writes per second per producer: enough to see gaps, light on 2 cores
 
 
@@ -103,6 +105,23 @@ def _wait(what: str, condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)  # polling the condition
 
 
+def _started(site_factory: Callable[[Path], ChaosCluster], root: Path) -> ChaosCluster:
+    """A started cluster. The nodes' ports are chosen free before the proxies listen on ports
+    the kernel picks, so a proxy can take a node's port (EADDRINUSE at the node's start, about
+    1 run in 30): that start is retried on new ports, nothing of the run having begun."""
+    for attempt in range(START_ATTEMPTS):
+        site = site_factory(root / f"cluster-{attempt}")
+        try:
+            site.start()
+            return site
+        except LaunchError as e:
+            site.stop()
+            if "address already in use" not in str(e) or attempt == START_ATTEMPTS - 1:
+                raise
+            log.warning("chaos: a node's port was taken, starting on new ports: %s", e)
+    raise AssertionError("unreachable")
+
+
 def _keep_logs(site: ChaosCluster, out: Path) -> None:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
@@ -133,13 +152,12 @@ def run(
     faults: list[tuple[str, float, float]] = []
     keep_logs = True
     with tempfile.TemporaryDirectory(prefix="kraft-chaos-") as root:
-        site = site_factory(Path(root) / "cluster")
+        begin = history.now()
+        site = _started(site_factory, Path(root))
         producers: list[Producer] = []
         consumers: list[GroupConsumer] = []
         observer: Observer | None = None
         try:
-            begin = history.now()
-            site.start()
             bootstrap = site.bootstrap_servers
             create_topic(bootstrap, scenario)
             for i, kind in enumerate(scenario.producers):
