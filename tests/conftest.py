@@ -27,6 +27,8 @@ _PROCESS_FILES = frozenset(
         "kraft/test_quorum_processes.py",
         "log/test_crash.py",
         "chaos/test_toxiproxy_cli.py",
+        "chaos/test_chaos_run.py",
+        "chaos/test_checker_fails.py",
         "chaos/test_topology.py",
         "chaos/test_faults.py",
         "security/test_tls_process.py",
