@@ -5,7 +5,7 @@ module; each test heals what it injected)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kafka import KafkaProducer
@@ -148,5 +148,25 @@ def test_heal_removes_every_fault_and_stop_removes_the_proxies() -> None:
             cluster.cut_clients()  # left on: stop heals it
             pid = cluster.node(1).pid
             assert set(api.proxies()) == {client_link.proxy}
+            calls = record_teardown(cluster)
+        assert calls == ["heal_all", "stop nodes", "unroute"]
         assert pid is not None and gone(pid)
         assert api.proxies() == {}
+
+
+def record_teardown(cluster: kraft.Cluster) -> list[str]:
+    """The order in which `stop` heals, stops the nodes and removes the proxies."""
+    calls: list[str] = []
+    chaos, local = cluster.chaos, cluster.chaos.cluster
+
+    def spy(name: str, real: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: object, **kwargs: object) -> None:
+            calls.append(name)
+            real(*args, **kwargs)
+
+        return call
+
+    chaos.heal_all = spy("heal_all", chaos.heal_all)  # type: ignore[method-assign]
+    chaos.unroute = spy("unroute", chaos.unroute)  # type: ignore[method-assign]
+    local.stop = spy("stop nodes", local.stop)  # type: ignore[method-assign]
+    return calls
