@@ -14,7 +14,7 @@ from kafka.errors import KafkaTimeoutError
 import kraft
 from kraft.chaos.toxiclient import ToxiproxyClient
 from kraft.chaos.toxiproxy import ThreadedToxiproxy
-from kraft.embedded import ClusterError
+from kraft.embedded import ClusterConfigError, ClusterError
 from tests.embedded.procs import gone
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
@@ -60,6 +60,8 @@ def test_clients_get_the_proxies_and_a_plain_cluster_has_no_chaos(
     assert len(cluster.chaos.links()) == 21
     with pytest.raises(ClusterError, match="chaos=True"):
         kraft.Cluster(nodes=1).cut_clients()
+    with pytest.raises(ClusterConfigError, match="chaos=True"):
+        kraft.Cluster(nodes=1, toxiproxy_url="http://127.0.0.1:8474")
 
 
 def test_a_service_cut_off_from_the_cluster_waits_and_delivers_once_healed(
