@@ -16,6 +16,7 @@ from kraft.chaos.toxiclient import ToxiproxyClient
 from kraft.chaos.toxiproxy import ThreadedToxiproxy
 from kraft.embedded import ClusterConfigError, ClusterError
 from tests.embedded.procs import gone
+from tests.embedded.test_cluster import _taking
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
 
@@ -172,3 +173,17 @@ def record_teardown(cluster: kraft.Cluster) -> list[str]:
     chaos.unroute = spy("unroute", chaos.unroute)  # type: ignore[method-assign]
     local.stop = spy("stop nodes", local.stop)  # type: ignore[method-assign]
     return calls
+
+
+def test_a_start_retried_on_new_ports_proxies_only_the_new_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken, picked = _taking(monkeypatch, index=0, calls=1)
+    with ThreadedToxiproxy() as server, taken:
+        api = ToxiproxyClient(server.url)
+        with kraft.Cluster(nodes=1, chaos=True, toxiproxy_url=server.url) as cluster:
+            assert len(picked) == 2
+            (proxy,) = api.proxies().values()  # the first attempt's proxy was removed
+            assert proxy["upstream"] == f"127.0.0.1:{picked[1][0]}"
+            assert cluster.bootstrap_servers == proxy["listen"]
+        assert api.proxies() == {}
