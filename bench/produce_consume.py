@@ -31,9 +31,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def produce(bootstrap: str, topic: str, size: int, count: int, idempotent: bool) -> float:
+def produce(
+    bootstrap: str,
+    topic: str,
+    size: int,
+    count: int,
+    idempotent: bool,
+    client: dict[str, Any] | None = None,
+) -> float:
+    """Seconds to produce `count` messages; `client`: more librdkafka keys (e.g. TLS)."""
     producer = Producer(
         {
+            **(client or {}),
             "bootstrap.servers": bootstrap,
             "acks": "all",
             "enable.idempotence": idempotent,
@@ -63,9 +72,10 @@ def produce(bootstrap: str, topic: str, size: int, count: int, idempotent: bool)
     return elapsed
 
 
-def consume(bootstrap: str, topic: str, count: int) -> float:
+def consume(bootstrap: str, topic: str, count: int, client: dict[str, Any] | None = None) -> float:
     consumer = Consumer(
         {
+            **(client or {}),
             "bootstrap.servers": bootstrap,
             "group.id": "bench",
             "enable.auto.commit": False,

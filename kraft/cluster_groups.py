@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -135,10 +136,13 @@ class ClusterGroups:
         image: Callable[[], MetadataImage | None],
         endpoint_of: Callable[[int], tuple[str, int] | None],
         timeout_s: float = 10.0,
+        ssl_context: Callable[[], ssl.SSLContext | None] = lambda: None,
     ) -> None:
         self._image = image
         self._endpoint_of = endpoint_of
         self.timeout_s = timeout_s
+        # The inter-broker listener's TLS (the endpoints are that listener's).
+        self._ssl_context = ssl_context
 
     # ----------------------------------------------------------------- reads
 
@@ -403,7 +407,9 @@ class ClusterGroups:
         endpoint = self._endpoint_of(broker)
         if endpoint is None:
             return f"broker {broker} has no known endpoint"
-        conn = KafkaConnection(endpoint[0], endpoint[1], client_id=CLIENT_ID)
+        conn = KafkaConnection(
+            endpoint[0], endpoint[1], client_id=CLIENT_ID, ssl=self._ssl_context()
+        )
         try:
             async with asyncio.timeout(self.timeout_s):
                 await conn.connect()

@@ -3,10 +3,11 @@
 No key is accepted silently unless it is honoured: unknown keys, and known Kafka keys that have
 no effect here, are warned about at start-up (a Kafka config often carries keys for features a
 node does not have); a known key with an invalid value stops start-up with a message naming
-the key. Security is refused outright until it is implemented: a listener whose protocol is
-SSL, SASL_PLAINTEXT or SASL_SSL (by name or through `listener.security.protocol.map`),
-`ssl.*`, `sasl.*`, `authorizer.class.name`, `super.users` and their kin stop start-up, since
-serving them as plaintext without authentication would mislead.
+the key. A listener is served only with a security protocol kraft implements (PLAINTEXT, and
+SSL: its `ssl.*` keys are honoured by `kraft.security.tls`); a listener whose protocol is
+SASL_PLAINTEXT or SASL_SSL (by name or through `listener.security.protocol.map`), `sasl.*`,
+`authorizer.class.name`, `super.users` and their kin stop start-up, since serving them as
+plaintext without authentication would mislead.
 
 Per-peer addresses (so a proxy can sit on each directed link between nodes)::
 
@@ -402,10 +403,11 @@ _NOT_APPLICABLE = {
     "are always served",
 }
 
-# Security, until it is implemented: these stop start-up rather than be served as plaintext
-# without authentication or authorization.
+# Security protocols a listener may have, and those served; the others (and the keys below)
+# stop start-up rather than be served as plaintext without authentication or authorization.
 SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _PROTOCOLS = ("PLAINTEXT", *SECURE_PROTOCOLS)
+SERVABLE_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
 _SECURITY_KEYS = frozenset(
     {
         "authorizer.class.name",
@@ -416,18 +418,23 @@ _SECURITY_KEYS = frozenset(
         "connections.max.reauth.ms",
     }
 )
-_SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
-# Checked by _refuse_security: accepted only when they ask for plaintext, which is served.
+_SECURITY_PREFIXES = ("sasl.", "delegation.token.")
+# Checked by _refuse_security: accepted only when they ask for a servable protocol.
 _SECURITY_CHECKED = frozenset({"listener.security.protocol.map", "security.inter.broker.protocol"})
 
 
 def _is_security_key(key: str, value: str) -> bool:
     if key == "security.inter.broker.protocol":
-        return value.strip().upper() != "PLAINTEXT"
+        return value.strip().upper() not in SERVABLE_PROTOCOLS
     if key.startswith("listener.name."):
-        # Per-listener overrides: listener.name.<l>.ssl.*, listener.name.<l>.<mech>.sasl.*
-        return ".ssl." in key or ".sasl." in key
+        # Per-listener overrides: listener.name.<l>.<mech>.sasl.* (ssl.* ones are TLS's)
+        return ".sasl." in key
     return key in _SECURITY_KEYS or key.startswith(_SECURITY_PREFIXES)
+
+
+def _is_tls_key(key: str) -> bool:
+    """`ssl.*` and `listener.name.<l>.ssl.*`: checked by kraft.security.tls at start-up."""
+    return key.startswith("ssl.") or (key.startswith("listener.name.") and ".ssl." in key)
 
 
 def _protocol_map(v: str) -> dict[str, str]:
@@ -449,18 +456,32 @@ def _refuse_security(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) 
     except ValueError as e:
         raise ConfigError(f"invalid value for listener.security.protocol.map: {e}") from None
     for name, protocol in mapping.items():
-        if protocol in SECURE_PROTOCOLS:
+        if protocol not in SERVABLE_PROTOCOLS:
             named.append(f"listener.security.protocol.map entry {name}:{protocol}")
     for endpoint in listeners:
         protocol = mapping.get(endpoint.listener, endpoint.listener)
-        if protocol in SECURE_PROTOCOLS and endpoint.listener not in mapping:
-            named.append(f"listener {endpoint}")
+        if protocol in _PROTOCOLS and protocol not in SERVABLE_PROTOCOLS:
+            if endpoint.listener not in mapping:
+                named.append(f"listener {endpoint}")
     named += sorted(k for k, v in props.items() if v.strip() and _is_security_key(k, v))
     if named:
         raise ConfigError(
-            "security (SSL, SASL, authorization) is not implemented yet, and kraft will not "
-            "serve it as plaintext without authentication: remove " + ", ".join(named)
+            "SASL and authorization are not implemented yet, and kraft will not serve them "
+            "as plaintext without authentication: remove " + ", ".join(named)
         )
+
+
+def _inter_broker_protocol(props: Mapping[str, str], values: dict[str, Any]) -> None:
+    """`security.inter.broker.protocol` names the inter-broker listener by its protocol (the
+    listener of that name), as in Kafka; it excludes `inter.broker.listener.name`."""
+    protocol = props.get("security.inter.broker.protocol", "").strip().upper()
+    if not protocol:
+        return
+    if "inter.broker.listener.name" in props:
+        raise ConfigError(
+            "security.inter.broker.protocol and inter.broker.listener.name exclude each other"
+        )
+    values["inter_broker_listener_name"] = protocol
 
 
 def _peer_address(v: str) -> tuple[str, int]:
@@ -510,7 +531,9 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
             if key in _NOT_APPLICABLE:
                 logger.warning("config key %s has no effect: %s", key, _NOT_APPLICABLE[key])
             elif key in _SECURITY_CHECKED or (_is_security_key(key, raw) and raw.strip()):
-                pass  # honoured (plaintext) or refused by _refuse_security below
+                pass  # honoured (servable) or refused by _refuse_security below
+            elif _is_tls_key(key):
+                pass  # honoured, or refused at start-up, by kraft.security.tls
             else:
                 logger.warning("unknown config key %s ignored", key)
             extra[key] = raw
@@ -521,6 +544,7 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
             name = {"node_id": "node.id", "listeners": "listeners", "log_dirs": "log.dirs"}
             raise ConfigError(f"missing required key {name[required]}")
     _refuse_security(props, values["listeners"])
+    _inter_broker_protocol(props, values)
     values.setdefault("process_roles", ("broker", "controller"))
     values.setdefault("advertised_listeners", ())
     for topic_key, value in log_props.items():

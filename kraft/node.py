@@ -26,6 +26,7 @@ from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
+from kraft.security.tls import CertificateReloader, NodeTls, node_tls
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 META_PROPERTIES = "meta.properties"
 CHECKPOINT_INTERVAL_S = 5.0
+# How often SSL listeners' keystore and truststore files are checked for a new certificate.
+TLS_RELOAD_CHECK_S = 30.0
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 QUORUM_DIR = "__cluster_metadata-raft"
 
@@ -111,6 +114,7 @@ class Node:
         self.follower: MetadataFollower | None = None
         self.controller_client: ControllerClient | None = None
         self.admin: AdminServer | None = None
+        self.tls = NodeTls()
         # This node's instruments and scrape-time gauges, in a registry of its own.
         self.metrics = NodeMetrics()
         self.metrics_collector = NodeCollector(self)
@@ -118,6 +122,8 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
+        # First: a keystore that cannot be read stops start-up before anything is written.
+        self.tls = node_tls(cfg)
         self.cluster_id = ensure_meta_properties(cfg)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
@@ -137,6 +143,7 @@ class Node:
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
         if not cfg.is_broker:
+            self._watch_certificates()
             await self._start_admin()
             logger.info("%sstarted: controller only, cluster %s", self.tag, self.cluster_id)
             return
@@ -160,6 +167,7 @@ class Node:
             self.cluster_id,
             lambda: epoch["value"],
             metrics=self.metrics,
+            inter_broker_ssl=self.tls.client_for(cfg.inter_broker_listener_name),
         )
         holder["broker"] = broker
         self.broker = broker
@@ -198,6 +206,7 @@ class Node:
         self._every(cfg.producer_id_expiration_check_interval_ms / 1000, self._expire_producers)
         if cfg.log_flush_scheduler_interval_ms < 2**62:
             self._every(cfg.log_flush_scheduler_interval_ms / 1000, self._flush)
+        self._watch_certificates()
         await self._start_admin()
         logger.info(
             "%sstarted: cluster %s, listening on %s",
@@ -205,6 +214,22 @@ class Node:
             self.cluster_id,
             ", ".join(f"{s.listener}://{s.host}:{s.port}" for s in self.servers),
         )
+
+    def _watch_certificates(self) -> None:
+        """New connections of an SSL listener get its keystore's new certificate once the
+        file changes (no restart)."""
+        reloader = CertificateReloader(self.config, self.tag)
+        if not reloader.watching:
+            return
+
+        async def reload() -> None:
+            for listener, context in reloader.changed().items():
+                for server in [*self.servers, *self.controller_servers]:
+                    if server.listener == listener:
+                        server.ssl_context = context
+
+        reload.__name__ = "certificate reload"
+        self._every(TLS_RELOAD_CHECK_S, reload)
 
     async def _start_admin(self) -> None:
         """The HTTP admin API (kraft.admin.listener), once the node is up."""
@@ -233,6 +258,7 @@ class Node:
             listener=endpoint.listener,
             max_request_bytes=self.config.socket_request_max_bytes,
             log_prefix=self.tag,
+            ssl_context=self.tls.servers.get(endpoint.listener),
         )
         await server.start()
         return server
@@ -306,6 +332,7 @@ class Node:
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
             listen=(own.host, own.port),
+            tls=self.tls.raft_links(cfg.controller_listener_names),
         )
         qlog.quorum = quorum
         self.quorum = quorum
@@ -335,6 +362,7 @@ class Node:
             local=self.controller_service,
             leader_hint=(lambda: quorum.leader_id) if quorum is not None else lambda: None,
             tag=self.tag,
+            ssl_context=self.tls.client_for(cfg.controller_listener_names[0]),
         )
         self.controller_client = client
         qlog = self.quorum_log
@@ -348,6 +376,7 @@ class Node:
                     cfg.controller_endpoints(),
                     attempt_timeout_s=cfg.broker_heartbeat_interval_ms / 1000,
                     tag=self.tag,
+                    ssl_context=self.tls.client_for(cfg.controller_listener_names[0]),
                 ),
                 publisher,
                 broker_epoch=lambda: epoch["value"],

@@ -88,7 +88,11 @@ class NodeApi:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self.groups = ClusterGroups(self._image, self._endpoint_of)
+        self.groups = ClusterGroups(
+            self._image,
+            self._endpoint_of,
+            ssl_context=lambda: node.tls.client_for(node.config.inter_broker_listener_name),
+        )
 
     # -------------------------------------------------------------- helpers
 

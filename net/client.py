@@ -1,7 +1,9 @@
 """A small asyncio Kafka client connection: the node's own outbound requests (readiness checks,
 broker-to-controller RPCs, replica fetchers).
 
-One connection, requests pipelined, responses matched to requests by correlation id.
+One connection, requests pipelined, responses matched to requests by correlation id; over TLS
+when given an `ssl` context (the host dialled is the name its certificate is checked against,
+when the context checks host names).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl as _ssl
 from typing import Any
 
 from kraft.net.protocol import (
@@ -39,9 +42,11 @@ class KafkaConnection:
         *,
         client_id: str = "kraft",
         max_response_bytes: int = 256 * 1024 * 1024,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.ssl = ssl
         self.client_id = client_id
         self.max_response_bytes = max_response_bytes
         self._transport: asyncio.Transport | None = None
@@ -58,7 +63,11 @@ class KafkaConnection:
         """Connect and learn the peer's API versions (bound it with `asyncio.timeout`)."""
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_connection(
-            lambda: _ResponseReader(self), self.host, self.port
+            lambda: _ResponseReader(self),
+            self.host,
+            self.port,
+            ssl=self.ssl,
+            server_hostname=self.host if self.ssl is not None else None,
         )
         self._transport, self._protocol = transport, protocol
         response = await self.send(ApiVersionsRequest(), 0)

@@ -5,6 +5,13 @@ Requests on a connection are handled one at a time, in arrival order, so respons
 request order even when a client pipelines (Kafka mutes a channel the same way). A frame larger
 than `socket.request.max.bytes` closes the connection, with a log line, before its body is
 read. Malformed input closes only that connection, with a log line naming the peer.
+
+With an `ssl_context` the listener speaks TLS: each accepted socket is upgraded with
+`loop.start_tls` (a public API, so a failed handshake surfaces here rather than in asyncio's
+debug log), within `TLS_HANDSHAKE_TIMEOUT_S`; the peer's certificate gives the connection's
+principal (`User:<subject DN>`, `User:ANONYMOUS` without one), as Kafka's default principal
+builder does. Lines about failed handshakes (and TLS spoken to a plaintext listener) go
+through a `PeerFaultLog`: a flood of them costs a few lines a minute, not one each.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +44,12 @@ logger = logging.getLogger(__name__)
 API_VERSIONS_KEY = 18
 # Reading pauses while this much of a connection's requests waits for its turn (pipelining).
 _MAX_QUEUED_BYTES = 1 << 20
+# A peer that has not finished its TLS handshake by then is dropped (asyncio's default is 60 s:
+# a silent or plaintext client would hold a connection that long).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+ANONYMOUS = "User:ANONYMOUS"
+# The first bytes of a TLS record carrying a handshake (ClientHello), read as a frame size.
+_TLS_HANDSHAKE_PREFIX = 0x1603
 
 
 class CloseConnection(Exception):
@@ -48,6 +64,56 @@ class Connection:
     peer: str
     listener: str
     state: dict[str, Any] = field(default_factory=dict)
+    # Who the peer is, for an authorizer: from its TLS certificate on an SSL listener.
+    principal: str = ANONYMOUS
+
+
+class PeerFaultLog:
+    """Warnings about peers' faults, at most `burst` per `window_s`; the rest are counted and
+    reported in one line when the window ends (or at the next fault after it)."""
+
+    def __init__(
+        self,
+        log: Callable[..., None],
+        *,
+        burst: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self.burst = burst
+        self.window_s = window_s
+        self._clock = clock
+        self._window_start = clock()
+        self._logged = 0
+        self.suppressed = 0
+        self._last_peer = ""
+
+    def warn(self, prefix: str, peer: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._window_start >= self.window_s:
+            self.flush(prefix)
+            self._window_start = now
+            self._logged = 0
+        if self._logged < self.burst:
+            self._logged += 1
+            self._log("%s" + msg, prefix, *args)
+            return
+        self.suppressed += 1
+        self._last_peer = peer
+
+    def flush(self, prefix: str) -> None:
+        """The summary line of what was held back, if anything was."""
+        if self.suppressed:
+            self._log(
+                "%s%d more connections closed for their peers' faults in the last %d s "
+                "(not logged one by one; the last from %s)",
+                prefix,
+                self.suppressed,
+                round(self.window_s),
+                self._last_peer,
+            )
+            self.suppressed = 0
 
 
 class RequestHandler(Protocol):
@@ -69,6 +135,8 @@ class KafkaServer:
         listener: str = "PLAINTEXT",
         max_request_bytes: int = 100 * 1024 * 1024,
         log_prefix: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        handshake_timeout_s: float = TLS_HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -76,19 +144,46 @@ class KafkaServer:
         self.listener = listener
         self.max_request_bytes = max_request_bytes
         self.log_prefix = log_prefix
+        self.ssl_context = ssl_context
+        self.handshake_timeout_s = handshake_timeout_s
+        self.faults = PeerFaultLog(logger.warning)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._summary: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _ConnectionProtocol(self), self.host, self.port, reuse_address=True
+        factory: Callable[[], asyncio.BaseProtocol] = (
+            (lambda: _ConnectionProtocol(self))
+            if self.ssl_context is None
+            else (lambda: _TlsAcceptor(self))
         )
+        self._server = await loop.create_server(factory, self.host, self.port, reuse_address=True)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        logger.info("%slistening for Kafka clients on %s:%d", self.log_prefix, self.host, self.port)
+        self._summary = loop.create_task(self._summarise_faults())
+        logger.info(
+            "%slistening for Kafka clients on %s:%d%s",
+            self.log_prefix,
+            self.host,
+            self.port,
+            " (TLS)" if self.ssl_context is not None else "",
+        )
+
+    def peer_fault(self, peer: str, msg: str, *args: object) -> None:
+        """A warning about a connection closed for its peer's fault, rate-limited."""
+        self.faults.warn(self.log_prefix, peer, msg, *args)
+
+    async def _summarise_faults(self) -> None:
+        while True:
+            await asyncio.sleep(self.faults.window_s)
+            self.faults.flush(self.log_prefix)
 
     async def stop(self) -> None:
+        if self._summary is not None:
+            self._summary.cancel()
+            self._summary = None
+            self.faults.flush(self.log_prefix)
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -107,6 +202,15 @@ class KafkaServer:
                 if frame is None:
                     return  # the peer closed (mid-frame or between frames)
                 if isinstance(frame, FrameTooLargeError):
+                    if frame.size >> 16 == _TLS_HANDSHAKE_PREFIX:
+                        self.peer_fault(
+                            conn.peer,
+                            "closing connection from %s: a TLS handshake on %s, a plaintext "
+                            "listener",
+                            conn.peer,
+                            self.listener,
+                        )
+                        return
                     logger.warning(
                         "%sclosing connection from %s: request of %d bytes exceeds "
                         "socket.request.max.bytes (%d)",
@@ -197,6 +301,69 @@ class KafkaServer:
 _Item = bytes | bytearray | ProtocolError
 
 
+def _peer_of(transport: asyncio.BaseTransport) -> str:
+    peername = transport.get_extra_info("peername")
+    return f"{peername[0]}:{peername[1]}" if peername else "?"
+
+
+def principal_of(transport: asyncio.BaseTransport) -> str:
+    """`User:<subject DN>` of the peer's certificate (RFC 2253 order, as Kafka's
+    X500Principal.getName gives it), ANONYMOUS without one."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        return ANONYMOUS
+    from cryptography import x509
+
+    return "User:" + x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+class _TlsAcceptor(asyncio.Protocol):
+    """An accepted socket of a TLS listener until its handshake is done: then the connection
+    is served by a `_ConnectionProtocol` over the TLS transport."""
+
+    def __init__(self, server: KafkaServer) -> None:
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        # Nothing may be read before start_tls takes the transport over (the ClientHello).
+        transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self._server._connections.add(task)
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        server = self._server
+        assert server.ssl_context is not None
+        peer = _peer_of(transport)
+        protocol = _ConnectionProtocol(server)
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport,
+                protocol,
+                server.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=server.handshake_timeout_s,
+            )
+        except (OSError, TimeoutError, EOFError) as e:
+            # ssl.SSLError is an OSError: untrusted or expired certificates, plaintext
+            # or garbage instead of a ClientHello, a peer gone mid-handshake.
+            reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+            server.peer_fault(
+                peer, "closing connection from %s: TLS handshake failed: %s", peer, reason
+            )
+            transport.close()
+            return
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                server._connections.discard(task)
+        if tls is None:
+            transport.close()
+            return
+        protocol.connection_made(tls)
+
+
 class _ConnectionProtocol(asyncio.BufferedProtocol):
     """One client connection: the socket reads straight into the frame assembler's buffers
     (a large request lands in a buffer of its own exact size: one copy from the kernel, no
@@ -221,9 +388,12 @@ class _ConnectionProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        peername = transport.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        conn = Connection(peer, self._server.listener)
+        conn = Connection(_peer_of(transport), self._server.listener)
+        if self._server.ssl_context is not None:
+            conn.principal = principal_of(transport)
+            if self._reading_paused or self._failed:
+                # Data came with the end of the handshake, before this call.
+                transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._server._serve(self, conn))
         self._server._connections.add(task)
 
@@ -236,14 +406,18 @@ class _ConnectionProtocol(asyncio.BufferedProtocol):
         for frame in frames:
             self._queue.append(frame)
             self._queued_bytes += len(frame)
-        assert self._transport is not None
+        # No transport yet: TLS data that came with the end of the handshake, before
+        # connection_made (which then pauses reading if it is due).
+        transport = self._transport
         if assembler.error is not None and not self._failed:
             # After the frames before it; nothing after it is read.
             self._queue.append(assembler.error)
             self._failed = True
-            self._transport.pause_reading()
+            if transport is not None:
+                transport.pause_reading()
         elif self._queued_bytes >= _MAX_QUEUED_BYTES and not self._reading_paused:
-            self._transport.pause_reading()
+            if transport is not None:
+                transport.pause_reading()
             self._reading_paused = True
         if frames or self._failed:
             self._wake()

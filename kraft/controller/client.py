@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -108,6 +109,7 @@ class ControllerClient:
         tag: str = "",
         client_id: str = "kraft-broker",
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints and local is None:
             raise ValueError("no controller endpoints")
@@ -118,6 +120,8 @@ class ControllerClient:
         self.tag = tag
         self.client_id = client_id
         self.clock = clock
+        # The controller listener's TLS, None when it is plaintext.
+        self.ssl_context = ssl_context
         # The endpoint believed to be the active controller (an index), and which controller
         # each endpoint was learnt to be (id → endpoint index, from DescribeQuorum answers:
         # an endpoint stays the same controller, whether it leads or not).
@@ -330,7 +334,7 @@ class ControllerClient:
                 return conn
             await conn.close()
         host, port = self.endpoints[index]
-        conn = KafkaConnection(host, port, client_id=self.client_id)
+        conn = KafkaConnection(host, port, client_id=self.client_id, ssl=self.ssl_context)
         self._busy.add(conn)
         try:
             await conn.connect()

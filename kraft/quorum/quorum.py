@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from kraft.quorum.journal import DurableJournal, JournalError
 from kraft.quorum.raft import RaftInvariantError, RaftNode, RaftState, RaftTimeouts
 from kraft.quorum.snapshots import SnapshotId, SnapshotStore, recover, retain
+from kraft.quorum.transport import LinkTls
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Quorum:
         max_entries_between_snapshots: int = 20_000,
         max_bytes_between_snapshots: int = 20 << 20,
         snapshots_kept: int = 2,
+        tls: LinkTls | None = None,
     ) -> None:
         if node_id not in voters:
             raise ValueError(f"node {node_id} is not among the voters {sorted(voters)}")
@@ -175,6 +177,7 @@ class Quorum:
         self._loop = loop
         self._timeouts = RaftTimeouts(election_timeout_ms / 1000, fetch_timeout_ms / 1000)
         self._listen = listen or self.voters[node_id]
+        self._tls = tls
         self._replay_floor = applied_index
         self.max_entry_bytes = max_entry_bytes
         self._tag = f"[node {node_id}] "
@@ -363,6 +366,7 @@ class Quorum:
                     on_apply=self._post_applied,
                     max_entry_bytes=self.max_entry_bytes,
                     tag=self._tag,
+                    tls=self._tls,
                 )
                 if loaded is not None:
                     node.restore_snapshot(loaded[0])

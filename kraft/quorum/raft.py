@@ -71,7 +71,12 @@ from kraft.quorum.snapshot_transfer import (
     parse_chunk,
 )
 from kraft.quorum.snapshots import SnapshotId, SnapshotStore
-from kraft.quorum.transport import AuthenticatedTransport, ProtocolError, TransportSettings
+from kraft.quorum.transport import (
+    AuthenticatedTransport,
+    LinkTls,
+    ProtocolError,
+    TransportSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +217,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
         max_entry_bytes: int,
         tag: str = "",
         transport_factory: Callable[[Any, Node, Any], Any] | None = None,
+        tls: LinkTls | None = None,
     ) -> None:
         self._journal = journal
         self._on_apply = on_apply
@@ -253,6 +259,7 @@ class RaftNode(SyncObj):  # pysyncobj is untyped (Any)
                 barrier=journal.sync,
                 settings=settings,
                 tag=tag,
+                tls=tls,
             )
             created.append(transport)
             return transport

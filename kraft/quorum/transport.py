@@ -38,15 +38,23 @@ decoded before its MAC checks out, a length over `max_frame_bytes` closes the li
 anything is buffered for it, and a connection that has not authenticated within
 `handshake_timeout` is closed. The traffic is authenticated, not encrypted: metadata records
 are not secret from whoever can read the controllers' network, but they cannot be forged.
+
+With `tls` (the controller listener's contexts, when its security protocol is SSL) every link
+is TLS first: the bytes above (handshake and frames) travel inside it, through an
+`ssl.SSLObject` over memory BIOs so the non-blocking poller loop stays as it is. The dialer
+checks the voter's certificate (and host name, as the controller listener's client context
+says); the acceptor asks for the dialer's as `ssl.client.auth` says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hmac
 import logging
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -100,6 +108,15 @@ class TransportSettings:
     max_pending_handshakes: int = 16
 
 
+@dataclass(frozen=True)
+class LinkTls:
+    """TLS contexts of the Raft links: `server` for links accepted, `client` for links
+    dialled."""
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
 class ProtocolError(Exception):
     """The peer broke the link protocol (bad handshake, MAC, frame or message)."""
 
@@ -135,6 +152,21 @@ class _Link:
         self.send_seq = 0
         self.recv_seq = 0
         self.want_write = False
+        # With TLS: wbuf holds plaintext until `tls` encrypts it into raw_out, the bytes
+        # the socket sends; rbuf receives what `tls` decrypts.
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.tls_done = False
+        self.raw_out = bytearray()
+
+    def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        self.tls = context.wrap_bio(
+            self.tls_in,
+            self.tls_out,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+        )
 
 
 class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
@@ -156,8 +188,10 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
         barrier: Callable[[], None] = lambda: None,
         settings: TransportSettings | None = None,
         tag: str = "",
+        tls: LinkTls | None = None,
     ) -> None:
         super().__init__(syncobj, self_node, other_nodes)
+        self._tls = tls
         if not secret:
             raise ValueError("the cluster secret must not be empty")
         self._syncobj = syncobj
@@ -317,6 +351,8 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
             logger.debug("%scannot dial voter %s: %s", self._tag, node.id, os.strerror(err))
             return
         link = _Link(sock, True, node.id, now)
+        if self._tls is not None:
+            link.start_tls(self._tls.client, node.host)
         self._outbound[node.id] = link
         self._links_by_fd[link.fd] = link
         self._poller.subscribe(link.fd, self._on_link_event, _READ | _WRITE | _ERROR)
@@ -353,6 +389,8 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = _Link(sock, False, None, time.monotonic())
+            if self._tls is not None:
+                link.start_tls(self._tls.server, None)
             self._pending[link.fd] = link
             self._links_by_fd[link.fd] = link
             self._poller.subscribe(link.fd, self._on_link_event, _READ | _ERROR)
@@ -386,8 +424,16 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
             if not chunk:
                 self._close(link, "closed by peer")
                 return
-            link.rbuf += chunk
             link.last_read = time.monotonic()
+            if link.tls is not None:
+                try:
+                    if not self._decrypt(link, chunk):
+                        return
+                except ssl.SSLError as e:
+                    self._reject(link, f"TLS: {e.reason or e}")
+                    return
+            else:
+                link.rbuf += chunk
             try:
                 self._process(link)
             except ProtocolError as e:
@@ -401,6 +447,32 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
             if len(link.rbuf) > limit:
                 self._reject(link, "read buffer over the frame limit")
                 return
+
+    def _decrypt(self, link: _Link, chunk: bytes) -> bool:
+        """Feeds TLS bytes in, and what they decrypt to into rbuf; False once closed."""
+        tls = link.tls
+        assert tls is not None
+        link.tls_in.write(chunk)
+        if not link.tls_done:
+            try:
+                tls.do_handshake()
+                link.tls_done = True
+            except ssl.SSLWantReadError:
+                pass
+        while link.tls_done:
+            try:
+                data = tls.read(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self._close(link, "closed by peer")
+                return False
+            if not data:
+                break
+            link.rbuf += data
+        # Handshake answers, and the plaintext that waited for the handshake to end.
+        self._flush(link)
+        return link.state != _CLOSED
 
     def _process(self, link: _Link) -> None:
         while link.state != _CLOSED:
@@ -515,7 +587,7 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
 
     def _write(self, link: _Link, data: bytes) -> None:
         link.wbuf += data
-        if len(link.wbuf) > self._settings.max_write_buffer_bytes:
+        if len(link.wbuf) + len(link.raw_out) > self._settings.max_write_buffer_bytes:
             self._close(link, "write buffer full (peer not reading)")
             return
         self._flush(link)
@@ -523,17 +595,33 @@ class AuthenticatedTransport(Transport):  # pysyncobj is untyped (Any)
     def _flush(self, link: _Link) -> None:
         if link.state == _CLOSED:
             return
-        while link.wbuf:
+        out = link.wbuf
+        if link.tls is not None:
+            out = link.raw_out
             try:
-                sent = link.sock.send(link.wbuf)
+                if not link.tls_done:
+                    # Starts the dialer's handshake (its ClientHello) on the first flush.
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        link.tls.do_handshake()
+                        link.tls_done = True
+                if link.tls_done and link.wbuf:
+                    written = link.tls.write(link.wbuf)
+                    del link.wbuf[:written]
+            except ssl.SSLError as e:
+                self._reject(link, f"TLS: {e.reason or e}")
+                return
+            out += link.tls_out.read()
+        while out:
+            try:
+                sent = link.sock.send(out)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
                 self._close(link, str(e))
                 return
-            del link.wbuf[:sent]
+            del out[:sent]
             link.last_write = time.monotonic()
-        want_write = bool(link.wbuf)
+        want_write = bool(out)
         if want_write != link.want_write:
             link.want_write = want_write
             mask = _READ | _ERROR | (_WRITE if want_write else 0)

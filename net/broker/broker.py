@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import Callable
 
@@ -56,6 +57,7 @@ class Broker:
         broker_epoch_getter: Callable[[], int] = lambda: -1,
         clock: Callable[[], int] = monotonic_ms,
         metrics: NodeMetrics | None = None,
+        inter_broker_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or NodeMetrics()
@@ -85,6 +87,7 @@ class Broker:
                 settings=FetchSettings(
                     max_wait_ms=config.replica_fetch_wait_max_ms,
                     partition_max_bytes=config.replica_fetch_max_bytes,
+                    ssl_context=inter_broker_ssl,
                 ),
             ),
             clock=clock,

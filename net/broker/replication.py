@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class FetchSettings:
     max_wait_ms: int = 500
     partition_max_bytes: int = 1 << 20
     response_max_bytes: int = 16 << 20
+    # The inter-broker listener's TLS (security.inter.broker.protocol=SSL), None: plaintext.
+    ssl_context: ssl.SSLContext | None = None
 
 
 DEFAULT_FETCH_SETTINGS = FetchSettings()
@@ -96,7 +99,11 @@ class ReplicaFetcher:
         address = self.endpoint()
         if address is None:
             raise ConnectionError(f"broker {self.source_id} has no inter-broker endpoint")
-        conn = KafkaConnection(*address, client_id=f"replica-fetcher-{self.broker_id}")
+        conn = KafkaConnection(
+            *address,
+            client_id=f"replica-fetcher-{self.broker_id}",
+            ssl=self.settings.ssl_context,
+        )
         async with asyncio.timeout(5):
             await conn.connect()
         self._conn = conn

@@ -300,8 +300,8 @@ async def test_given_data_dir_is_kept_and_reused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"ssl.keystore.location": "/k.jks"}, "security"),
-        ({"listeners": "SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0"}, "security"),
+        ({"sasl.enabled.mechanisms": "PLAIN"}, "SASL"),
+        ({"listeners": "SASL_SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0"}, "SASL_SSL"),
         ({"num.partitions": 0}, "num.partitions"),
         ({"min.insync.replicas": "two"}, "min.insync.replicas"),
         ({"num.partitions": [3]}, "expected str, int, bool or float"),

@@ -381,10 +381,6 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
     ("changes", "named"),
     [
         (
-            {"listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SSL://:9094"},
-            "listener SSL://127.0.0.1:9094",
-        ),
-        (
             {"listeners": "SASL_SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"},
             "listener SASL_SSL://127.0.0.1:9092",
         ),
@@ -396,23 +392,18 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
             {
                 "listeners": "EXTERNAL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
                 "inter.broker.listener.name": "EXTERNAL",
-                "listener.security.protocol.map": "EXTERNAL:SSL,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map": "EXTERNAL:SASL_PLAINTEXT,CONTROLLER:SSL",
             },
-            "listener.security.protocol.map entry EXTERNAL:SSL",
+            "listener.security.protocol.map entry EXTERNAL:SASL_PLAINTEXT",
         ),
         (
             {"listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SPARE:SASL_SSL"},
             "listener.security.protocol.map entry SPARE:SASL_SSL",
         ),
-        ({"ssl.keystore.location": "/etc/kafka/keystore.jks"}, "ssl.keystore.location"),
         ({"sasl.enabled.mechanisms": "PLAIN"}, "sasl.enabled.mechanisms"),
         ({"authorizer.class.name": "StandardAuthorizer"}, "authorizer.class.name"),
         ({"super.users": "User:admin"}, "super.users"),
         ({"security.inter.broker.protocol": "SASL_SSL"}, "security.inter.broker.protocol"),
-        (
-            {"listener.name.plaintext.ssl.truststore.location": "/t.jks"},
-            "listener.name.plaintext.ssl.truststore.location",
-        ),
         (
             {"listener.name.plaintext.plain.sasl.jaas.config": "x required;"},
             "listener.name.plaintext.plain.sasl.jaas.config",
@@ -423,15 +414,38 @@ def test_security_stops_start_up_naming_what_asked_for_it(
     changes: dict[str, str], named: str
 ) -> None:
     message = build_config_error(changes)
-    assert "security (SSL, SASL, authorization) is not implemented yet" in message
+    assert "SASL and authorization are not implemented yet" in message
     assert named in message
 
 
 def test_security_refusal_names_everything_at_once() -> None:
     message = build_config_error(
-        {"ssl.keystore.location": "/k", "sasl.enabled.mechanisms": "PLAIN", "super.users": "U:a"}
+        {
+            "sasl.kerberos.service.name": "k",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "super.users": "U:a",
+        }
     )
-    assert message.endswith("remove sasl.enabled.mechanisms, ssl.keystore.location, super.users")
+    assert message.endswith(
+        "remove sasl.enabled.mechanisms, sasl.kerberos.service.name, super.users"
+    )
+
+
+def test_ssl_listeners_and_keys_are_accepted_for_kraft_security_tls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The keys are checked, and the stores read, at start-up (kraft.security.tls).
+    caplog.set_level(logging.WARNING, logger="kraft.config")
+    build_config(
+        {
+            **BASE,
+            "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,SSL://:9094",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:SSL",
+            "ssl.keystore.location": "/etc/kafka/keystore.jks",
+            "listener.name.controller.ssl.truststore.location": "/t.jks",
+        }
+    )
+    assert _warnings(caplog) == []
 
 
 def test_plaintext_security_settings_are_accepted(caplog: pytest.LogCaptureFixture) -> None:
@@ -445,8 +459,8 @@ def test_plaintext_security_settings_are_accepted(caplog: pytest.LogCaptureFixtu
     )
     assert _warnings(caplog) == []
     # An empty security key asks for nothing: warned about as having no effect, not refused.
-    build_config({**BASE, "ssl.keystore.location": ""})
-    assert _warnings(caplog) == ["unknown config key ssl.keystore.location ignored"]
+    build_config({**BASE, "sasl.enabled.mechanisms": ""})
+    assert _warnings(caplog) == ["unknown config key sasl.enabled.mechanisms ignored"]
     assert "listener.security.protocol.map" in build_config_error(
         {"listener.security.protocol.map": "PLAINTEXT:TLS"}
     )
@@ -546,7 +560,7 @@ def test_log_config_error_names_the_offending_key_not_a_similar_one() -> None:
         (["log.retention.hours=forever"], "log.retention.hours"),
         (
             ["listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0,SSL://127.0.0.1:0"],
-            "listener SSL://127.0.0.1:0",
+            "ssl.keystore.location: required for listener SSL",
         ),
         (["sasl.enabled.mechanisms=PLAIN", "super.users=User:admin"], "super.users"),
     ],
