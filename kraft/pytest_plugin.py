@@ -15,10 +15,17 @@ Fixtures:
 - ``kraft_topic``: one such topic per test; ``@pytest.mark.kraft_topic(partitions=...,
   replication_factor=..., config={...})`` sets how it is made.
 
-``@pytest.mark.kraft(nodes=3, brokers=0, config={...})`` gives a test a cluster of its own
-(unset values and config keys come from the session's settings), started before it and stopped
-after it; its test id gets a ``[kraft]`` suffix, because the plugin overrides ``kraft_cluster``
-for that test by parametrizing it.
+- ``kraft_chaos``: a started `kraft.Cluster(chaos=True)` of the test's own (sized as the
+  shared one, or by the test's ``kraft`` marker): every link runs through a Toxiproxy proxy, so
+  the test can ``kraft_chaos.cut_clients()``, ``.partition([1], [2, 3])``, ``.latency(200)``
+  (each returns a handle: ``with`` or ``.heal()``). Teardown heals every fault and stops the
+  cluster, also when the test failed.
+
+``@pytest.mark.kraft(nodes=3, brokers=0, config={...}, chaos=False)`` gives a test a cluster of
+its own (unset values and config keys come from the session's settings), started before it and
+stopped after it; its test id gets a ``[kraft]`` suffix, because the plugin overrides
+``kraft_cluster`` for that test by parametrizing it. ``chaos=True`` makes that cluster a chaos
+one (as ``kraft_chaos``).
 
 When a test that used a cluster fails, each node's log tail (``--kraft-log-lines`` /
 ``kraft_log_lines``, default 40; 0: none) is attached to its report as the section
@@ -47,10 +54,12 @@ ConfigValue = str | int | bool
 
 SCOPES: tuple[Scope, ...] = ("session", "package", "module", "class", "function")
 LOG_SECTION = "kraft node logs"
-CLUSTER_MARKER_KEYS = frozenset({"nodes", "brokers", "config"})
+CLUSTER_MARKER_KEYS = frozenset({"nodes", "brokers", "config", "chaos"})
 TOPIC_MARKER_KEYS = frozenset({"partitions", "replication_factor", "config"})
 # Fixtures through which a test uses a cluster: a failing one gets the nodes' logs.
-FIXTURES = frozenset({"kraft_cluster", "kraft_bootstrap_servers", "kraft_topic_factory"})
+FIXTURES = frozenset(
+    {"kraft_cluster", "kraft_bootstrap_servers", "kraft_topic_factory", "kraft_chaos"}
+)
 # Kafka topic names: [a-zA-Z0-9._-], at most 249 characters.
 _NOT_IN_TOPIC_NAME = re.compile(r"[^a-zA-Z0-9._-]+")
 _TOPIC_PREFIX_MAX = 100
@@ -67,6 +76,7 @@ class ClusterSettings:
     brokers: int = 0
     config: tuple[tuple[str, str], ...] = ()
     start_timeout: float = 30.0
+    chaos: bool = False
 
     def with_marker(self, kwargs: Mapping[str, Any], where: str) -> ClusterSettings:
         """These settings overridden by a `kraft` marker's keyword arguments."""
@@ -78,11 +88,15 @@ class ClusterSettings:
             )
         config = dict(self.config)
         config.update(_config_strings(kwargs.get("config") or {}, where))
+        chaos = kwargs.get("chaos", self.chaos)
+        if not isinstance(chaos, bool):
+            raise pytest.UsageError(f"{where}: chaos must be True or False, not {chaos!r}")
         return replace(
             self,
             nodes=_count(kwargs.get("nodes", self.nodes), "nodes", 1, where),
             brokers=_count(kwargs.get("brokers", self.brokers), "brokers", 0, where),
             config=tuple(sorted(config.items())),
+            chaos=chaos,
         )
 
 
@@ -230,6 +244,7 @@ class Clusters:
                 brokers=settings.brokers,
                 config=dict(settings.config),
                 start_timeout=settings.start_timeout,
+                chaos=settings.chaos,
             )
             # Listed before it starts: a Ctrl-C during start leaves nothing unlisted running.
             self.running.append(cluster)
@@ -296,8 +311,8 @@ _SETTINGS = pytest.StashKey[PluginSettings]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "kraft(nodes=1, brokers=0, config={}): give the test a kraft cluster of its own "
-        "(the kraft_cluster fixture and those built on it)",
+        "kraft(nodes=1, brokers=0, config={}, chaos=False): give the test a kraft cluster of "
+        "its own (the kraft_cluster fixture and those built on it; kraft_chaos's size)",
     )
     config.addinivalue_line(
         "markers",
@@ -379,6 +394,24 @@ def kraft_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         clusters.stop(cluster)
 
 
+@pytest.fixture
+def kraft_chaos(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A started chaos cluster of this test's own (`kraft.Cluster(chaos=True)`): sized by the
+    test's `kraft` marker, else as the shared cluster. Teardown heals every fault and stops
+    it, whatever the test did."""
+    clusters = request.config.stash[_CLUSTERS]
+    settings = request.config.stash[_SETTINGS].cluster
+    marker = request.node.get_closest_marker("kraft")
+    if marker is not None:
+        settings = settings.with_marker(marker.kwargs, request.node.nodeid)
+    cluster = clusters.start(replace(settings, chaos=True))
+    try:
+        yield cluster
+    finally:
+        # Cluster.stop heals before it stops the nodes and removes the proxies after.
+        clusters.stop(cluster)
+
+
 @pytest.fixture(scope=_cluster_scope)
 def kraft_bootstrap_servers(kraft_cluster: Cluster) -> str:
     """The cluster's bootstrap servers, "127.0.0.1:port,...", for any Kafka client."""
@@ -442,6 +475,7 @@ __all__ = [
     "Clusters",
     "TopicFactory",
     "kraft_bootstrap_servers",
+    "kraft_chaos",
     "kraft_cluster",
     "kraft_topic",
     "kraft_topic_factory",

@@ -1,31 +1,19 @@
-"""The order publisher cut off from Kafka, with `kraft.chaos`: a one-node cluster whose client
-link goes through a Toxiproxy proxy (ours in a thread, or `$TOXIPROXY_URL`); `CutClients`
-partitions the service from the broker while the broker itself stays up."""
+"""The order publisher cut off from Kafka: the kraft pytest plugin's `kraft_chaos` fixture is a
+cluster of this test's own whose client links go through Toxiproxy proxies (ours in a thread,
+or `$TOXIPROXY_URL`); `cut_clients()` partitions the service from the broker while the broker
+itself stays up. The fixture heals and stops the cluster after the test, pass or fail."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from orders import OrderPublisher
 
-from kraft.chaos.faults import CutClients
-from kraft.chaos.topology import ChaosCluster
+import kraft
 
 TOPIC = "orders"
-
-
-@pytest.fixture
-def chaos(tmp_path: Path) -> Iterator[ChaosCluster]:
-    cluster = ChaosCluster(tmp_path / "kafka", nodes=1)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()  # heals first, then stops the node and the proxies
 
 
 def read_all(bootstrap_servers: str, expected: int) -> list[bytes]:
@@ -46,13 +34,14 @@ def read_all(bootstrap_servers: str, expected: int) -> list[bytes]:
     return values
 
 
+@pytest.mark.kraft(nodes=1)
 def test_orders_placed_while_kafka_is_unreachable_are_written_once_it_is_back(
-    chaos: ChaosCluster,
+    kraft_chaos: kraft.Cluster,
 ) -> None:
-    publisher = OrderPublisher(chaos.bootstrap_servers, TOPIC)
+    publisher = OrderPublisher(kraft_chaos.bootstrap_servers, TOPIC)
     try:
         publisher.place("o-1", 10.0).get(timeout=20)  # the topic is auto-created
-        with chaos.inject(CutClients()):
+        with kraft_chaos.cut_clients():
             pending = [publisher.place(f"o-{n}", float(n)) for n in range(2, 6)]
             # The outage lasts two of the producer's request timeouts (a fault's duration,
             # not a wait for an event): nothing is acknowledged, nothing fails.
@@ -62,7 +51,7 @@ def test_orders_placed_while_kafka_is_unreachable_are_written_once_it_is_back(
         assert offsets == [1, 2, 3, 4]
     finally:
         publisher.close()
-    values = read_all(chaos.bootstrap_servers, 5)
+    values = read_all(kraft_chaos.bootstrap_servers, 5)
     assert [v.split(b",")[0] for v in values] == [
         f'{{"order": "o-{n}"'.encode() for n in range(1, 6)
     ]

@@ -36,8 +36,10 @@ from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kraft.embedded import tempdirs
+from kraft.embedded.chaos import ChaosControls, heal_quietly
 from kraft.embedded.settings import (
     LOCK_FILE,
     ClusterConfigError,
@@ -65,6 +67,9 @@ from kraft.net.protocol import (
     error_name,
 )
 
+if TYPE_CHECKING:
+    from kraft.chaos.topology import ChaosCluster
+
 __all__ = ["Cluster", "ClusterConfigError", "ClusterError", "ClusterNode", "ClusterStartError"]
 
 STOP_TIMEOUT_S = 10.0
@@ -91,6 +96,7 @@ class _Resources:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.local: LocalCluster | None = None
+        self.chaos: ChaosCluster | None = None  # the proxies of a Cluster(chaos=True)
         self.temp_dir: Path | None = None
         self.dir_lock: int | None = None  # fd holding an flock on the data dir's lock file
 
@@ -108,17 +114,32 @@ class _Resources:
             ) from None
         self.dir_lock = fd
 
+    def unroute(self) -> None:
+        """Remove the proxies (the nodes are stopped or never started)."""
+        with self.lock:
+            chaos, self.chaos = self.chaos, None
+        if chaos is not None:
+            chaos.unroute()
+
     def release(self, timeout: float = STOP_TIMEOUT_S) -> None:
         with self.lock:
             local, self.local = self.local, None
             temp_dir, self.temp_dir = self.temp_dir, None
             dir_lock, self.dir_lock = self.dir_lock, None
-        if local is not None:
-            local.stop(timeout)
-        if dir_lock is not None:
-            os.close(dir_lock)
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            chaos = self.chaos
+        try:
+            # Healed first: a paused node resumes (so SIGTERM can stop it cleanly) and a
+            # node's controlled shutdown is not held up by a partition.
+            if chaos is not None:
+                heal_quietly(chaos)
+            if local is not None:
+                local.stop(timeout)
+        finally:
+            self.unroute()
+            if dir_lock is not None:
+                os.close(dir_lock)
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 class ClusterNode:
@@ -185,7 +206,7 @@ class ClusterNode:
         return self.process.log_tail(lines)
 
 
-class Cluster:
+class Cluster(ChaosControls):
     """`nodes` combined nodes (broker + controller: the quorum's voters, ids 1..nodes), then
     `brokers` broker-only nodes, as child processes on 127.0.0.1.
 
@@ -193,7 +214,10 @@ class Cluster:
     bool), checked as `kraft serve` checks its config file. Keys the launcher sets per node
     (node.id, listeners, log.dirs, the quorum, ...) are refused. `data_dir`: kept and reused;
     None: a temporary directory, removed on stop. `start_timeout`: seconds `start()` waits for
-    the cluster to become healthy.
+    the cluster to become healthy. `chaos`: every link (clients to brokers, between nodes)
+    through its own Toxiproxy proxy, at `toxiproxy_url` (None: $TOXIPROXY_URL, else a server
+    of ours in a thread), for the fault methods `partition`, `latency`, `cut_clients`,
+    `inject` and `heal` (`kraft.embedded.chaos`).
     """
 
     def __init__(
@@ -204,6 +228,8 @@ class Cluster:
         data_dir: str | PathLike[str] | None = None,
         *,
         start_timeout: float = 30.0,
+        chaos: bool = False,
+        toxiproxy_url: str | None = None,
     ) -> None:
         check_counts(nodes, brokers)
         if not start_timeout > 0:
@@ -216,6 +242,10 @@ class Cluster:
         self.node_count = nodes
         self.broker_count = brokers
         self.start_timeout = start_timeout
+        if toxiproxy_url is not None and not chaos:
+            raise ClusterConfigError("toxiproxy_url is for a Cluster(..., chaos=True)")
+        self.chaos_enabled = chaos
+        self.toxiproxy_url = toxiproxy_url
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
         self._nodes: list[ClusterNode] = []
@@ -225,7 +255,8 @@ class Cluster:
         state = "running" if self._resources.local is not None else "stopped"
         return (
             f"Cluster(nodes={self.node_count}, brokers={self.broker_count}, {state}, "
-            f"data_dir={str(self._data_dir)!r})"
+            + ("chaos=True, " if self.chaos_enabled else "")
+            + f"data_dir={str(self._data_dir)!r})"
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -249,6 +280,10 @@ class Cluster:
                 local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
                 self._resources.local = local
                 self._nodes = [ClusterNode(self, p) for _, p in sorted(local.nodes.items())]
+                if self.chaos_enabled:
+                    from kraft.embedded.chaos import route
+
+                    self._resources.chaos = route(local, self.toxiproxy_url)
                 try:
                     local.start(wait=True, timeout=self.start_timeout)
                     return self
@@ -257,6 +292,7 @@ class Cluster:
                     # process may take one in between. New ports are worth another try.
                     if attempt < START_ATTEMPTS and PORT_TAKEN in str(e).lower():
                         logger.info("a port was taken before a node bound it: new ports")
+                        self._resources.unroute()  # the next attempt proxies its new ports
                         continue
                     raise ClusterStartError(
                         f"the cluster in {root} did not start"
@@ -271,7 +307,8 @@ class Cluster:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop every node (SIGTERM, then SIGKILL after `timeout` s) and remove a temporary
-        data dir. Idempotent."""
+        data dir. Idempotent. With chaos, every fault is healed first and the proxies are
+        removed last."""
         self._resources.release(timeout)
 
     close = stop
@@ -324,8 +361,24 @@ class Cluster:
 
     @property
     def bootstrap_servers(self) -> str:
-        """ "127.0.0.1:p1,127.0.0.1:p2,...": every broker."""
+        """ "127.0.0.1:p1,127.0.0.1:p2,...": every broker; with chaos, the proxies in front
+        of them (which the brokers advertise)."""
+        chaos = self._chaos_cluster()
+        if chaos is not None:
+            return chaos.bootstrap_servers
+        return self.direct_bootstrap_servers
+
+    @property
+    def direct_bootstrap_servers(self) -> str:
+        """The brokers' own listeners, past any proxy (a client here learns the advertised,
+        proxied addresses from Metadata all the same: use it for the bootstrap only)."""
         return ",".join(n.bootstrap for n in self.nodes if n.bootstrap)
+
+    def _chaos_cluster(self) -> ChaosCluster | None:
+        if not self.chaos_enabled:
+            return None
+        self._local()
+        return self._resources.chaos
 
     @property
     def admin_urls(self) -> list[str]:
