@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from kraft.chaos import observe
 from kraft.chaos.toxiclient import ToxiproxyClient, ToxiproxyError
 from kraft.chaos.toxiproxy import toxiproxy_url as toxiproxy_url_context
-from kraft.launcher import READY_TIMEOUT_S, LocalCluster
+from kraft.launcher import READY_TIMEOUT_S, LocalCluster, free_ports
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class ChaosCluster:
         self._server = contextlib.ExitStack()
         self._api: ToxiproxyClient | None = None
         self._links: dict[str, Link] = {}
+        self._ports: Iterator[int] = iter(())
 
     # ------------------------------------------------------------ views
 
@@ -293,6 +294,17 @@ class ChaosCluster:
     def _create_links(self) -> None:
         nodes = self.cluster.nodes
         voters = set(self.cluster.controller_ids)
+        # The proxies listen on ports chosen here, never on port 0: the nodes' ports are chosen
+        # but not yet bound, and the kernel could hand one of them to a proxy (seen in a
+        # campaign: node 1 failed with "address already in use" on its controller port).
+        taken = {
+            port
+            for spec in self.cluster.specs
+            for port in (spec.kafka_port, spec.controller_port, spec.raft_port, spec.admin_port)
+            if port
+        }
+        wanted = 3 * len(nodes) * len(nodes)
+        self._ports = iter([p for p in free_ports(wanted + len(taken)) if p not in taken][:wanted])
         for j, node in nodes.items():
             self._add(Link(f"client->{j}", CLIENT, j, "client"), node.kafka_port)
         for i in nodes:
@@ -328,7 +340,7 @@ class ChaosCluster:
     def _add(self, link: Link, port: int) -> Link:
         name = f"{self._prefix}.{link.kind}.{link.src}-{link.dst}"
         upstream = f"127.0.0.1:{port}"
-        listen = self.api.create_proxy(name, upstream)
+        listen = self.api.create_proxy(name, upstream, f"127.0.0.1:{next(self._ports)}")
         routed = Link(link.name, link.src, link.dst, link.kind, name, listen, upstream)
         self._links[link.name] = routed
         return routed
