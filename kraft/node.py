@@ -164,10 +164,13 @@ class Node:
         holder["broker"] = broker
         self.broker = broker
         self.log_manager.startup()
-        # Bind first: the registered endpoints must carry the ports actually bound.
+        # Bind first: the registered endpoints must carry the ports actually bound. Clients
+        # are let in only once the broker is registered, unfenced and caught up (as Kafka
+        # enables request processing): before, Metadata would not list this broker and
+        # clients would wait for a controller they cannot find.
         for endpoint in cfg.listeners:
             if endpoint.listener not in cfg.controller_listener_names:
-                self.servers.append(await self._listen(broker, endpoint))
+                self.servers.append(await self._listen(broker, endpoint, serving=False))
         endpoints = []
         for server in self.servers:
             adv = cfg.advertised(server.listener)
@@ -192,6 +195,8 @@ class Node:
             )
             # A single node has caught up with its own registration once it applied it.
             await controller.run(controller.unfence_broker(cfg.node_id, epoch["value"]))
+        for server in self.servers:
+            await server.start_serving()
         self.cleaner.start(lambda: self.log_manager.all_logs().values() if self.log_manager else [])
         self._every(cfg.log_retention_check_interval_ms / 1000, self._retention)
         self._every(CHECKPOINT_INTERVAL_S, self._checkpoint)
@@ -225,7 +230,9 @@ class Node:
         await admin.start()
         self.admin = admin
 
-    async def _listen(self, handler: RequestHandler, endpoint: Endpoint) -> KafkaServer:
+    async def _listen(
+        self, handler: RequestHandler, endpoint: Endpoint, serving: bool = True
+    ) -> KafkaServer:
         server = KafkaServer(
             handler,
             endpoint.host,
@@ -234,7 +241,7 @@ class Node:
             max_request_bytes=self.config.socket_request_max_bytes,
             log_prefix=self.tag,
         )
-        await server.start()
+        await server.start(serving)
         return server
 
     async def _start_quorum(

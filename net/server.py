@@ -79,14 +79,34 @@ class KafkaServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    async def start(self, serving: bool = True) -> None:
+        """Bind the port; with `serving` also listen. Without, the port is known (a broker
+        registers it) but connections are refused until `start_serving`, as Kafka opens its
+        client listeners only once the broker is unfenced."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ConnectionProtocol(self), self.host, self.port, reuse_address=True
+            lambda: _ConnectionProtocol(self),
+            self.host,
+            self.port,
+            reuse_address=True,
+            start_serving=False,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        logger.info("%slistening for Kafka clients on %s:%d", self.log_prefix, self.host, self.port)
+        if serving:
+            await self.start_serving()
+
+    async def start_serving(self) -> None:
+        """Listen and accept connections on the bound port."""
+        assert self._server is not None, "start() binds first"
+        await self._server.start_serving()
+        logger.info(
+            "%slistening for Kafka clients on %s %s:%d",
+            self.log_prefix,
+            self.listener,
+            self.host,
+            self.port,
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
