@@ -133,7 +133,7 @@ class Node:
             # Broker-only: the metadata comes from the active controller (MetadataFollower).
             metadata_log = _ControllersLog()
         else:
-            self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
+            self.record_log = LocalRecordLog(cfg.metadata_dir, publisher)
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
         if not cfg.is_broker:
@@ -300,11 +300,10 @@ class Node:
                 previous["leader"] = leader_id
             service.metadata_fetch.on_leader_change()
 
-        own = next(v for v in cfg.controller_quorum_voters if v.node_id == cfg.node_id)
         quorum = Quorum(
             cfg.node_id,
             cfg.raft_voters(),  # the peers as this node dials them (kraft.peer.raft.<id>)
-            os.path.join(cfg.log_dirs[0], QUORUM_DIR),
+            os.path.join(cfg.metadata_dir, QUORUM_DIR),
             cfg.cluster_secret or self.cluster_id,
             on_commit=on_commit,
             on_leader_change=on_leader_change,
@@ -312,7 +311,7 @@ class Node:
             on_snapshot=qlog.load_snapshot,
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
-            listen=(own.host, own.port),
+            listen=cfg.raft_listen_address(),
         )
         qlog.quorum = quorum
         self.quorum = quorum
