@@ -26,6 +26,7 @@ from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
+from kraft.storage import ensure_formatted
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -35,52 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_PROPERTIES = "meta.properties"
 CHECKPOINT_INTERVAL_S = 5.0
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 QUORUM_DIR = "__cluster_metadata-raft"
-
-
-def _read_meta(path: str) -> dict[str, str]:
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                out[key.strip()] = value.strip()
-    return out
-
-
-def ensure_meta_properties(config: NodeConfig) -> str:
-    """The cluster id from `meta.properties` in every log dir (written on first start), after
-    checking that every dir belongs to this node and this cluster."""
-    cluster_id = config.cluster_id
-    found: dict[str, dict[str, str]] = {}
-    for d in config.log_dirs:
-        os.makedirs(d, exist_ok=True)
-        path = os.path.join(d, META_PROPERTIES)
-        if os.path.exists(path):
-            found[d] = _read_meta(path)
-    for d, meta in found.items():
-        if meta.get("node.id") != str(config.node_id):
-            raise RuntimeError(
-                f"{d}/{META_PROPERTIES} belongs to node {meta.get('node.id')}, "
-                f"not node.id={config.node_id}"
-            )
-        other = meta.get("cluster.id", "")
-        if cluster_id and other and other != cluster_id:
-            raise RuntimeError(f"{d} belongs to cluster {other}, not cluster.id={cluster_id}")
-        cluster_id = cluster_id or other
-    if not cluster_id:
-        cluster_id = uuid.uuid4().hex[:22]
-    from kraft.log.checkpoint import write_atomically
-
-    for d in config.log_dirs:
-        if d not in found:
-            body = f"version=1\ncluster.id={cluster_id}\nnode.id={config.node_id}\n"
-            write_atomically(os.path.join(d, META_PROPERTIES), body.encode())
-    return cluster_id
 
 
 class _ControllersLog:
@@ -92,8 +50,13 @@ class _ControllersLog:
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    """One node. `auto_format`: format unformatted log dirs with a new cluster id rather than
+    refuse to start (for starters that own the dirs: the embedded node, `kraft serve`
+    without --config); see kraft.storage."""
+
+    def __init__(self, config: NodeConfig, auto_format: bool = False) -> None:
         self.config = config
+        self.auto_format = auto_format
         self.tag = f"[node {config.node_id}] "
         self.cluster_id = ""
         self.servers: list[KafkaServer] = []
@@ -118,7 +81,7 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.config
-        self.cluster_id = ensure_meta_properties(cfg)
+        self.cluster_id = ensure_formatted(cfg, self.auto_format)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
         defaults = ControllerDefaults(
