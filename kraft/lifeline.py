@@ -13,7 +13,8 @@ On EOF the node stops as on SIGTERM (a clean stop); if that has not finished aft
 exits at once.
 
 Not covered: a node stopped with SIGSTOP does not run, so it reads the EOF only once it is
-continued.
+continued; and a process forked from the owner without exec (multiprocessing's fork start
+method) holds the write end too, so the nodes stop once it has exited as well.
 """
 
 from __future__ import annotations

@@ -23,7 +23,13 @@ _EXAMPLES = _TESTS.parent / "examples"
 # Directories (first level under tests/) and files (relative to tests/) of each kind.
 _PROCESS_DIRS = frozenset({"admin", "cli", "cluster", "e2e", "embedded"})
 _PROCESS_FILES = frozenset(
-    {"kraft/test_quorum_processes.py", "log/test_crash.py", "chaos/test_toxiproxy_cli.py"}
+    {
+        "kraft/test_quorum_processes.py",
+        "log/test_crash.py",
+        "chaos/test_toxiproxy_cli.py",
+        "chaos/test_topology.py",
+        "chaos/test_faults.py",
+    }
 )
 _SIMULATION_FILES = frozenset(
     {

@@ -123,7 +123,8 @@ class ControllerClient:
         # an endpoint stays the same controller, whether it leads or not).
         self.active: int | None = None
         self.endpoint_of_id: dict[int, int] = {}
-        # Endpoints that hung or refused recently: asked last, until this clock time.
+        # Endpoints that hung or failed recently: asked last, until this clock time (a refused
+        # DescribeQuorum is not held against an endpoint: see _ask_leader).
         self._suspect_until: dict[int, float] = {}
         # A leader id the local view named whose endpoint said it does not lead.
         self._refused_hint: int | None = None
@@ -297,6 +298,12 @@ class ControllerClient:
             async with asyncio.timeout(self.attempt_timeout_s):
                 conn = await self._connection(index)
                 answer = await conn.request(describe_quorum_request())
+        except ConnectionRefusedError:
+            # Nobody listens there (yet: a controller starting a moment after this node).
+            # A refusal costs nothing, so the next round asks again; held suspect for a whole
+            # attempt timeout, it would be skipped while the others answer "no leader" (at
+            # start-up: every broker's registration waited out that timeout).
+            return None
         except (TimeoutError, *NETWORK_ERRORS):
             self._suspect_until[index] = self.clock() + self.attempt_timeout_s
             if conn is not None:

@@ -25,6 +25,9 @@ on new ports.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import shutil
 import threading
 import time
@@ -36,6 +39,7 @@ from types import TracebackType
 
 from kraft.embedded import tempdirs
 from kraft.embedded.settings import (
+    LOCK_FILE,
     ClusterConfigError,
     ClusterError,
     ClusterStartError,
@@ -64,6 +68,10 @@ from kraft.net.protocol import (
 __all__ = ["Cluster", "ClusterConfigError", "ClusterError", "ClusterNode", "ClusterStartError"]
 
 STOP_TIMEOUT_S = 10.0
+START_ATTEMPTS = 3
+# In a node's log when a port it was given is no longer free.
+PORT_TAKEN = "address already in use"
+logger = logging.getLogger(__name__)
 # CreateTopics answers worth another try (the controller moved or is still being elected).
 _RETRIABLE = frozenset(
     {
@@ -84,13 +92,31 @@ class _Resources:
         self.lock = threading.Lock()
         self.local: LocalCluster | None = None
         self.temp_dir: Path | None = None
+        self.dir_lock: int | None = None  # fd holding an flock on the data dir's lock file
+
+    def lock_data_dir(self, root: Path) -> None:
+        """Two Clusters on one data dir would overwrite each other's configs and logs: the
+        running one holds an exclusive flock (released by the kernel if this process dies)."""
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClusterConfigError(
+                f"data_dir {root} is in use by another running Cluster"
+            ) from None
+        self.dir_lock = fd
 
     def release(self, timeout: float = STOP_TIMEOUT_S) -> None:
         with self.lock:
             local, self.local = self.local, None
             temp_dir, self.temp_dir = self.temp_dir, None
+            dir_lock, self.dir_lock = self.dir_lock, None
         if local is not None:
             local.stop(timeout)
+        if dir_lock is not None:
+            os.close(dir_lock)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -218,26 +244,30 @@ class Cluster:
             self._resources.temp_dir = root
         self._data_dir = root
         try:
-            local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
+            self._resources.lock_data_dir(root)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                local = LocalCluster(root, self.node_count, self.broker_count, extra=self.config)
+                self._resources.local = local
+                self._nodes = [ClusterNode(self, p) for _, p in sorted(local.nodes.items())]
+                try:
+                    local.start(wait=True, timeout=self.start_timeout)
+                    return self
+                except LaunchError as e:  # every node was killed
+                    # Free ports are picked, released, then bound by the nodes: another
+                    # process may take one in between. New ports are worth another try.
+                    if attempt < START_ATTEMPTS and PORT_TAKEN in str(e).lower():
+                        logger.info("a port was taken before a node bound it: new ports")
+                        continue
+                    raise ClusterStartError(
+                        f"the cluster in {root} did not start"
+                        + (f" (node {e.node_id} failed)" if e.node_id is not None else "")
+                        + f": {e}",
+                        e.node_id,
+                    ) from None
+            raise AssertionError("unreachable: the last attempt returns or raises")
         except BaseException:
             self._resources.release()
             raise
-        self._resources.local = local
-        self._nodes = [ClusterNode(self, p) for _, p in sorted(local.nodes.items())]
-        try:
-            local.start(wait=True, timeout=self.start_timeout)
-        except LaunchError as e:
-            self._resources.release()
-            raise ClusterStartError(
-                f"the cluster in {root} did not start"
-                + (f" (node {e.node_id} failed)" if e.node_id is not None else "")
-                + f": {e}",
-                e.node_id,
-            ) from None
-        except BaseException:
-            self._resources.release()
-            raise
-        return self
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop every node (SIGTERM, then SIGKILL after `timeout` s) and remove a temporary

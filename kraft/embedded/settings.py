@@ -51,6 +51,8 @@ LAUNCHER_KEYS = frozenset(
         "kraft.admin.listener",
     }
 )
+# Held (flock) by the Cluster running on a data dir.
+LOCK_FILE = ".lock"
 _NODE_DIR = re.compile(r"node-(\d+)")
 # Ports per node: a combined node has Kafka, controller, Raft and admin ports; a broker two.
 PORTS_PER_COMBINED = 4
@@ -138,7 +140,7 @@ def check_data_dir(root: Path, nodes: int, brokers: int) -> None:
                 f"data_dir {root} is one node's log dir (it holds meta.properties), not a "
                 "Cluster's data dir"
             )
-        if any(root.iterdir()):
+        if any(p.name != LOCK_FILE for p in root.iterdir()):
             raise ClusterConfigError(
                 f"data_dir {root} is not empty and holds no kraft cluster (no cluster.id); "
                 "give an empty or new directory"

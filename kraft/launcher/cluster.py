@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import select
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -133,10 +134,9 @@ class LocalCluster:
             if self.nodes[i].proc is not None
         ]
         try:
-            for node in waiting:
-                node.wait_ready(max(0.1, deadline - time.monotonic()))
+            self._wait_ready_lines(waiting, deadline)
         except LaunchError as e:
-            others = [n.log_tail() for n in self.nodes.values() if n is not node]
+            others = [n.log_tail() for n in self.nodes.values() if n.node_id != e.node_id]
             raise LaunchError("\n".join([str(e), *others]), e.node_id) from None
         try:
             want = set(self.alive_ids())
@@ -154,6 +154,21 @@ class LocalCluster:
                 )
         except AssertionError as e:
             raise LaunchError(f"{e}\n{self.logs()}") from None
+
+    @staticmethod
+    def _wait_ready_lines(waiting: list[NodeProcess], deadline: float) -> None:
+        """Until every node in `waiting` printed its ready line. All are watched at once, so
+        a node that exits (a port taken, a bad data dir) fails the wait at once rather than
+        after the others' timeout (a quorum that never forms without it)."""
+        pending = {n.proc.stdout: n for n in waiting if not n.ready and n.proc and n.proc.stdout}
+        while pending:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select(list(pending), [], [], max(0.0, remaining))
+            if not readable:
+                # Timed out: the first node still silent is reported (with its log tail).
+                next(iter(pending.values())).wait_ready(0.0)
+            for stream in readable:
+                pending.pop(stream).wait_ready(0.0)  # reads the line: ready, or raises
 
     def lists_brokers(self, node_id: int, want: set[int]) -> bool:
         response = request(self.nodes[node_id].kafka_port, MetadataRequest(topics=[]), 2.0)

@@ -76,6 +76,7 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(spec.log_path)
         self.starts = 0
+        self.started_at = 0.0  # time.monotonic() of the last start
         self.paused = False
         self.ready = False  # printed its ready line since the last start
         # The write end of this node's lifeline pipe (see kraft.lifeline); held while it runs.
@@ -111,6 +112,7 @@ class NodeProcess:
             raise LaunchError(f"node {self.node_id} is already running")
         self._reap()
         self.starts += 1
+        self.started_at = time.monotonic()
         self.paused = False
         self.ready = False
         os.makedirs(self.spec.directory, exist_ok=True)
@@ -153,17 +155,29 @@ class NodeProcess:
         proc = self.proc
         if proc is None or proc.stdout is None:
             raise LaunchError(f"node {self.node_id} is not started")
-        started = time.monotonic()
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
         line = proc.stdout.readline() if ready else b""
         self.ready = b"ready" in line
         if not self.ready:
             raise LaunchError(
-                f"node {self.node_id} (pid {proc.pid}) not ready after "
-                f"{time.monotonic() - started:.1f} s (exit code {proc.poll()}, said {line!r})\n"
+                f"node {self.node_id} (pid {proc.pid}) not ready "
+                f"{time.monotonic() - self.started_at:.1f} s after its start (exit code "
+                f"{self._exit_code(eof=bool(ready) and not line)}, said {line!r})\n"
                 + self.log_tail(),
                 self.node_id,
             )
+
+    def _exit_code(self, eof: bool) -> int | None:
+        """The exit code, None while it runs; after EOF on its stdout the process is exiting,
+        so its code is worth a short wait."""
+        if self.proc is None:
+            return None
+        if eof:
+            try:
+                return self.proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                return None
+        return self.proc.poll()
 
     def restart(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Stop (cleanly) and start again on the same data dir; waits until ready."""

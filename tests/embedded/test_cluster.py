@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 import kraft
-from kraft.embedded import Cluster, ClusterError, ClusterStartError
+from kraft.embedded import Cluster, ClusterConfigError, ClusterError, ClusterStartError
+from kraft.launcher import configs
 from tests.embedded.procs import gone
 from tests.wait import wait_until
 
@@ -101,6 +104,9 @@ def test_teardown_when_the_body_raised_and_data_dir_reuse(tmp_path: Path) -> Non
 
     again = Cluster(nodes=1, data_dir=data_dir)
     with again:
+        with pytest.raises(ClusterConfigError, match="in use by another running Cluster"):
+            Cluster(nodes=1, data_dir=data_dir).start()
+        assert again.node(1).alive
         assert again.cluster_id == cluster_id
         assert _consume(again.bootstrap_servers, "kept", 1) == [b"survives"]
     assert data_dir.is_dir()
@@ -165,3 +171,51 @@ def test_stop_is_idempotent_and_restartable() -> None:
     with cluster:  # a stopped cluster starts again (a fresh temporary data dir)
         cluster.create_topic("t")
     wait_until(lambda: not _children_alive(), "no node left")
+
+
+def _taking(
+    monkeypatch: pytest.MonkeyPatch, index: int, calls: int | None = None
+) -> tuple[socket.socket, list[list[int]]]:
+    """Make the launcher's free-port pick hand out a port this test listens on, at `index`
+    of the first `calls` picks (None: every pick): what another process taking a port
+    between the pick and the node's bind looks like."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    picked: list[list[int]] = []
+    original = configs.free_ports
+
+    def free_ports(count: int) -> list[int]:
+        ports = original(count)
+        if calls is None or len(picked) < calls:
+            ports[index] = taken.getsockname()[1]
+        picked.append(ports)
+        return ports
+
+    monkeypatch.setattr(configs, "free_ports", free_ports)
+    return taken, picked
+
+
+def test_a_port_taken_before_the_node_binds_it_costs_another_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken, picked = _taking(monkeypatch, index=0, calls=1)
+    with taken, Cluster(nodes=1) as cluster:
+        assert len(picked) == 2
+        assert cluster.bootstrap_servers == f"127.0.0.1:{picked[1][0]}"
+        assert "address already in use" in cluster.logs(200).lower()
+
+
+def test_a_node_that_exits_fails_the_start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node 2's Kafka port is taken on every try: the start fails as soon as node 2 exits,
+    not after the start timeout, and names node 2."""
+    taken, picked = _taking(monkeypatch, index=1)
+    began = time.monotonic()
+    with taken, pytest.raises(ClusterStartError) as caught:
+        Cluster(nodes=3, start_timeout=120).start()
+    took = time.monotonic() - began
+    assert caught.value.node_id == 2
+    assert "address already in use" in str(caught.value).lower()
+    assert len(picked) == 3, "three tries"
+    assert took < 60, f"the start failed after {took:.1f} s, as if waiting out the timeout"
+    assert not _children_alive()

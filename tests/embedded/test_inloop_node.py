@@ -28,6 +28,9 @@ from kraft.embedded.inloop import EmbeddedNode, TopicCreationError
 from kraft.launcher import free_ports
 from tests.wait import wait_until_async
 
+# In-process, seconds: the node runs on the test's own loop (no child processes).
+pytestmark = pytest.mark.unit
+
 HOST = "127.0.0.1"
 DEADLINE_S = 20.0
 

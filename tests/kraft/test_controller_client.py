@@ -6,6 +6,7 @@ gives up at the caller's deadline."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -135,6 +136,39 @@ async def test_finds_the_active_controller_by_describe_quorum(
         assert client.endpoint_of_id == {2: 1}
     finally:
         await client.close()
+
+
+async def test_a_controller_not_listening_yet_is_asked_again_next_round(
+    controllers: list[FakeController],
+) -> None:
+    """At start-up a peer's controller listener may not be bound yet: its refusal costs
+    nothing, so the next round (DISCOVERY_BACKOFF_S later) asks it again, rather than
+    skipping it for a whole attempt timeout while the others answer "no leader"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        late_port = s.getsockname()[1]
+    late = FakeController(2)
+    late.server = KafkaServer(late, "127.0.0.1", late_port, listener="CONTROLLER")
+    late.leads = True
+    client = ControllerClient(
+        [controllers[0].endpoint, ("127.0.0.1", late_port)], attempt_timeout_s=5.0
+    )
+    started = time.monotonic()
+    sending = asyncio.create_task(client.send(heartbeat(), timeout_s=10.0))
+    try:
+        while controllers[0].describes < 2:  # two rounds: the late one refused in both
+            assert not sending.done()
+            await asyncio.sleep(0.01)
+        await late.server.start()
+        answer = await sending
+        assert isinstance(answer, BrokerHeartbeatResponse) and answer.error_code == 0
+        took = time.monotonic() - started
+        assert took < 2.0, f"found the late controller after {took:.1f} s"
+    finally:
+        sending.cancel()
+        await client.close()
+        late._never.set()
+        await late.server.stop()
 
 
 async def test_local_controller_answers_without_the_network(
