@@ -3,11 +3,29 @@
 No key is accepted silently unless it is honoured: unknown keys, and known Kafka keys that have
 no effect here, are warned about at start-up (a Kafka config often carries keys for features a
 node does not have); a known key with an invalid value stops start-up with a message naming
-the key. A listener is served only with a security protocol kraft implements (PLAINTEXT, and
-SSL: its `ssl.*` keys are honoured by `kraft.security.tls`); a listener whose protocol is
-SASL_PLAINTEXT or SASL_SSL (by name or through `listener.security.protocol.map`), `sasl.*`,
-`authorizer.class.name`, `super.users` and their kin stop start-up, since serving them as
-plaintext without authentication would mislead.
+the key. A listener is served only with a security protocol in `SERVABLE_PROTOCOLS` (PLAINTEXT,
+and SSL: its `ssl.*` keys are honoured by `kraft.security.tls`); a listener mapped to another
+(by name or through `listener.security.protocol.map`), `sasl.*`, `authorizer.class.name`,
+`super.users` and their kin stop start-up, since serving them as plaintext without
+authentication would mislead.
+
+Listeners are Kafka's: any number of named listeners, each mapped to a security protocol by
+`listener.security.protocol.map` (without it, Kafka's default map: each protocol name to
+itself, and the controller listeners to PLAINTEXT); `inter.broker.listener.name` or
+`security.inter.broker.protocol` (one of them, as in Kafka) names the listener brokers dial
+each other on; `controller.listener.names` the controller's own.
+
+The quorum. `controller.quorum.voters` (`id@host:port,...`) names each controller's CONTROLLER
+listener, as in Kafka. The Raft traffic does not ride that listener yet: each voter's Raft
+transport listens on its CONTROLLER port + RAFT_PORT_OFFSET (minus it past port 65535), bound
+on the CONTROLLER listener's host, and the others dial the voter's host at that derived port.
+This is an interim step until the Raft messages are carried on the controller listener itself.
+kraft's earlier form stays accepted: with `controller.quorum.bootstrap.servers` given,
+`controller.quorum.voters` names the voters' Raft transports and the bootstrap servers their
+CONTROLLER listeners. The Raft links are authenticated with `kraft.cluster.secret`, or, when it
+is absent, with the cluster id (from `meta.properties`): then anyone who knows the cluster id
+(it is no secret: clients see it in Metadata) and reaches a controller's Raft port can join the
+quorum's links, so keep the Raft ports on a trusted network or set `kraft.cluster.secret`.
 
 Per-peer addresses (so a proxy can sit on each directed link between nodes)::
 
@@ -61,6 +79,16 @@ class Voter:
     port: int
 
 
+# Interim: a voter's Raft transport listens on its CONTROLLER listener's port plus this.
+RAFT_PORT_OFFSET = 100
+
+
+def derived_raft_port(controller_port: int) -> int:
+    """The Raft transport port of a voter whose CONTROLLER listener is on `controller_port`."""
+    up = controller_port + RAFT_PORT_OFFSET
+    return up if up <= 65535 else controller_port - RAFT_PORT_OFFSET
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: int
@@ -74,6 +102,11 @@ class NodeConfig:
     controller_quorum_bootstrap_servers: tuple[tuple[str, int], ...] = ()
     controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
     inter_broker_listener_name: str = "PLAINTEXT"
+    # Listener name → security protocol, for every listener (the effective map; see
+    # effective_protocol_map).
+    listener_security_protocol_map: Mapping[str, str] = field(default_factory=dict)
+    # Where the metadata log (and the quorum's journal) lives; "" = the first of log.dirs.
+    metadata_log_dir: str = ""
     admin_listener: Endpoint | None = None
     # With a token, the admin API's writes need it as a bearer token (reads stay open).
     admin_auth_token: str = ""
@@ -142,6 +175,44 @@ class NodeConfig:
         found = next((e for e in self.advertised_listeners if e.listener == name), None)
         return found or self.listener(name)
 
+    def security_protocol(self, listener: str) -> str:
+        """The security protocol of listener `listener` (PLAINTEXT, SSL, SASL_PLAINTEXT...)."""
+        return self.listener_security_protocol_map[listener]
+
+    @property
+    def metadata_dir(self) -> str:
+        """`metadata.log.dir`, or the first of `log.dirs` (as in Kafka)."""
+        return self.metadata_log_dir or self.log_dirs[0]
+
+    @property
+    def all_log_dirs(self) -> tuple[str, ...]:
+        """Every dir this node keeps data in: `log.dirs`, then `metadata.log.dir` if apart."""
+        if self.metadata_dir in self.log_dirs:
+            return self.log_dirs
+        return (*self.log_dirs, self.metadata_dir)
+
+    @property
+    def voters_name_controller_listeners(self) -> bool:
+        """Kafka's form of `controller.quorum.voters`: each voter's CONTROLLER listener (the
+        Raft transport on a derived port). kraft's earlier form, recognised by
+        `controller.quorum.bootstrap.servers` being given too, names the Raft transports."""
+        return not self.controller_quorum_bootstrap_servers
+
+    def controller_listener(self) -> Endpoint | None:
+        """This node's (first) controller listener, as it binds it."""
+        return next(
+            (e for e in self.listeners if e.listener in self.controller_listener_names), None
+        )
+
+    def raft_listen_address(self) -> tuple[str, int]:
+        """Where this voter's Raft transport listens."""
+        own = next(v for v in self.controller_quorum_voters if v.node_id == self.node_id)
+        if not self.voters_name_controller_listeners:
+            return own.host, own.port
+        endpoint = self.controller_listener()
+        host = endpoint.host if endpoint is not None else own.host
+        return host, derived_raft_port(own.port)
+
     def peer_address(self, kind: str, node_id: int) -> tuple[str, int] | None:
         """The address this node dials for peer `node_id` of `kind` ("broker", "controller",
         "raft") when its config overrides it, else None."""
@@ -149,21 +220,25 @@ class NodeConfig:
 
     def raft_voters(self) -> dict[int, tuple[str, int]]:
         """Every voter's Raft transport address as this node dials it (its own: as it binds)."""
-        return {
-            v.node_id: self.peer_address("raft", v.node_id) or (v.host, v.port)
-            for v in self.controller_quorum_voters
-        }
+        derive = self.voters_name_controller_listeners
+        out = {}
+        for v in self.controller_quorum_voters:
+            port = derived_raft_port(v.port) if derive else v.port
+            out[v.node_id] = self.peer_address("raft", v.node_id) or (v.host, port)
+        return out
 
     def controller_endpoints(self) -> tuple[tuple[str, int], ...]:
         """The controllers' CONTROLLER listeners this node dials: the per-controller addresses
         (`kraft.peer.controller.<id>.address`, by id) when given, else
-        `controller.quorum.bootstrap.servers`."""
+        `controller.quorum.bootstrap.servers`, else the voters (Kafka's form)."""
         by_id = sorted(
             (i, a) for (kind, i), a in self.peer_addresses.items() if kind == "controller"
         )
         if by_id:
             return tuple(a for _, a in by_id)
-        return self.controller_quorum_bootstrap_servers
+        if self.controller_quorum_bootstrap_servers:
+            return self.controller_quorum_bootstrap_servers
+        return tuple((v.host, v.port) for v in self.controller_quorum_voters)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -312,7 +387,7 @@ _NODE_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "controller.quorum.voters": ("controller_quorum_voters", _voters),
     "controller.listener.names": ("controller_listener_names", _names),
     "controller.quorum.bootstrap.servers": ("controller_quorum_bootstrap_servers", _hostports),
-    "inter.broker.listener.name": ("inter_broker_listener_name", lambda v: v.strip().upper()),
+    "metadata.log.dir": ("metadata_log_dir", _str),
     "kraft.admin.listener": ("admin_listener", _admin),
     "kraft.admin.auth.token": ("admin_auth_token", _str),
     "cluster.id": ("cluster_id", _str),
@@ -403,11 +478,15 @@ _NOT_APPLICABLE = {
     "are always served",
 }
 
-# Security protocols a listener may have, and those served; the others (and the keys below)
-# stop start-up rather than be served as plaintext without authentication or authorization.
-SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
-_PROTOCOLS = ("PLAINTEXT", *SECURE_PROTOCOLS)
-SERVABLE_PROTOCOLS = frozenset({"PLAINTEXT", "SSL"})
+# Kafka's security protocols (SecurityProtocol), each a listener may be mapped to.
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# The protocols kraft serves: a listener mapped to any other stops start-up rather than be
+# served as plaintext without authentication. The TLS and SASL work extends this one set.
+SERVABLE_PROTOCOLS: frozenset[str] = frozenset({"PLAINTEXT", "SSL"})
+SECURE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "PLAINTEXT")
+_PROTOCOLS = PROTOCOLS
+# Security keys, until security is implemented: these stop start-up rather than be served as
+# plaintext without authentication or authorization.
 _SECURITY_KEYS = frozenset(
     {
         "authorizer.class.name",
@@ -420,7 +499,13 @@ _SECURITY_KEYS = frozenset(
 )
 _SECURITY_PREFIXES = ("sasl.", "delegation.token.")
 # Checked by _refuse_security: accepted only when they ask for a servable protocol.
-_SECURITY_CHECKED = frozenset({"listener.security.protocol.map", "security.inter.broker.protocol"})
+_SECURITY_CHECKED = frozenset(
+    {
+        "listener.security.protocol.map",
+        "security.inter.broker.protocol",
+        "inter.broker.listener.name",
+    }
+)
 
 
 def _is_security_key(key: str, value: str) -> bool:
@@ -448,21 +533,51 @@ def _protocol_map(v: str) -> dict[str, str]:
     return out
 
 
-def _refuse_security(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) -> None:
-    """ConfigError naming every listener, protocol map entry and key that asks for security."""
-    named: list[str] = []
+def effective_protocol_map(
+    props: Mapping[str, str], listeners: tuple[Endpoint, ...], controller_names: tuple[str, ...]
+) -> dict[str, str]:
+    """Every listener's security protocol, as Kafka resolves it: from
+    `listener.security.protocol.map` when given (every listener must be in it), else Kafka's
+    default map (each protocol name to itself) with the controller listeners as PLAINTEXT."""
+    raw = props.get("listener.security.protocol.map", "").strip()
     try:
-        mapping = _protocol_map(props.get("listener.security.protocol.map", ""))
+        mapping = _protocol_map(raw)
     except ValueError as e:
-        raise ConfigError(f"invalid value for listener.security.protocol.map: {e}") from None
-    for name, protocol in mapping.items():
-        if protocol not in SERVABLE_PROTOCOLS:
-            named.append(f"listener.security.protocol.map entry {name}:{protocol}")
+        raise ConfigError(
+            f"invalid value {raw!r} for listener.security.protocol.map: {e}"
+        ) from None
+    if not raw:
+        mapping = {p: p for p in PROTOCOLS}
+        mapping.update({n: "PLAINTEXT" for n in controller_names if n not in mapping})
     for endpoint in listeners:
-        protocol = mapping.get(endpoint.listener, endpoint.listener)
-        if protocol in _PROTOCOLS and protocol not in SERVABLE_PROTOCOLS:
-            if endpoint.listener not in mapping:
-                named.append(f"listener {endpoint}")
+        if endpoint.listener not in mapping:
+            key = "listener.security.protocol.map" if raw else "listeners"
+            raise ConfigError(
+                f"{key}: no security protocol defined for listener {endpoint.listener} (map it "
+                f"in listener.security.protocol.map to one of {', '.join(PROTOCOLS)})"
+            )
+    return {e.listener: mapping[e.listener] for e in listeners}
+
+
+def _refuse_security(
+    props: Mapping[str, str], listeners: tuple[Endpoint, ...], protocols: Mapping[str, str]
+) -> None:
+    """ConfigError naming every listener and key that asks for security kraft cannot serve.
+    Protocol map entries of listeners that do not exist ask for nothing (Kafka's stock config
+    maps all four protocols)."""
+    named: list[str] = []
+    mapped = bool(props.get("listener.security.protocol.map", "").strip())
+    for endpoint in listeners:
+        protocol = protocols[endpoint.listener]
+        if protocol in SERVABLE_PROTOCOLS:
+            continue
+        if mapped and endpoint.listener != protocol:
+            named.append(
+                f"listener {endpoint} (listener.security.protocol.map entry "
+                f"{endpoint.listener}:{protocol})"
+            )
+        else:
+            named.append(f"listener {endpoint}")
     named += sorted(k for k, v in props.items() if v.strip() and _is_security_key(k, v))
     if named:
         raise ConfigError(
@@ -471,17 +586,24 @@ def _refuse_security(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) 
         )
 
 
-def _inter_broker_protocol(props: Mapping[str, str], values: dict[str, Any]) -> None:
-    """`security.inter.broker.protocol` names the inter-broker listener by its protocol (the
-    listener of that name), as in Kafka; it excludes `inter.broker.listener.name`."""
-    protocol = props.get("security.inter.broker.protocol", "").strip().upper()
-    if not protocol:
-        return
-    if "inter.broker.listener.name" in props:
+def _inter_broker_listener(props: Mapping[str, str]) -> str:
+    """`inter.broker.listener.name`, or the listener named as `security.inter.broker.protocol`
+    (Kafka's ListenerName.forSecurityProtocol), or PLAINTEXT; not both keys, as in Kafka."""
+    name = props.get("inter.broker.listener.name", "").strip()
+    protocol = props.get("security.inter.broker.protocol", "").strip()
+    if name and protocol:
         raise ConfigError(
-            "security.inter.broker.protocol and inter.broker.listener.name exclude each other"
+            "inter.broker.listener.name and security.inter.broker.protocol: only one of them "
+            "may be set"
         )
-    values["inter_broker_listener_name"] = protocol
+    if protocol:
+        if protocol.upper() not in PROTOCOLS:
+            raise ConfigError(
+                f"invalid value {protocol!r} for security.inter.broker.protocol: not one of "
+                + ", ".join(PROTOCOLS)
+            )
+        return protocol.upper()
+    return name.upper() or "PLAINTEXT"
 
 
 def _peer_address(v: str) -> tuple[str, int]:
@@ -543,8 +665,18 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
         if required not in values:
             name = {"node_id": "node.id", "listeners": "listeners", "log_dirs": "log.dirs"}
             raise ConfigError(f"missing required key {name[required]}")
-    _refuse_security(props, values["listeners"])
-    _inter_broker_protocol(props, values)
+    controller_names = values.get("controller_listener_names", ("CONTROLLER",))
+    bound = {e.listener for e in values["listeners"]}
+    if "controller" in values.get("process_roles", ("controller",)) and not any(
+        n in bound for n in controller_names
+    ):
+        raise ConfigError(
+            f"controller.listener.names: none of {','.join(controller_names)} is in listeners"
+        )
+    protocols = effective_protocol_map(props, values["listeners"], controller_names)
+    _refuse_security(props, values["listeners"], protocols)
+    values["listener_security_protocol_map"] = protocols
+    values["inter_broker_listener_name"] = _inter_broker_listener(props)
     values.setdefault("process_roles", ("broker", "controller"))
     values.setdefault("advertised_listeners", ())
     for topic_key, value in log_props.items():
@@ -567,10 +699,16 @@ def _check(config: NodeConfig) -> None:
             raise ConfigError(f"advertised.listeners: {adv.listener} is not in listeners")
         if adv.host in ("0.0.0.0", "::", ""):
             raise ConfigError(f"advertised.listeners: {adv} is not an address clients can dial")
-    if config.is_broker and config.inter_broker_listener_name not in names:
+    inter_broker = config.inter_broker_listener_name
+    if config.is_broker and inter_broker not in names:
+        raise ConfigError(f"inter.broker.listener.name: {inter_broker} is not in listeners")
+    if config.is_broker and inter_broker in config.controller_listener_names:
         raise ConfigError(
-            f"inter.broker.listener.name: {config.inter_broker_listener_name} is not in listeners"
+            f"controller.listener.names: must not contain the inter-broker listener "
+            f"{inter_broker} (inter.broker.listener.name)"
         )
+    if config.is_broker and not any(n not in config.controller_listener_names for n in names):
+        raise ConfigError("listeners: a broker needs a listener besides controller.listener.names")
     if config.is_controller:
         ids = {v.node_id for v in config.controller_quorum_voters}
         if not config.controller_quorum_voters:
@@ -587,23 +725,38 @@ def _check(config: NodeConfig) -> None:
                 f"{','.join(config.controller_listener_names)} is in listeners"
             )
     _check_peers(config)
-    if config.is_controller and config.is_cluster:
-        if not config.controller_endpoints():
-            raise ConfigError(
-                "controller.quorum.bootstrap.servers: required with more than one voter "
-                "(the controllers' CONTROLLER listener addresses)"
-            )
     if not config.is_controller and not config.controller_endpoints():
         raise ConfigError(
-            "controller.quorum.bootstrap.servers: required when process.roles=broker (the "
-            "controllers' CONTROLLER listener addresses: where the broker registers and "
-            "fetches the metadata)"
+            "controller.quorum.bootstrap.servers: required when process.roles=broker, unless "
+            "controller.quorum.voters names the controllers (their CONTROLLER listener "
+            "addresses: where the broker registers and fetches the metadata)"
         )
+    if config.is_controller and config.is_cluster and config.voters_name_controller_listeners:
+        _check_own_voter(config)
     if not config.is_broker and not config.is_cluster:
         # A single voter keeps the metadata in a local log no other node can read.
         raise ConfigError(
             "controller.quorum.voters: a controller-only node (process.roles=controller) "
             "needs more than one voter"
+        )
+
+
+def _check_own_voter(config: NodeConfig) -> None:
+    """In Kafka's form the others derive this voter's Raft port from its entry: the entry
+    must name this node's CONTROLLER listener (as bound or advertised)."""
+    own = next(v for v in config.controller_quorum_voters if v.node_id == config.node_id)
+    ports = {
+        e.port
+        for e in (*config.listeners, *config.advertised_listeners)
+        if e.listener in config.controller_listener_names
+    }
+    if own.port not in ports:
+        raise ConfigError(
+            f"controller.quorum.voters: this node's entry {own.node_id}@{own.host}:{own.port} "
+            f"does not name its CONTROLLER listener (port {', '.join(map(str, sorted(ports)))}); "
+            "name each controller's CONTROLLER listener, or give "
+            "controller.quorum.bootstrap.servers for kraft's earlier form (the voters' Raft "
+            "transports)"
         )
 
 

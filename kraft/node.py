@@ -27,6 +27,7 @@ from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
 from kraft.security.tls import CertificateReloader, NodeTls, node_tls
+from kraft.storage import ensure_formatted
 
 if TYPE_CHECKING:
     from kraft.admin.server import AdminServer
@@ -36,54 +37,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_PROPERTIES = "meta.properties"
 CHECKPOINT_INTERVAL_S = 5.0
 # How often SSL listeners' keystore and truststore files are checked for a new certificate.
 TLS_RELOAD_CHECK_S = 30.0
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 QUORUM_DIR = "__cluster_metadata-raft"
-
-
-def _read_meta(path: str) -> dict[str, str]:
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                out[key.strip()] = value.strip()
-    return out
-
-
-def ensure_meta_properties(config: NodeConfig) -> str:
-    """The cluster id from `meta.properties` in every log dir (written on first start), after
-    checking that every dir belongs to this node and this cluster."""
-    cluster_id = config.cluster_id
-    found: dict[str, dict[str, str]] = {}
-    for d in config.log_dirs:
-        os.makedirs(d, exist_ok=True)
-        path = os.path.join(d, META_PROPERTIES)
-        if os.path.exists(path):
-            found[d] = _read_meta(path)
-    for d, meta in found.items():
-        if meta.get("node.id") != str(config.node_id):
-            raise RuntimeError(
-                f"{d}/{META_PROPERTIES} belongs to node {meta.get('node.id')}, "
-                f"not node.id={config.node_id}"
-            )
-        other = meta.get("cluster.id", "")
-        if cluster_id and other and other != cluster_id:
-            raise RuntimeError(f"{d} belongs to cluster {other}, not cluster.id={cluster_id}")
-        cluster_id = cluster_id or other
-    if not cluster_id:
-        cluster_id = uuid.uuid4().hex[:22]
-    from kraft.log.checkpoint import write_atomically
-
-    for d in config.log_dirs:
-        if d not in found:
-            body = f"version=1\ncluster.id={cluster_id}\nnode.id={config.node_id}\n"
-            write_atomically(os.path.join(d, META_PROPERTIES), body.encode())
-    return cluster_id
 
 
 class _ControllersLog:
@@ -95,8 +53,13 @@ class _ControllersLog:
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    """One node. `auto_format`: format unformatted log dirs with a new cluster id rather than
+    refuse to start (for starters that own the dirs: the embedded node, `kraft serve`
+    without --config); see kraft.storage."""
+
+    def __init__(self, config: NodeConfig, auto_format: bool = False) -> None:
         self.config = config
+        self.auto_format = auto_format
         self.tag = f"[node {config.node_id}] "
         self.cluster_id = ""
         self.servers: list[KafkaServer] = []
@@ -124,7 +87,7 @@ class Node:
         cfg = self.config
         # First: a keystore that cannot be read stops start-up before anything is written.
         self.tls = node_tls(cfg)
-        self.cluster_id = ensure_meta_properties(cfg)
+        self.cluster_id = ensure_formatted(cfg, self.auto_format)
         image = MetadataImage()
         publisher = MetadataPublisher(image, self.tag)
         defaults = ControllerDefaults(
@@ -139,7 +102,7 @@ class Node:
             # Broker-only: the metadata comes from the active controller (MetadataFollower).
             metadata_log = _ControllersLog()
         else:
-            self.record_log = LocalRecordLog(cfg.log_dirs[0], publisher)
+            self.record_log = LocalRecordLog(cfg.metadata_dir, publisher)
             self.record_log.replay_into_publisher()
             metadata_log = self.record_log
         if not cfg.is_broker:
@@ -172,10 +135,13 @@ class Node:
         holder["broker"] = broker
         self.broker = broker
         self.log_manager.startup()
-        # Bind first: the registered endpoints must carry the ports actually bound.
+        # Bind first: the registered endpoints must carry the ports actually bound. Clients
+        # are let in only once the broker is registered, unfenced and caught up (as Kafka
+        # enables request processing): before, Metadata would not list this broker and
+        # clients would wait for a controller they cannot find.
         for endpoint in cfg.listeners:
             if endpoint.listener not in cfg.controller_listener_names:
-                self.servers.append(await self._listen(broker, endpoint))
+                self.servers.append(await self._listen(broker, endpoint, serving=False))
         endpoints = []
         for server in self.servers:
             adv = cfg.advertised(server.listener)
@@ -200,6 +166,8 @@ class Node:
             )
             # A single node has caught up with its own registration once it applied it.
             await controller.run(controller.unfence_broker(cfg.node_id, epoch["value"]))
+        for server in self.servers:
+            await server.start_serving()
         self.cleaner.start(lambda: self.log_manager.all_logs().values() if self.log_manager else [])
         self._every(cfg.log_retention_check_interval_ms / 1000, self._retention)
         self._every(CHECKPOINT_INTERVAL_S, self._checkpoint)
@@ -250,7 +218,9 @@ class Node:
         await admin.start()
         self.admin = admin
 
-    async def _listen(self, handler: RequestHandler, endpoint: Endpoint) -> KafkaServer:
+    async def _listen(
+        self, handler: RequestHandler, endpoint: Endpoint, serving: bool = True
+    ) -> KafkaServer:
         server = KafkaServer(
             handler,
             endpoint.host,
@@ -260,7 +230,7 @@ class Node:
             log_prefix=self.tag,
             ssl_context=self.tls.servers.get(endpoint.listener),
         )
-        await server.start()
+        await server.start(serving)
         return server
 
     async def _start_quorum(
@@ -319,11 +289,10 @@ class Node:
                 previous["leader"] = leader_id
             service.metadata_fetch.on_leader_change()
 
-        own = next(v for v in cfg.controller_quorum_voters if v.node_id == cfg.node_id)
         quorum = Quorum(
             cfg.node_id,
             cfg.raft_voters(),  # the peers as this node dials them (kraft.peer.raft.<id>)
-            os.path.join(cfg.log_dirs[0], QUORUM_DIR),
+            os.path.join(cfg.metadata_dir, QUORUM_DIR),
             cfg.cluster_secret or self.cluster_id,
             on_commit=on_commit,
             on_leader_change=on_leader_change,
@@ -331,7 +300,7 @@ class Node:
             on_snapshot=qlog.load_snapshot,
             fetch_timeout_ms=cfg.controller_quorum_fetch_timeout_ms,
             election_timeout_ms=cfg.controller_quorum_election_timeout_ms,
-            listen=(own.host, own.port),
+            listen=cfg.raft_listen_address(),
             tls=self.tls.raft_links(cfg.controller_listener_names),
         )
         qlog.quorum = quorum

@@ -151,20 +151,33 @@ class KafkaServer:
         self._connections: set[asyncio.Task[None]] = set()
         self._summary: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, serving: bool = True) -> None:
+        """Bind the port; with `serving` also listen. Without, the port is known (a broker
+        registers it) but connections are refused until `start_serving`, as Kafka opens its
+        client listeners only once the broker is unfenced."""
         loop = asyncio.get_running_loop()
         factory: Callable[[], asyncio.BaseProtocol] = (
             (lambda: _ConnectionProtocol(self))
             if self.ssl_context is None
             else (lambda: _TlsAcceptor(self))
         )
-        self._server = await loop.create_server(factory, self.host, self.port, reuse_address=True)
+        self._server = await loop.create_server(
+            factory, self.host, self.port, reuse_address=True, start_serving=False
+        )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         self._summary = loop.create_task(self._summarise_faults())
+        if serving:
+            await self.start_serving()
+
+    async def start_serving(self) -> None:
+        """Listen and accept connections on the bound port."""
+        assert self._server is not None, "start() binds first"
+        await self._server.start_serving()
         logger.info(
-            "%slistening for Kafka clients on %s:%d%s",
+            "%slistening for Kafka clients on %s %s:%d%s",
             self.log_prefix,
+            self.listener,
             self.host,
             self.port,
             " (TLS)" if self.ssl_context is not None else "",

@@ -1,7 +1,9 @@
 """`kraft` command line.
 
 Node commands: `kraft serve --config server.properties` runs one node, `kraft up` a local
-cluster. Client commands, over the Kafka protocol only (they work against any Kafka-compatible
+cluster, `kraft storage random-uuid|format|info` format a node's log dirs first (as Kafka's
+kafka-storage.sh; `kraft serve` without --config, `kraft up` and the launcher format theirs).
+Client commands, over the Kafka protocol only (they work against any Kafka-compatible
 cluster, Apache Kafka included; see `kafka_admin`): `kraft topics`, `kraft groups`,
 `kraft cluster`, `kraft produce`, `kraft consume`, each with Kafka's tool option names
 (`--bootstrap-server`, `--topic`, `--describe`...), tables by default and `--json`.
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from kraft.config import ConfigError, load_config
 
-from . import chaos, cluster, consume, groups, produce, topics
+from . import chaos, cluster, consume, groups, produce, storage, topics
 
 if TYPE_CHECKING:
     from kraft.node import Node
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--brokers", type=int, default=0, help="broker-only nodes besides them (default 0)"
     )
-    for family in (topics, groups, cluster, produce, consume, chaos):
+    for family in (topics, groups, cluster, produce, consume, chaos, storage):
         family.add_parser(sub)
     args = parser.parse_args(argv)
 
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         keep_freed_memory()
 
         try:
-            asyncio.run(_serve(Node(config)))
+            # The packaged config is a quick start: it formats its own dir on first run.
+            asyncio.run(_serve(Node(config, auto_format=args.config is None)))
         except ConfigError as e:
             print(f"kraft: invalid configuration: {e}", file=sys.stderr)
             return 2

@@ -129,7 +129,8 @@ class EmbeddedNode:
             if self._temporary:
                 self._directory = tempfile.mkdtemp(prefix="kraft-embedded-")
                 self.config = dataclasses.replace(self.config, log_dirs=(self._directory,))
-            self._node = Node(self.config)
+            # It owns its dirs: unformatted ones are formatted with a new cluster id.
+            self._node = Node(self.config, auto_format=True)
             await self._node.start()
         except BaseException:
             # Whatever started (listeners, the cleaner's thread, the quorum) stops again; the

@@ -126,8 +126,12 @@ def ssl_settings(props: Mapping[str, str], listener: str) -> SslSettings:
 
 
 def listener_protocol(config: NodeConfig, listener: str) -> str:
-    """A listener's security protocol: its `listener.security.protocol.map` entry, else its
-    name when that is a protocol, else PLAINTEXT."""
+    """A listener's security protocol: its `listener.security.protocol.map` entry (the node's
+    effective map, Kafka's default included), else its name when that is a protocol, else
+    PLAINTEXT."""
+    known = config.listener_security_protocol_map.get(listener)
+    if known is not None:
+        return known
     mapping = config.extra.get("listener.security.protocol.map", "")
     for item in mapping.split(","):
         name, sep, protocol = item.partition(":")

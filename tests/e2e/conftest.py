@@ -10,6 +10,7 @@ import pytest
 
 from kraft.launcher import NodeProcess as LauncherNode
 from kraft.launcher import NodeSpec, free_ports
+from kraft.storage import random_uuid
 
 
 class NodeProcess(LauncherNode):
@@ -23,10 +24,13 @@ class NodeProcess(LauncherNode):
         self.port = port
         self.extra = extra or {}
         self.config_path = Path(self.spec.config_path)
+        # As the launcher's configs: a node given cluster.id formats its empty dirs with it.
+        self.cluster_id = random_uuid()
 
     def write_config(self) -> None:
         props = {
             "node.id": str(self.node_id),
+            "cluster.id": self.cluster_id,
             "process.roles": "broker,controller",
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"

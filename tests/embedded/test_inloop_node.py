@@ -325,7 +325,7 @@ async def test_data_dir_of_another_node_is_refused_at_start(tmp_path: Path) -> N
         pass
     leftovers = Leftovers()
     n = kraft.embedded.node({"log.dirs": str(data)})
-    with pytest.raises(RuntimeError, match="belongs to node 2"):
+    with pytest.raises(RuntimeError, match="formatted for node 2, but this node.s node.id is 1"):
         await n.start()
     assert n.node.servers == []
     leftovers.check()

@@ -367,7 +367,11 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
     # Implemented on branches of the same issue (replica fetcher, group offsets expiry).
     pending = {"replica.fetch.wait.max.ms", "replica.fetch.max.bytes", "offsets.retention.minutes"}
     # Read through a NodeConfig method, which the rest of the code calls.
-    through = {"controller.quorum.bootstrap.servers": ".controller_endpoints()"}
+    through = {
+        "controller.quorum.bootstrap.servers": ".controller_endpoints()",
+        "controller.quorum.voters": ".raft_voters()",
+        "metadata.log.dir": ".metadata_dir",
+    }
     unused = []
     for key, (attr, _) in module._NODE_KEYS.items():
         honoured = f".{attr}" in sources or key in module._LOG_KEYS
@@ -397,8 +401,14 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
             "listener.security.protocol.map entry EXTERNAL:SASL_PLAINTEXT",
         ),
         (
-            {"listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SPARE:SASL_SSL"},
-            "listener.security.protocol.map entry SPARE:SASL_SSL",
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,"
+                "CLIENTS://127.0.0.1:9094",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+                "CLIENTS:SASL_SSL",
+            },
+            "listener CLIENTS://127.0.0.1:9094 (listener.security.protocol.map entry "
+            "CLIENTS:SASL_SSL)",
         ),
         ({"sasl.enabled.mechanisms": "PLAIN"}, "sasl.enabled.mechanisms"),
         ({"authorizer.class.name": "StandardAuthorizer"}, "authorizer.class.name"),

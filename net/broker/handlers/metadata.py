@@ -40,6 +40,19 @@ def alive_brokers(ctx: MetadataContext, listener: str) -> list[tuple[int, str, i
     return out
 
 
+def controller_id_for_clients(
+    ctx: MetadataContext, brokers: list[tuple[int, str, int, str | None]]
+) -> int:
+    """The "controller" clients are told of. KRaft clients cannot reach the controllers: any
+    broker forwards admin requests, so it is this broker while it is listed, else another
+    listed broker (Kafka names a random alive one), else -1. Naming a broker the same response
+    does not list leaves a client waiting for a controller it cannot find."""
+    ids = [b[0] for b in brokers]
+    if ctx.node_id in ids:
+        return ctx.node_id
+    return ids[0] if ids else -1
+
+
 def topic_metadata(
     ctx: MetadataContext, topic: TopicImage
 ) -> MetadataResponse.MetadataResponseTopic:
@@ -115,15 +128,14 @@ async def handle_metadata(
             except ControllerError:
                 code = ErrorCode.INVALID_TOPIC_EXCEPTION
             topics.append(MetadataResponse.MetadataResponseTopic(error_code=code, name=name))
+    brokers = alive_brokers(ctx, conn.listener)
     return MetadataResponse(
         brokers=[
             MetadataResponse.MetadataResponseBroker(node_id=i, host=h, port=p, rack=r)
-            for i, h, p, r in alive_brokers(ctx, conn.listener)
+            for i, h, p, r in brokers
         ],
         cluster_id=ctx.cluster_id,
-        # KRaft clients cannot reach the controllers: any broker forwards admin requests,
-        # so the "controller" a client sees is this broker.
-        controller_id=ctx.node_id,
+        controller_id=controller_id_for_clients(ctx, brokers),
         topics=topics,
     )
 
@@ -180,12 +192,13 @@ async def handle_describe_cluster(
             error_message="only broker endpoints (endpoint_type 1) are served here",
             endpoint_type=request.endpoint_type,
         )
+    brokers = alive_brokers(ctx, conn.listener)
     return DescribeClusterResponse(
         cluster_id=ctx.cluster_id,
-        controller_id=ctx.node_id,
+        controller_id=controller_id_for_clients(ctx, brokers),
         endpoint_type=1,
         brokers=[
             DescribeClusterResponse.DescribeClusterBroker(broker_id=i, host=h, port=p, rack=r)
-            for i, h, p, r in alive_brokers(ctx, conn.listener)
+            for i, h, p, r in brokers
         ],
     )
