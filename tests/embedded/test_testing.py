@@ -57,9 +57,15 @@ def test_builder_methods_return_self_and_views_need_start() -> None:
 
 @pytest.mark.unit
 def test_a_refused_env_fails_start_before_any_process() -> None:
-    kafka = KafkaContainer().with_env("KAFKA_SSL_KEYSTORE_LOCATION", "/k.jks")
-    with pytest.raises(ClusterConfigError, match=r"ssl\.keystore\.location"):
-        kafka.start()
+    # A key kraft refuses (no authorizer yet): refused before any node starts.
+    kafka = KafkaContainer().with_env(
+        "KAFKA_AUTHORIZER_CLASS_NAME", "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    try:
+        with pytest.raises(ClusterConfigError, match=r"authorizer\.class\.name"):
+            kafka.start()
+    finally:
+        kafka.stop()
 
 
 @pytest.mark.process

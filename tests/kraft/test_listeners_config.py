@@ -192,13 +192,13 @@ def test_the_inter_broker_listener_may_not_be_a_controller_listener() -> None:
 
 def test_servable_protocols_are_one_set(monkeypatch: pytest.MonkeyPatch) -> None:
     props = stock(
-        listeners="PLAINTEXT://:9092,SSL://:9094,CONTROLLER://:9093",
+        listeners="PLAINTEXT://:9092,SASL_SSL://:9094,CONTROLLER://:9093",
     )
-    assert "listener SSL://127.0.0.1:9094" in error(props)
+    assert "listener SASL_SSL://127.0.0.1:9094" in error(props)
     monkeypatch.setattr(
-        config_module, "SERVABLE_PROTOCOLS", config_module.SERVABLE_PROTOCOLS | {"SSL"}
+        config_module, "SERVABLE_PROTOCOLS", config_module.SERVABLE_PROTOCOLS | {"SASL_SSL"}
     )
-    assert build_config(props).security_protocol("SSL") == "SSL"
+    assert build_config(props).security_protocol("SASL_SSL") == "SASL_SSL"
 
 
 def test_metadata_log_dir_is_a_data_dir_too() -> None:

@@ -348,7 +348,7 @@ def test_per_listener_keys_win_and_inter_broker_ssl_gets_a_client_context(pki: P
 def test_security_inter_broker_protocol_names_the_ssl_listener() -> None:
     config = build_config({**BASE, "security.inter.broker.protocol": "SSL"})
     assert config.inter_broker_listener_name == "SSL"
-    with pytest.raises(ConfigError, match="exclude each other"):
+    with pytest.raises(ConfigError, match="only one of them"):
         build_config(
             {
                 **BASE,
