@@ -3,10 +3,11 @@
 No key is accepted silently unless it is honoured: unknown keys, and known Kafka keys that have
 no effect here, are warned about at start-up (a Kafka config often carries keys for features a
 node does not have); a known key with an invalid value stops start-up with a message naming
-the key. Security is refused outright until it is implemented: a listener whose protocol is
-SSL, SASL_PLAINTEXT or SASL_SSL (by name or through `listener.security.protocol.map`),
-`ssl.*`, `sasl.*`, `authorizer.class.name`, `super.users` and their kin stop start-up, since
-serving them as plaintext without authentication would mislead.
+the key. Security is refused until it is implemented: a listener whose protocol is SSL or
+SASL_SSL (by name or through `listener.security.protocol.map`), `ssl.*`, `sasl.*` (but for
+the SASL keys `kraft.security.sasl` honours, for SASL_PLAINTEXT listeners),
+`authorizer.class.name`, `super.users` and their kin stop start-up, since serving them as
+plaintext without authentication would mislead.
 
 Per-peer addresses (so a proxy can sit on each directed link between nodes)::
 
@@ -406,6 +407,9 @@ _NOT_APPLICABLE = {
 # without authentication or authorization.
 SECURE_PROTOCOLS = ("SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _PROTOCOLS = ("PLAINTEXT", *SECURE_PROTOCOLS)
+# Served by kraft.security.sasl, with the SASL keys it honours (it refuses what it cannot serve).
+_SERVED_SECURE = frozenset({"SASL_PLAINTEXT"})
+_SASL_KEYS = frozenset({"sasl.enabled.mechanisms", "connections.max.reauth.ms"})
 _SECURITY_KEYS = frozenset(
     {
         "authorizer.class.name",
@@ -413,7 +417,6 @@ _SECURITY_KEYS = frozenset(
         "allow.everyone.if.no.acl.found",
         "principal.builder.class",
         "security.inter.broker.protocol",
-        "connections.max.reauth.ms",
     }
 )
 _SECURITY_PREFIXES = ("ssl.", "sasl.", "delegation.token.")
@@ -425,8 +428,10 @@ def _is_security_key(key: str, value: str) -> bool:
     if key == "security.inter.broker.protocol":
         return value.strip().upper() != "PLAINTEXT"
     if key.startswith("listener.name."):
-        # Per-listener overrides: listener.name.<l>.ssl.*, listener.name.<l>.<mech>.sasl.*
-        return ".ssl." in key or ".sasl." in key
+        # Per-listener overrides: listener.name.<l>.ssl.* (the <mech>.sasl.* ones are SASL's)
+        return ".ssl." in key
+    if key in _SASL_KEYS:
+        return False
     return key in _SECURITY_KEYS or key.startswith(_SECURITY_PREFIXES)
 
 
@@ -449,11 +454,15 @@ def _refuse_security(props: Mapping[str, str], listeners: tuple[Endpoint, ...]) 
     except ValueError as e:
         raise ConfigError(f"invalid value for listener.security.protocol.map: {e}") from None
     for name, protocol in mapping.items():
-        if protocol in SECURE_PROTOCOLS:
+        if protocol in SECURE_PROTOCOLS and protocol not in _SERVED_SECURE:
             named.append(f"listener.security.protocol.map entry {name}:{protocol}")
     for endpoint in listeners:
         protocol = mapping.get(endpoint.listener, endpoint.listener)
-        if protocol in SECURE_PROTOCOLS and endpoint.listener not in mapping:
+        if (
+            protocol in SECURE_PROTOCOLS
+            and protocol not in _SERVED_SECURE
+            and (endpoint.listener not in mapping)
+        ):
             named.append(f"listener {endpoint}")
     named += sorted(k for k, v in props.items() if v.strip() and _is_security_key(k, v))
     if named:
@@ -511,6 +520,8 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
                 logger.warning("config key %s has no effect: %s", key, _NOT_APPLICABLE[key])
             elif key in _SECURITY_CHECKED or (_is_security_key(key, raw) and raw.strip()):
                 pass  # honoured (plaintext) or refused by _refuse_security below
+            elif key in _SASL_KEYS or (key.startswith("listener.name.") and ".sasl." in key):
+                pass  # honoured, or refused, by kraft.security.sasl (check_sasl below)
             else:
                 logger.warning("unknown config key %s ignored", key)
             extra[key] = raw
@@ -533,6 +544,9 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
     values["peer_addresses"] = peers
     config = NodeConfig(**values)
     _check(config)
+    from kraft.security.sasl import check_sasl  # it reads NodeConfig: imported here
+
+    check_sasl(config)
     return config
 
 

@@ -34,11 +34,18 @@ logger = logging.getLogger(__name__)
 API_VERSIONS_KEY = 18
 # Reading pauses while this much of a connection's requests waits for its turn (pipelining).
 _MAX_QUEUED_BYTES = 1 << 20
+ANONYMOUS = "User:ANONYMOUS"
 
 
 class CloseConnection(Exception):
     """Raised by a handler for a request that cannot be answered at all; the server logs
-    the reason and closes the connection."""
+    the reason (unless the handler `logged` it already) and closes the connection, after
+    sending `response` when there is one (a refused SASL authentication's answer)."""
+
+    def __init__(self, reason: str, response: Message | None = None, *, logged: bool = False):
+        super().__init__(reason)
+        self.response = response
+        self.logged = logged
 
 
 @dataclass(slots=True)
@@ -48,6 +55,8 @@ class Connection:
     peer: str
     listener: str
     state: dict[str, Any] = field(default_factory=dict)
+    # Who the peer is, for an authorizer: `User:<name>` once SASL authenticated it.
+    principal: str = ANONYMOUS
 
 
 class RequestHandler(Protocol):
@@ -166,8 +175,16 @@ class KafkaServer:
         try:
             response = await self.handler.handle(header, request, conn)
         except CloseConnection as e:
-            logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
-            return None, True
+            if not e.logged:
+                logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
+            if e.response is None:
+                return None, True
+            response = e.response
+            try:
+                encoded = encode_response(response, header.api_version, header.correlation_id)
+            except EncodeError:
+                return None, True
+            return encoded, True
         except Exception:
             # A bug of ours, not the peer's: log it loudly; the connection cannot continue
             # because the client waits for this response.

@@ -389,10 +389,6 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
             "listener SASL_SSL://127.0.0.1:9092",
         ),
         (
-            {"listeners": "SASL_PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"},
-            "listener SASL_PLAINTEXT://127.0.0.1:9092",
-        ),
-        (
             {
                 "listeners": "EXTERNAL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
                 "inter.broker.listener.name": "EXTERNAL",
@@ -405,17 +401,13 @@ def test_every_parsed_key_is_honoured_or_warned_about(caplog: pytest.LogCaptureF
             "listener.security.protocol.map entry SPARE:SASL_SSL",
         ),
         ({"ssl.keystore.location": "/etc/kafka/keystore.jks"}, "ssl.keystore.location"),
-        ({"sasl.enabled.mechanisms": "PLAIN"}, "sasl.enabled.mechanisms"),
+        ({"sasl.mechanism.inter.broker.protocol": "PLAIN"}, "sasl.mechanism.inter.broker"),
         ({"authorizer.class.name": "StandardAuthorizer"}, "authorizer.class.name"),
         ({"super.users": "User:admin"}, "super.users"),
         ({"security.inter.broker.protocol": "SASL_SSL"}, "security.inter.broker.protocol"),
         (
             {"listener.name.plaintext.ssl.truststore.location": "/t.jks"},
             "listener.name.plaintext.ssl.truststore.location",
-        ),
-        (
-            {"listener.name.plaintext.plain.sasl.jaas.config": "x required;"},
-            "listener.name.plaintext.plain.sasl.jaas.config",
         ),
     ],
 )
@@ -429,9 +421,9 @@ def test_security_stops_start_up_naming_what_asked_for_it(
 
 def test_security_refusal_names_everything_at_once() -> None:
     message = build_config_error(
-        {"ssl.keystore.location": "/k", "sasl.enabled.mechanisms": "PLAIN", "super.users": "U:a"}
+        {"ssl.keystore.location": "/k", "sasl.jaas.config": "x required;", "super.users": "U:a"}
     )
-    assert message.endswith("remove sasl.enabled.mechanisms, ssl.keystore.location, super.users")
+    assert message.endswith("remove sasl.jaas.config, ssl.keystore.location, super.users")
 
 
 def test_plaintext_security_settings_are_accepted(caplog: pytest.LogCaptureFixture) -> None:
@@ -548,7 +540,7 @@ def test_log_config_error_names_the_offending_key_not_a_similar_one() -> None:
             ["listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0,SSL://127.0.0.1:0"],
             "listener SSL://127.0.0.1:0",
         ),
-        (["sasl.enabled.mechanisms=PLAIN", "super.users=User:admin"], "super.users"),
+        (["sasl.jaas.config=x required;", "super.users=User:admin"], "super.users"),
     ],
 )
 def test_serve_with_an_invalid_file_exits_2_naming_the_key(
