@@ -44,6 +44,8 @@ _TABLE: dict[int, tuple[Any, int]] = {
     43: (admin.handle_forwarded, 0),
     44: (admin.handle_forwarded, 0),
     47: (groups.handle_offset_delete, 0),
+    50: (sasl.handle_describe_user_scram_credentials, 0),
+    51: (admin.handle_forwarded, 0),
     55: (metadata.handle_describe_quorum, 0),
     60: (metadata.handle_describe_cluster, 0),
     68: (consumer_groups.handle_consumer_group_heartbeat, 0),
