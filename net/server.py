@@ -35,6 +35,8 @@ API_VERSIONS_KEY = 18
 # Reading pauses while this much of a connection's requests waits for its turn (pipelining).
 _MAX_QUEUED_BYTES = 1 << 20
 ANONYMOUS = "User:ANONYMOUS"
+# How long a connection closed after a last answer waits for its peer to close first.
+LINGER_S = 1.0
 
 
 class CloseConnection(Exception):
@@ -134,6 +136,8 @@ class KafkaServer:
                 if response is not None:
                     await stream.write(response)
                 if close:
+                    if response is not None:
+                        await stream.linger()
                     return
         except ConnectionError:
             pass  # the peer went away; nothing to answer
@@ -323,6 +327,21 @@ class _ConnectionProtocol(asyncio.BufferedProtocol):
         if self._writing_paused:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
+
+    async def linger(self) -> None:
+        """After a last answer (a refused SASL login): drop what the peer still sends until it
+        closes (clients close on such an answer), within LINGER_S. Closing at once, with its
+        requests unread, would reset the connection and the peer could lose the answer (and
+        a client that reads the end of the stream before the data loses it too)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while await self.next_frame() is not None:
+                    pass
+        except TimeoutError:
+            pass
 
     def close(self) -> None:
         if self._transport is not None:

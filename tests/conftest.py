@@ -29,6 +29,7 @@ _PROCESS_FILES = frozenset(
         "chaos/test_toxiproxy_cli.py",
         "chaos/test_topology.py",
         "chaos/test_faults.py",
+        "security/test_sasl_process.py",
     }
 )
 _SIMULATION_FILES = frozenset(
