@@ -3,11 +3,12 @@
 No key is accepted silently unless it is honoured: unknown keys, and known Kafka keys that have
 no effect here, are warned about at start-up (a Kafka config often carries keys for features a
 node does not have); a known key with an invalid value stops start-up with a message naming
-the key. A listener is served only with a security protocol in `SERVABLE_PROTOCOLS` (PLAINTEXT,
-and SSL: its `ssl.*` keys are honoured by `kraft.security.tls`); a listener mapped to another
-(by name or through `listener.security.protocol.map`), `sasl.*`, `authorizer.class.name`,
-`super.users` and their kin stop start-up, since serving them as plaintext without
-authentication would mislead.
+the key. A listener is served only with a security protocol in `SERVABLE_PROTOCOLS`: PLAINTEXT,
+SSL (its `ssl.*` keys honoured by `kraft.security.tls`) and SASL_PLAINTEXT (the SASL keys
+`kraft.security.sasl` honours); a listener mapped to another (SASL_SSL, by name or through
+`listener.security.protocol.map`), other `sasl.*` keys, `authorizer.class.name`, `super.users`
+and their kin stop start-up, since serving them without the security they ask for would
+mislead.
 
 Listeners are Kafka's: any number of named listeners, each mapped to a security protocol by
 `listener.security.protocol.map` (without it, Kafka's default map: each protocol name to
@@ -482,11 +483,12 @@ _NOT_APPLICABLE = {
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # The protocols kraft serves: a listener mapped to any other stops start-up rather than be
 # served as plaintext without authentication. The TLS and SASL work extends this one set.
-SERVABLE_PROTOCOLS: frozenset[str] = frozenset({"PLAINTEXT", "SSL"})
+SERVABLE_PROTOCOLS: frozenset[str] = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT"})
 SECURE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "PLAINTEXT")
 _PROTOCOLS = PROTOCOLS
 # Security keys, until security is implemented: these stop start-up rather than be served as
 # plaintext without authentication or authorization.
+_SASL_KEYS = frozenset({"sasl.enabled.mechanisms", "connections.max.reauth.ms"})
 _SECURITY_KEYS = frozenset(
     {
         "authorizer.class.name",
@@ -494,7 +496,6 @@ _SECURITY_KEYS = frozenset(
         "allow.everyone.if.no.acl.found",
         "principal.builder.class",
         "security.inter.broker.protocol",
-        "connections.max.reauth.ms",
     }
 )
 _SECURITY_PREFIXES = ("sasl.", "delegation.token.")
@@ -512,8 +513,11 @@ def _is_security_key(key: str, value: str) -> bool:
     if key == "security.inter.broker.protocol":
         return value.strip().upper() not in SERVABLE_PROTOCOLS
     if key.startswith("listener.name."):
-        # Per-listener overrides: listener.name.<l>.<mech>.sasl.* (ssl.* ones are TLS's)
-        return ".sasl." in key
+        # Per-listener overrides: listener.name.<l>.ssl.* are TLS's, listener.name.<l>.<mech>.
+        # sasl.* SASL's; each refuses at start-up what it cannot honour.
+        return False
+    if key in _SASL_KEYS:
+        return False
     return key in _SECURITY_KEYS or key.startswith(_SECURITY_PREFIXES)
 
 
@@ -581,8 +585,9 @@ def _refuse_security(
     named += sorted(k for k, v in props.items() if v.strip() and _is_security_key(k, v))
     if named:
         raise ConfigError(
-            "SASL and authorization are not implemented yet, and kraft will not serve them "
-            "as plaintext without authentication: remove " + ", ".join(named)
+            "SASL_SSL, the other SASL settings named and authorization are not implemented "
+            "yet, and kraft will not serve them without the security they ask for: remove "
+            + ", ".join(named)
         )
 
 
@@ -656,6 +661,8 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
                 pass  # honoured (servable) or refused by _refuse_security below
             elif _is_tls_key(key):
                 pass  # honoured, or refused at start-up, by kraft.security.tls
+            elif key in _SASL_KEYS or (key.startswith("listener.name.") and ".sasl." in key):
+                pass  # honoured, or refused, by kraft.security.sasl (check_sasl below)
             else:
                 logger.warning("unknown config key %s ignored", key)
             extra[key] = raw
@@ -689,6 +696,9 @@ def build_config(props: Mapping[str, str]) -> NodeConfig:
     values["peer_addresses"] = peers
     config = NodeConfig(**values)
     _check(config)
+    from kraft.security.sasl_config import check_sasl  # it reads NodeConfig: imported here
+
+    check_sasl(config)
     return config
 
 

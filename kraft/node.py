@@ -26,6 +26,9 @@ from kraft.net.broker.metadata_follower import MetadataFollower
 from kraft.net.protocol import Message
 from kraft.net.server import KafkaServer, RequestHandler
 from kraft.node_metrics import NodeCollector
+from kraft.security.faultlog import PeerFaultLog
+from kraft.security.sasl import SaslGate, sasl_listeners
+from kraft.security.scram import ScramCredential
 from kraft.security.tls import CertificateReloader, NodeTls, node_tls
 from kraft.storage import ensure_formatted
 
@@ -221,6 +224,10 @@ class Node:
     async def _listen(
         self, handler: RequestHandler, endpoint: Endpoint, serving: bool = True
     ) -> KafkaServer:
+        sasl = sasl_listeners(self.config).get(endpoint.listener)
+        if sasl is not None:
+            faults = PeerFaultLog(logger, self.tag)
+            handler = SaslGate(handler, sasl, self.scram_credential, fault=faults.warn)
         server = KafkaServer(
             handler,
             endpoint.host,
@@ -430,6 +437,12 @@ class Node:
     async def _flush(self) -> None:
         if self.log_manager is not None:
             self.log_manager.flush_due()
+
+    def scram_credential(self, mechanism: str, user: str) -> ScramCredential | None:
+        """A SCRAM user's credential, as the metadata image this node follows has it."""
+        if self.broker is None:
+            return None
+        return self.broker.image.scram_credential(mechanism, user)
 
     @property
     def admin_port(self) -> int | None:

@@ -50,11 +50,19 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0
 ANONYMOUS = "User:ANONYMOUS"
 # The first bytes of a TLS record carrying a handshake (ClientHello), read as a frame size.
 _TLS_HANDSHAKE_PREFIX = 0x1603
+# How long a connection closed after a last answer waits for its peer to close first.
+LINGER_S = 1.0
 
 
 class CloseConnection(Exception):
     """Raised by a handler for a request that cannot be answered at all; the server logs
-    the reason and closes the connection."""
+    the reason (unless the handler `logged` it already) and closes the connection, after
+    sending `response` when there is one (a refused SASL authentication's answer)."""
+
+    def __init__(self, reason: str, response: Message | None = None, *, logged: bool = False):
+        super().__init__(reason)
+        self.response = response
+        self.logged = logged
 
 
 @dataclass(slots=True)
@@ -64,7 +72,8 @@ class Connection:
     peer: str
     listener: str
     state: dict[str, Any] = field(default_factory=dict)
-    # Who the peer is, for an authorizer: from its TLS certificate on an SSL listener.
+    # Who the peer is, for an authorizer: from its TLS certificate on an SSL listener, or
+    # `User:<name>` once SASL authenticated it.
     principal: str = ANONYMOUS
 
 
@@ -242,6 +251,8 @@ class KafkaServer:
                 if response is not None:
                     await stream.write(response)
                 if close:
+                    if response is not None:
+                        await stream.linger()
                     return
         except ConnectionError:
             pass  # the peer went away; nothing to answer
@@ -283,8 +294,16 @@ class KafkaServer:
         try:
             response = await self.handler.handle(header, request, conn)
         except CloseConnection as e:
-            logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
-            return None, True
+            if not e.logged:
+                logger.warning("%sclosing connection from %s: %s", self.log_prefix, conn.peer, e)
+            if e.response is None:
+                return None, True
+            response = e.response
+            try:
+                encoded = encode_response(response, header.api_version, header.correlation_id)
+            except EncodeError:
+                return None, True
+            return encoded, True
         except Exception:
             # A bug of ours, not the peer's: log it loudly; the connection cannot continue
             # because the client waits for this response.
@@ -493,6 +512,21 @@ class _ConnectionProtocol(asyncio.BufferedProtocol):
         if self._writing_paused:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
+
+    async def linger(self) -> None:
+        """After a last answer (a refused SASL login): drop what the peer still sends until it
+        closes (clients close on such an answer), within LINGER_S. Closing at once, with its
+        requests unread, would reset the connection and the peer could lose the answer (and
+        a client that reads the end of the stream before the data loses it too)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while await self.next_frame() is not None:
+                    pass
+        except TimeoutError:
+            pass
 
     def close(self) -> None:
         if self._transport is not None:

@@ -32,6 +32,7 @@ _PROCESS_FILES = frozenset(
         "chaos/test_topology.py",
         "chaos/test_faults.py",
         "security/test_tls_process.py",
+        "security/test_sasl_process.py",
     }
 )
 _SIMULATION_FILES = frozenset(

@@ -24,11 +24,14 @@ from kraft.config import NodeConfig
 from kraft.controller.config_describe import DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, topic_defaults
 from kraft.controller.controller import Controller, Result, TopicSpec
 from kraft.controller.leadership import maintenance_command, transfer_leadership_command
+from kraft.controller.scram_credentials import alter_refused, alter_scram_credentials
 from kraft.metadata.image import BROKER_RESOURCE, MAINTENANCE_KEY, TOPIC_RESOURCE, MetadataImage
 from kraft.metadata.publisher import MetadataCommitTimeout, NotController
 from kraft.net.protocol import (
     AlterConfigsRequest,
     AlterConfigsResponse,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsResponse,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreateTopicsRequest,
@@ -60,7 +63,7 @@ class AdminRequests:
     `may_decide()` is asked before each command: a controller that is not (or no longer) the
     quorum's confirmed leader refuses with NOT_CONTROLLER instead of deciding."""
 
-    API_KEYS = frozenset({19, 20, 33, 37, 43, 44})
+    API_KEYS = frozenset({19, 20, 33, 37, 43, 44, 51})
     # kraft's own requests: served on the CONTROLLER listener, advertised nowhere.
     OWN_API_KEYS = frozenset({TransferLeadershipRequest.API_KEY or 0})
 
@@ -84,6 +87,7 @@ class AdminRequests:
             33: self.alter_configs,
             44: self.incremental_alter_configs,
             43: self.elect_leaders,
+            51: self.alter_user_scram_credentials,
             TransferLeadershipRequest.API_KEY or 0: self.transfer_leadership,
         }
 
@@ -381,6 +385,17 @@ class AdminRequests:
         if code == 0 and not validate_only:
             logger.info("%saltered configs of topic %s: %s", self.tag, name, changes)
         return code, message
+
+    async def alter_user_scram_credentials(
+        self, request: AlterUserScramCredentialsRequest, version: int
+    ) -> AlterUserScramCredentialsResponse:
+        code, response = await self.submit(alter_scram_credentials(request))
+        if code:
+            return alter_refused(request, code)
+        for result in response.results:
+            if result.error_code == 0:
+                logger.info("%saltered SCRAM credentials of user %s", self.tag, result.user)
+        return response
 
     async def alter_configs(
         self, request: AlterConfigsRequest, version: int

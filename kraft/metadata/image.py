@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kraft.net.protocol import _generated as m
+from kraft.security.scram import MECHANISM_TYPES, ScramCredential
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class MetadataImage:
         self.configs: dict[tuple[int, str], dict[str, str]] = {}
         self.next_producer_id = 0
         self.features: dict[str, int] = {}
+        # (user, SCRAM mechanism type) → its salted credential (KIP-554).
+        self.scram_credentials: dict[tuple[str, int], m.UserScramCredentialRecord] = {}
         self.last_offset = -1
 
     def copy(self) -> MetadataImage:
@@ -184,7 +187,21 @@ class MetadataImage:
     def _feature(self, r: m.FeatureLevelRecord) -> None:
         self.features[r.name] = r.feature_level
 
+    def _scram_credential(self, r: m.UserScramCredentialRecord) -> None:
+        self.scram_credentials[(r.name, r.mechanism)] = r
+
+    def _remove_scram_credential(self, r: m.RemoveUserScramCredentialRecord) -> None:
+        self.scram_credentials.pop((r.name, r.mechanism), None)
+
     # ------------------------------------------------------------------ views
+
+    def scram_credential(self, mechanism: str, user: str) -> ScramCredential | None:
+        """`user`'s credential for SCRAM mechanism `mechanism` (e.g. SCRAM-SHA-256)."""
+        mechanism_type = MECHANISM_TYPES.get(mechanism)
+        r = self.scram_credentials.get((user, mechanism_type or 0))
+        if r is None:
+            return None
+        return ScramCredential(r.salt, r.stored_key, r.server_key, r.iterations)
 
     def topic_config(self, topic: str) -> dict[str, str]:
         return dict(self.configs.get((TOPIC_RESOURCE, topic), {}))
@@ -224,4 +241,6 @@ _HANDLERS: dict[type, Callable[[MetadataImage, Any], None]] = {
     m.ConfigRecord: MetadataImage._config,
     m.ProducerIdsRecord: MetadataImage._producer_ids,
     m.FeatureLevelRecord: MetadataImage._feature,
+    m.UserScramCredentialRecord: MetadataImage._scram_credential,
+    m.RemoveUserScramCredentialRecord: MetadataImage._remove_scram_credential,
 }

@@ -74,6 +74,7 @@ def image_to_records(image: MetadataImage) -> list[Message]:
                     value=value,
                 )
             )
+    out.extend(image.scram_credentials.values())
     if image.next_producer_id:
         out.append(
             m.ProducerIdsRecord(

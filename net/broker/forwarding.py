@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 from kraft.controller.client import ControllerClient
 from kraft.controller.controller import TopicSpec
+from kraft.controller.scram_credentials import alter_refused
 from kraft.net.protocol import (
     AlterConfigsRequest,
     AlterConfigsResponse,
+    AlterUserScramCredentialsRequest,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreateTopicsRequest,
@@ -127,6 +129,8 @@ def timed_out_response(request: Message) -> Message:
                 for t in request.topic_partitions or []
             ],
         )
+    if isinstance(request, AlterUserScramCredentialsRequest):
+        return alter_refused(request, code)
     if isinstance(request, TransferLeadershipRequest):
         return TransferLeadershipResponse(error_code=code, error_message="no active controller")
     return DescribeQuorumResponse(error_code=code, error_message="no active controller")

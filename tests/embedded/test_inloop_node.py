@@ -300,7 +300,7 @@ async def test_given_data_dir_is_kept_and_reused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"sasl.enabled.mechanisms": "PLAIN"}, "SASL"),
+        ({"authorizer.class.name": "StandardAuthorizer"}, "authorizer.class.name"),
         ({"listeners": "SASL_SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0"}, "SASL_SSL"),
         ({"num.partitions": 0}, "num.partitions"),
         ({"min.insync.replicas": "two"}, "min.insync.replicas"),

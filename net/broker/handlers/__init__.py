@@ -10,7 +10,7 @@ from typing import Any
 
 from kraft.net.protocol import API_KEYS
 
-from . import admin, consumer_groups, fetch, groups, metadata, produce
+from . import admin, consumer_groups, fetch, groups, metadata, produce, sasl
 from .api_versions import handle_api_versions
 
 # api key → (handler, lowest version advertised). The lowest versions are Kafka 4.0's
@@ -30,6 +30,7 @@ _TABLE: dict[int, tuple[Any, int]] = {
     14: (groups.handle_sync_group, 0),
     15: (groups.handle_describe_groups, 0),
     16: (groups.handle_list_groups, 0),
+    17: (sasl.handle_sasl_handshake, 0),
     18: (handle_api_versions, 0),
     19: (admin.handle_forwarded, 2),
     20: (admin.handle_forwarded, 1),
@@ -37,11 +38,14 @@ _TABLE: dict[int, tuple[Any, int]] = {
     23: (fetch.handle_offset_for_leader_epoch, 2),
     32: (admin.handle_describe_configs, 1),
     33: (admin.handle_forwarded, 0),
+    36: (sasl.handle_sasl_authenticate, 0),
     37: (admin.handle_forwarded, 0),
     42: (groups.handle_delete_groups, 0),
     43: (admin.handle_forwarded, 0),
     44: (admin.handle_forwarded, 0),
     47: (groups.handle_offset_delete, 0),
+    50: (sasl.handle_describe_user_scram_credentials, 0),
+    51: (admin.handle_forwarded, 0),
     55: (metadata.handle_describe_quorum, 0),
     60: (metadata.handle_describe_cluster, 0),
     68: (consumer_groups.handle_consumer_group_heartbeat, 0),
