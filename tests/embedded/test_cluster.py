@@ -122,7 +122,7 @@ def test_async_context_manager() -> None:
     assert pids and all(p is not None and gone(p) for p in pids)
 
 
-def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
+def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path, others: set[int]) -> None:
     data_dir = tmp_path / "broken"
     with Cluster(nodes=1, data_dir=data_dir):
         pass
@@ -144,24 +144,35 @@ def test_a_node_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
     assert "node 1 failed" in message
     assert "---- node 1 log" in message, "the node's log tail is in the message"
     assert not cluster.running
-    assert not _children_alive()
+    assert not _children_alive(others)
 
 
-def test_start_timeout_stops_every_node() -> None:
+def test_start_timeout_stops_every_node(others: set[int]) -> None:
     cluster = Cluster(nodes=3, start_timeout=0.05)
     with pytest.raises(ClusterStartError, match="not ready") as caught:
         cluster.start()
     assert caught.value.node_id == 1
-    assert not _children_alive()
+    assert not _children_alive(others)
     assert cluster._resources.temp_dir is None
 
 
-def _children_alive() -> list[int]:
+def _children() -> set[int]:
     path = Path(f"/proc/self/task/{os.getpid()}/children")
-    return [int(p) for p in path.read_text().split() if not gone(int(p))]
+    return {int(p) for p in path.read_text().split() if not gone(int(p))}
 
 
-def test_stop_is_idempotent_and_restartable() -> None:
+@pytest.fixture
+def others() -> set[int]:
+    """This process's children before the test (e.g. a session's shared cluster): not the
+    test's to stop."""
+    return _children()
+
+
+def _children_alive(others: set[int]) -> list[int]:
+    return sorted(_children() - others)
+
+
+def test_stop_is_idempotent_and_restartable(others: set[int]) -> None:
     cluster = Cluster(nodes=1)
     cluster.start()
     first_dir = cluster.data_dir
@@ -170,7 +181,7 @@ def test_stop_is_idempotent_and_restartable() -> None:
     assert not first_dir.exists()
     with cluster:  # a stopped cluster starts again (a fresh temporary data dir)
         cluster.create_topic("t")
-    wait_until(lambda: not _children_alive(), "no node left")
+    wait_until(lambda: not _children_alive(others), "no node left")
 
 
 def _taking(
@@ -206,7 +217,9 @@ def test_a_port_taken_before_the_node_binds_it_costs_another_start(
         assert "address already in use" in cluster.logs(200).lower()
 
 
-def test_a_node_that_exits_fails_the_start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_that_exits_fails_the_start_at_once(
+    monkeypatch: pytest.MonkeyPatch, others: set[int]
+) -> None:
     """Node 2's Kafka port is taken on every try: the start fails as soon as node 2 exits,
     not after the start timeout, and names node 2."""
     taken, picked = _taking(monkeypatch, index=1)
@@ -218,4 +231,4 @@ def test_a_node_that_exits_fails_the_start_at_once(monkeypatch: pytest.MonkeyPat
     assert "address already in use" in str(caught.value).lower()
     assert len(picked) == 3, "three tries"
     assert took < 60, f"the start failed after {took:.1f} s, as if waiting out the timeout"
-    assert not _children_alive()
+    assert not _children_alive(others)

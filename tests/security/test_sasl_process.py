@@ -11,6 +11,7 @@ Run under the heavy-test lock (tests/conftest.py marks this file `process`).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import struct
 import time
@@ -103,6 +104,8 @@ def sasl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslNode]:
     )
     props = {
         "node.id": "1",
+        # kraft's own key: a node given its cluster id formats its empty log dirs itself.
+        "cluster.id": "sasl-" + secrets.token_hex(8),
         "process.roles": "broker,controller",
         "listeners": f"PLAINTEXT://127.0.0.1:{kafka},SASL_PLAINTEXT://127.0.0.1:{sasl_port},"
         f"SCRAMONLY://127.0.0.1:{scram_only_port},CONTROLLER://127.0.0.1:{controller}",

@@ -9,6 +9,7 @@ Run under the heavy-test lock (tests/conftest.py marks this file `process`).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 import uuid
@@ -64,6 +65,8 @@ def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsNode]:
     }
     props = {
         "node.id": "1",
+        # kraft's own key: a node given its cluster id formats its empty log dirs itself.
+        "cluster.id": "tls-" + secrets.token_hex(8),
         "process.roles": "broker,controller",
         "listeners": f"PLAINTEXT://127.0.0.1:{kafka},SSL://127.0.0.1:{ssl_port},"
         f"MTLS://127.0.0.1:{mtls_port},CONTROLLER://127.0.0.1:{controller}",
