@@ -204,3 +204,30 @@ def test_reset_on_heal_reopens_the_cut_links_on_the_same_addresses(
     after = cc.api.proxies()
     assert {name: p["listen"] for name, p in after.items()} == before
     assert all(p["enabled"] and not p["toxics"] for p in after.values())
+
+
+def test_proxies_never_take_a_port_chosen_for_a_node(
+    tmp_path: Path, toxiproxy_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The nodes' ports are chosen but not bound until the nodes start: a proxy listening on
+    # port 0 could be handed one of them (a campaign run saw node 1 fail with "address
+    # already in use" on its controller port). Here every pick offers the nodes' ports first.
+    from kraft.chaos import topology
+
+    cc = ChaosCluster(tmp_path / "c", 3, toxiproxy_url=toxiproxy_server)
+    node_ports = [
+        port
+        for spec in cc.cluster.specs
+        for port in (spec.kafka_port, spec.controller_port, spec.raft_port, spec.admin_port)
+        if port
+    ]
+    spare = [p for p in topology.free_ports(60) if p not in node_ports]
+    monkeypatch.setattr(topology, "free_ports", lambda n: (node_ports + spare)[:n])
+    try:
+        cc.route()
+        listening = {int(link.listen.rsplit(":", 1)[1]) for link in cc.links()}
+        assert len(listening) == len(cc.links()) == 21
+        # Ports chosen by the topology (not by the kernel for port 0), none of a node's.
+        assert listening <= set(spare)
+    finally:
+        cc.kill()
